@@ -1,0 +1,92 @@
+# Makefile - builds ./rnlua (Lua 5.4 linked statically; OpenBLAS, zlib,
+# readline dynamically), the CUDA parts whenever nvcc and cuDNN are found,
+# and runs the suite. `make run` and `make test` work on a fresh Debian
+# machine: both install missing packages first (`make deps`).
+#
+#   make            build ./rnlua (with CUDA parts if nvcc + cudnn.h exist)
+#   make deps       install missing Debian packages (prints the line if not root)
+#   make test       deps + build + the whole suite ("N passed, N failed")
+#   make test-asan  the suite under ASan+UBSan (separate build dir)
+#   make test-valgrind  binding tests under valgrind
+#   make run        deps + build + the main job on the default data
+#   make install PREFIX=/usr/local
+
+PREFIX ?= /usr/local
+BUILD ?= build
+CC ?= gcc
+LUA_INC ?= /usr/include/lua5.4
+LUA_A ?= /usr/lib/x86_64-linux-gnu/liblua5.4.a
+OPT ?= -O2
+SAN ?=
+
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -fno-strict-aliasing \
+  -I$(LUA_INC) -Icore $(OPT) $(SAN)
+LIBS = $(LUA_A) -lopenblas -lreadline -lz -lm -ldl -lpthread
+
+# ---- CUDA (compiled and linked wherever nvcc and cuDNN headers exist) -------
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc; })
+HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h -o -f /usr/include/cudnn.h && echo yes)
+ifeq ($(NOCUDA),1)
+  NVCC :=
+endif
+ifneq ($(and $(NVCC),$(HAVE_CUDNN)),)
+  WITH_CUDA = 1
+  include mk/cuda.mk
+endif
+
+CFLAGS = $(CFLAGS_BASE) $(CUDA_CFLAGS)
+
+SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/lua/*.c) $(CUDA_SRCS)
+OBJS = $(patsubst %.c,$(BUILD)/%.o,$(SRCS)) $(CUDA_OBJS)
+DEPS = $(OBJS:.o=.d)
+
+.PHONY: all deps test test-asan test-valgrind run install clean bench check-deps
+
+all: rnlua
+
+rnlua: $(BUILD)/rnlua
+	cp $< $@
+
+$(BUILD)/rnlua: $(OBJS)
+	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS) $(CUDA_LIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+-include $(DEPS)
+
+# ---- packages ---------------------------------------------------------------
+DEB_PKGS = liblua5.4-dev libopenblas-dev libreadline-dev zlib1g-dev dataset-fashion-mnist
+deps:
+	@sh scripts/deps.sh $(DEB_PKGS)
+
+# ---- tests ------------------------------------------------------------------
+test: deps
+	$(MAKE) all
+	./rnlua tests/run.lua
+
+test-asan: deps
+	$(MAKE) BUILD=build-asan OPT=-O1 NOCUDA=1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  build-asan/rnlua
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  RNLUA_BIN=build-asan/rnlua RN_TEST_LIGHT=1 build-asan/rnlua tests/run.lua
+
+test-valgrind: deps
+	$(MAKE) all
+	RN_TEST_LIGHT=1 RN_VALGRIND=1 valgrind -q --error-exitcode=99 --leak-check=full \
+	  --errors-for-leak-kinds=definite ./rnlua tests/run.lua tests/test_tensor.lua tests/test_binding.lua
+
+run: deps
+	$(MAKE) all
+	./rnlua scripts/resnet_cifar.lua $(RUN_ARGS)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/rnlua/lua/rn
+	install -m 755 rnlua $(DESTDIR)$(PREFIX)/bin/rnlua
+	cp -r lua/. $(DESTDIR)$(PREFIX)/share/rnlua/lua/
+
+clean:
+	rm -rf build build-asan rnlua

@@ -1,0 +1,253 @@
+/* autograd.c - the eager tape: grad mode, node creation and lifetime, and the
+ * reverse pass (Kahn order over the nodes reachable from the root, gradient
+ * accumulation into .grad of leaves, saved tensors freed once used). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd.h"
+#include "backend.h"
+
+static _Thread_local bool grad_on = true;
+const char *(*rn_where_hook)(void) = NULL;
+
+bool rn_grad_enabled(void) { return grad_on; }
+void rn_set_grad_enabled(bool on) { grad_on = on; }
+
+bool rn_needs_grad(int n, rn_tensor *const *ins) {
+  if (!grad_on) return false;
+  for (int i = 0; i < n; i++)
+    if (ins[i] && ins[i]->requires_grad) return true;
+  return false;
+}
+
+rn_node *rn_node_new(const char *name, rn_backward_fn bw, int nin, rn_tensor *const *ins) {
+  size_t sz = sizeof(rn_node) + (size_t)nin * (sizeof(rn_node *) + sizeof(rn_tensor *) +
+                                               sizeof(rn_inshape) + sizeof(bool));
+  rn_node *n = calloc(1, sz);
+  if (!n) { rn_err("%s: out of memory recording the autograd node", name); return NULL; }
+  n->refcount = 1;
+  n->name = name;
+  n->backward = bw;
+  n->nin = nin;
+  char *p = (char *)(n + 1);
+  n->in_shape = (rn_inshape *)p; p += (size_t)nin * sizeof(rn_inshape);
+  n->next = (rn_node **)p;       p += (size_t)nin * sizeof(rn_node *);
+  n->leaf = (rn_tensor **)p;     p += (size_t)nin * sizeof(rn_tensor *);
+  n->needs = (bool *)p;
+  for (int i = 0; i < nin; i++) {
+    rn_tensor *t = ins[i];
+    if (!t) continue;
+    n->in_shape[i].ndim = t->ndim;
+    memcpy(n->in_shape[i].shape, t->shape, sizeof t->shape);
+    n->in_shape[i].dtype = t->dtype;
+    if (!t->requires_grad) continue;
+    n->needs[i] = true;
+    if (t->grad_fn) { n->next[i] = t->grad_fn; t->grad_fn->refcount++; }
+    else { n->leaf[i] = t; rn_retain(t); }
+  }
+  n->where = rn_where_hook ? rn_where_hook() : NULL;
+  return n;
+}
+
+int rn_node_save(rn_node *n, rn_tensor *t) {
+  if (n->nsaved >= RN_NODE_MAXSAVED) return rn_err("%s: too many saved tensors", n->name);
+  rn_tensor *d = rn_detach(t);
+  if (!d) return -1;
+  n->saved[n->nsaved++] = d;
+  return 0;
+}
+
+void rn_node_attach(rn_node *n, rn_tensor *out) {
+  rn_node_release(out->grad_fn);
+  out->grad_fn = n;
+  out->requires_grad = true;
+}
+
+static void free_saved(rn_node *n) {
+  for (int i = 0; i < n->nsaved; i++) { rn_release(n->saved[i]); n->saved[i] = NULL; }
+  n->nsaved = 0;
+  n->released = true;
+}
+
+/* Releases iteratively: a long chain of nodes must not overflow the C stack. */
+void rn_node_release(rn_node *n) {
+  rn_node *stack_local[64], **stack = stack_local;
+  int cap = 64, top = 0;
+  if (!n) return;
+  stack[top++] = n;
+  while (top > 0) {
+    rn_node *m = stack[--top];
+    if (--m->refcount > 0) continue;
+    for (int i = 0; i < m->nin; i++) {
+      rn_release(m->leaf[i]);
+      if (!m->next[i]) continue;
+      if (top == cap) {
+        rn_node **bigger = malloc(sizeof *bigger * (size_t)cap * 2);
+        if (!bigger) { m->next[i]->refcount--; continue; } /* leak rather than crash */
+        memcpy(bigger, stack, sizeof *bigger * (size_t)top);
+        if (stack != stack_local) free(stack);
+        stack = bigger;
+        cap *= 2;
+      }
+      stack[top++] = m->next[i];
+    }
+    free_saved(m);
+    rn_release(m->gbuf);
+    if (m->ctx_free) m->ctx_free(m->ctx);
+    free(m);
+  }
+  if (stack != stack_local) free(stack);
+}
+
+/* ---- reverse pass -------------------------------------------------------- */
+
+typedef struct { rn_node **v; int n, cap; } nodevec;
+
+static int push(nodevec *s, rn_node *x) {
+  if (s->n == s->cap) {
+    int cap = s->cap ? s->cap * 2 : 256;
+    rn_node **v = realloc(s->v, sizeof *v * (size_t)cap);
+    if (!v) return rn_err("backward: out of memory");
+    s->v = v;
+    s->cap = cap;
+  }
+  s->v[s->n++] = x;
+  return 0;
+}
+
+/* Adds g into *acc (out of place: g may alias tensors the caller holds). */
+static int accumulate(rn_tensor **acc, rn_tensor *g) {
+  if (!*acc) { rn_retain(g); *acc = g; return 0; }
+  rn_tensor *s = rn_binary(RN_OP_ADD, *acc, g);
+  if (!s) return -1;
+  rn_release(*acc);
+  *acc = s;
+  return 0;
+}
+
+static int accumulate_leaf(rn_tensor *leaf, rn_tensor *g) {
+  if (leaf->grad) return rn_backend_of(leaf)->axpy(leaf->grad, 1.0, g);
+  rn_tensor *c = rn_empty_like(leaf);
+  if (!c) return -1;
+  if (rn_backend_of(c)->copy(c, g) < 0) { rn_release(c); return -1; }
+  leaf->grad = c;
+  return 0;
+}
+
+/* Brings a raw input gradient to the input's shape and dtype. */
+static rn_tensor *fit_grad(rn_node *n, int i, rn_tensor *g) {
+  rn_inshape *s = &n->in_shape[i];
+  rn_tensor *r = g;
+  rn_retain(r);
+  if (r->ndim != s->ndim || memcmp(r->shape, s->shape, sizeof(int64_t) * (size_t)s->ndim)) {
+    rn_tensor *t = rn_sum_to(r, s->ndim, s->shape);
+    rn_release(r);
+    if (!t) return NULL;
+    r = t;
+  }
+  if (r->dtype != s->dtype) {
+    rn_tensor *t = rn_cast(r, s->dtype);
+    rn_release(r);
+    r = t;
+  }
+  return r;
+}
+
+static int run_node(rn_node *n, nodevec *ready, bool retain) {
+  rn_tensor *gin_local[8], **gin = gin_local;
+  if (n->nin > 8 && !(gin = calloc((size_t)n->nin, sizeof *gin)))
+    return rn_err("backward: out of memory");
+  if (gin == gin_local) memset(gin_local, 0, sizeof gin_local);
+  int rc = 0;
+  if (n->released) {
+    rc = rn_err("backward through %s a second time: its saved tensors were freed; "
+                "pass retain_graph=true to the first backward", n->name);
+  } else {
+    rc = n->backward(n, n->gbuf, gin);
+    if (rc < 0) {
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s", rn_errmsg());
+      rn_err("%s backward: %s", n->name, msg);
+    }
+  }
+  for (int i = 0; i < n->nin; i++) {
+    rn_tensor *g = gin[i];
+    if (rc == 0 && n->needs[i] && g) {
+      rn_tensor *f = fit_grad(n, i, g);
+      if (!f) rc = -1;
+      else if (n->next[i]) rc = accumulate(&n->next[i]->gbuf, f);
+      else rc = accumulate_leaf(n->leaf[i], f);
+      rn_release(f);
+    }
+    rn_release(g);
+    if (rc == 0 && n->next[i] && --n->next[i]->deps == 0) rc = push(ready, n->next[i]);
+  }
+  if (gin != gin_local) free(gin);
+  rn_release(n->gbuf);
+  n->gbuf = NULL;
+  if (!retain) free_saved(n);
+  return rc;
+}
+
+int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph) {
+  char b1[128], b2[128];
+  if (!root->requires_grad)
+    return rn_err("backward: the tensor does not require grad (no input had requires_grad)");
+  if (grad) {
+    if (!rn_same_shape(grad, root))
+      return rn_err("backward: gradient shape %s differs from the tensor's %s",
+                    rn_shape_str(grad, b1, sizeof b1), rn_shape_str(root, b2, sizeof b2));
+    if (rn_device(grad) != rn_device(root))
+      return rn_err("backward: gradient on %s but the tensor on %s",
+                    rn_device_name(rn_device(grad)), rn_device_name(rn_device(root)));
+  } else if (rn_numel(root) != 1) {
+    return rn_err("backward: the tensor %s is not a scalar; pass a gradient of its shape",
+                  rn_shape_str(root, b1, sizeof b1));
+  }
+  bool saved_mode = rn_grad_enabled();
+  rn_set_grad_enabled(false);
+  int rc = 0;
+  rn_tensor *g0 = grad ? rn_cast(grad, root->dtype)
+                       : rn_full(root->ndim, root->shape, 1.0, root->dtype, rn_device(root));
+  if (!g0) { rn_set_grad_enabled(saved_mode); return -1; }
+  if (!root->grad_fn) { /* a leaf */
+    rc = accumulate_leaf(root, g0);
+    rn_release(g0);
+    rn_set_grad_enabled(saved_mode);
+    return rc;
+  }
+  /* collect reachable nodes and count consumers (iterative DFS) */
+  nodevec all = {0}, stack = {0}, ready = {0};
+  rn_node *r = root->grad_fn;
+  static int epoch = 0;
+  int mark = ++epoch;
+  r->mark = mark;
+  r->deps = 0;
+  rc = push(&stack, r);
+  while (rc == 0 && stack.n) {
+    rn_node *m = stack.v[--stack.n];
+    if ((rc = push(&all, m)) < 0) break;
+    for (int i = 0; i < m->nin && rc == 0; i++) {
+      rn_node *p = m->next[i];
+      if (!p) continue;
+      if (p->mark != mark) { p->mark = mark; p->deps = 0; rc = push(&stack, p); }
+      p->deps++;
+    }
+  }
+  if (rc == 0) {
+    r->gbuf = g0;
+    g0 = NULL;
+    rc = push(&ready, r);
+  }
+  while (rc == 0 && ready.n) {
+    rn_node *m = ready.v[--ready.n];
+    rc = run_node(m, &ready, retain_graph);
+  }
+  /* after an error, drop partial gradient buffers */
+  for (int i = 0; i < all.n; i++) { rn_release(all.v[i]->gbuf); all.v[i]->gbuf = NULL; }
+  rn_release(g0);
+  free(all.v); free(stack.v); free(ready.v);
+  rn_set_grad_enabled(saved_mode);
+  return rc;
+}

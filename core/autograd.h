@@ -1,0 +1,68 @@
+/* autograd.h - the eager tape: nodes recorded by differentiable ops, and the
+ * reverse pass that walks them.
+ *
+ * An op that may need gradients does:
+ *   if (rn_needs_grad(nin, ins)) {
+ *     rn_node *n = rn_node_new("relu", relu_backward, nin, ins);
+ *     rn_node_save(n, x);            // detached alias, freed after backward
+ *     n->ctx = params; n->ctx_free = free;
+ *     rn_node_attach(n, y);          // y->grad_fn = n
+ *   }
+ * The backward function gets the output gradient gout (same shape and dtype as
+ * the op's output) and fills gin[i] with a new reference for every input i
+ * with n->needs[i]; it may leave gin[i] NULL when the gradient is zero.
+ * Gradients of broadcast inputs are reduced to the input's shape by the tape
+ * (n->in_shape), so backward functions may return the broadcast shape.
+ */
+#ifndef RN_AUTOGRAD_H
+#define RN_AUTOGRAD_H
+
+#include "rn.h"
+
+#define RN_NODE_MAXSAVED 8
+
+typedef struct rn_node rn_node;
+typedef int (*rn_backward_fn)(rn_node *n, rn_tensor *gout, rn_tensor **gin);
+
+typedef struct rn_inshape {
+  int ndim;
+  int64_t shape[RN_MAXDIM];
+  rn_dtype dtype;
+} rn_inshape;
+
+struct rn_node {
+  int refcount;
+  const char *name;       /* op name, for messages */
+  rn_backward_fn backward;
+  int nin;
+  rn_node **next;         /* [nin] grad_fn of input i, or NULL */
+  rn_tensor **leaf;       /* [nin] input i when it is a leaf requiring grad */
+  bool *needs;            /* [nin] whether input i needs a gradient */
+  rn_inshape *in_shape;   /* [nin] */
+  int nsaved;
+  rn_tensor *saved[RN_NODE_MAXSAVED];
+  bool released;          /* saved tensors freed by a backward pass */
+  void *ctx;              /* op parameters */
+  void (*ctx_free)(void *);
+  const char *where;      /* Lua source line of the forward call, or NULL */
+  /* scratch used during backward */
+  rn_tensor *gbuf;
+  int deps;
+  int mark;
+};
+
+bool rn_grad_enabled(void);
+void rn_set_grad_enabled(bool on);
+/* True when grad mode is on and one of the inputs requires grad. */
+bool rn_needs_grad(int n, rn_tensor *const *ins);
+rn_node *rn_node_new(const char *name, rn_backward_fn bw, int nin, rn_tensor *const *ins);
+/* Saves a detached alias of t (no reference cycle through t->grad_fn). */
+int rn_node_save(rn_node *n, rn_tensor *t);
+void rn_node_attach(rn_node *n, rn_tensor *out); /* takes the caller's ref to n */
+void rn_node_release(rn_node *n);
+/* Reverse pass from root. grad NULL means ones (root must hold one element). */
+int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph);
+/* Set by the binding: returns "file:line" of the Lua caller, or NULL. */
+extern const char *(*rn_where_hook)(void);
+
+#endif

@@ -1,0 +1,102 @@
+/* backend.h - one table of kernel slots per device (CPU, CUDA).
+ *
+ * Op front ends (core/ops/) check inputs, infer shapes, allocate outputs and
+ * call a slot of the backend that owns the inputs. A backend leaves a slot
+ * NULL when it has no kernel for it; rn_kernel() then reports
+ * "conv2d_bwd_filter is not implemented on cuda" instead of falling back.
+ * rn_backend_supports() answers the same question without an error.
+ *
+ * Kernel contract: outputs are preallocated by the front end with the right
+ * shape/dtype on the same device; inputs are contiguous unless the slot says
+ * "strided"; a kernel returns 0, or -1 after rn_err().
+ */
+#ifndef RN_BACKEND_H
+#define RN_BACKEND_H
+
+#include "rn.h"
+
+typedef struct rn_backend {
+  const char *name;
+  rn_devtype dev;
+  /* memory */
+  void *(*alloc)(size_t nbytes);              /* NULL + rn_err on failure */
+  void (*free)(void *p);
+  int (*to_host)(void *dst, const void *src, size_t n);   /* device -> host */
+  int (*from_host)(void *dst, const void *src, size_t n); /* host -> device */
+
+  /* elementwise, strided: any strides, stride 0 for broadcast dims */
+  int (*copy)(rn_tensor *dst, const rn_tensor *src); /* same shape, converts dtype */
+  int (*fill)(rn_tensor *t, double v);
+  int (*unary)(rn_unop op, rn_tensor *y, const rn_tensor *x);
+  /* gx = gy * d op(x)/dx, given x and y = op(x) */
+  int (*unary_backward)(rn_unop op, rn_tensor *gx, const rn_tensor *gy,
+                        const rn_tensor *x, const rn_tensor *y);
+  /* a, b already expanded to y's shape */
+  int (*binary)(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b);
+  int (*axpy)(rn_tensor *y, double alpha, const rn_tensor *x); /* y += alpha*x */
+
+  /* reductions: y has x's rank with reduced dims of size 1 (strided x) */
+  int (*reduce)(rn_redop op, rn_tensor *y, const rn_tensor *x);
+  int (*argmax)(rn_tensor *idx, const rn_tensor *x, int dim); /* idx keepdim int64 */
+
+  /* softmax over the last dim; x, y: (R,C) */
+  int (*softmax)(rn_tensor *y, const rn_tensor *x, bool log);
+  int (*softmax_backward)(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *y, bool log);
+  /* logits: (N,C), labels: (N) integer (checked by the kernel: range 0..C-1),
+   * loss: (N); dlogits: (N,C) d loss[n] / d logits, or NULL */
+  int (*cross_entropy)(rn_tensor *loss, rn_tensor *dlogits, const rn_tensor *logits,
+                       const rn_tensor *labels, double smoothing);
+
+  /* C(M,N) = alpha * op(A) op(B) + beta * C, row-major, float dtypes */
+  int (*gemm)(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+              double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
+              double beta, void *C, int64_t ldc);
+
+  /* convolution, NHWC / HWIO */
+  int (*conv2d_fwd)(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
+                    const rn_tensor *b, const rn_conv_params *p);
+  int (*conv2d_bwd_data)(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
+                         const rn_conv_params *p);
+  /* gw, gb (gb may be NULL) are overwritten */
+  int (*conv2d_bwd_filter)(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
+                           const rn_tensor *x, const rn_conv_params *p);
+
+  /* pooling, NHWC */
+  int (*pool2d_fwd)(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
+  int (*pool2d_bwd)(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
+                    const rn_tensor *y, const rn_pool_params *p);
+
+  /* batch norm over all dims but the last; x, y: (R,C); stats: (C) float32/64 */
+  int (*bn_fwd_train)(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                      const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                      rn_tensor *running_mean, rn_tensor *running_var,
+                      double momentum, double eps);
+  int (*bn_fwd_infer)(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                      const rn_tensor *beta, const rn_tensor *running_mean,
+                      const rn_tensor *running_var, double eps);
+  /* ggamma, gbeta may be NULL */
+  int (*bn_bwd)(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
+                const rn_tensor *save_invstd);
+} rn_backend;
+
+/* The backend for a device, or NULL + rn_err (not built, no device). */
+const rn_backend *rn_backend_get(rn_devtype dev);
+/* Backend of a tensor (never NULL for an existing tensor). */
+const rn_backend *rn_backend_of(const rn_tensor *t);
+/* True when dev's backend exists and has the named slot ("conv2d_fwd"). */
+bool rn_backend_supports(rn_devtype dev, const char *slot);
+/* Names of all slots, NULL-terminated (for the support query and tests). */
+const char *const *rn_backend_slot_names(void);
+/* True when be has the slot; else false + "NAME is not implemented on DEV". */
+#define RN_HAS(be, slot) ((be)->slot != NULL || (rn_kernel_missing((be), #slot), false))
+void rn_kernel_missing(const rn_backend *be, const char *slot);
+/* All inputs on one device, else an error naming the op and the devices. */
+int rn_same_device(const char *op, int n, rn_tensor *const *ts);
+
+extern const rn_backend rn_cpu_backend;
+#ifdef RN_WITH_CUDA
+const rn_backend *rn_cuda_backend(void); /* NULL + rn_err when no device */
+#endif
+
+#endif

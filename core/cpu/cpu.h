@@ -1,0 +1,66 @@
+/* cpu.h - CPU kernels, one group per file in core/cpu/, collected into the
+ * rn_cpu_backend table (core/cpu/backend.c). Signatures are the slots of
+ * rn_backend (core/backend.h). */
+#ifndef RN_CPU_H
+#define RN_CPU_H
+
+#include "../backend.h"
+
+/* Strided iteration helper: coalesces dims of up to 3 operands that share a
+ * shape (y, a, b; stride 0 marks broadcast). After rn_iter_init, visit
+ * it.outer rows; each row has it.inner elements with strides it.istride[k];
+ * rn_iter_row(&it, r, off) gives each operand's element offset of row r. */
+typedef struct {
+  int nops, ndim;
+  int64_t shape[RN_MAXDIM];
+  int64_t stride[3][RN_MAXDIM];
+  int64_t inner, outer;
+  int64_t istride[3];
+} rn_iter;
+void rn_iter_init(rn_iter *it, int nops, const rn_tensor *const *ts);
+void rn_iter_row(const rn_iter *it, int64_t row, int64_t *off);
+
+void *rn_cpu_alloc(size_t nbytes);
+void rn_cpu_free(void *p);
+int rn_cpu_memcpy(void *dst, const void *src, size_t n);
+int rn_cpu_copy(rn_tensor *dst, const rn_tensor *src);
+int rn_cpu_fill(rn_tensor *t, double v);
+int rn_cpu_unary(rn_unop op, rn_tensor *y, const rn_tensor *x);
+int rn_cpu_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
+                          const rn_tensor *y);
+int rn_cpu_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b);
+int rn_cpu_axpy(rn_tensor *y, double alpha, const rn_tensor *x);
+int rn_cpu_reduce(rn_redop op, rn_tensor *y, const rn_tensor *x);
+int rn_cpu_argmax(rn_tensor *idx, const rn_tensor *x, int dim);
+int rn_cpu_softmax(rn_tensor *y, const rn_tensor *x, bool log);
+int rn_cpu_softmax_backward(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *y, bool log);
+int rn_cpu_cross_entropy(rn_tensor *loss, rn_tensor *dlogits, const rn_tensor *logits,
+                         const rn_tensor *labels, double smoothing);
+int rn_cpu_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
+                const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
+                int64_t ldc);
+int rn_cpu_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
+                      const rn_conv_params *p);
+int rn_cpu_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
+                           const rn_conv_params *p);
+int rn_cpu_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
+                             const rn_tensor *x, const rn_conv_params *p);
+int rn_cpu_pool2d_fwd(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
+int rn_cpu_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
+                      const rn_tensor *y, const rn_pool_params *p);
+int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                        const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                        rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                        double eps);
+int rn_cpu_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                        const rn_tensor *beta, const rn_tensor *running_mean,
+                        const rn_tensor *running_var, double eps);
+int rn_cpu_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                  const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
+                  const rn_tensor *save_invstd);
+
+/* Sets the thread count of the CPU kernels and of BLAS. */
+void rn_cpu_set_threads(int n);
+int rn_cpu_get_threads(void);
+
+#endif

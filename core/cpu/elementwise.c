@@ -1,0 +1,370 @@
+/* elementwise.c - CPU kernels for memory, copy/cast, fill, unary and binary
+ * ops over strided (and broadcast, stride 0) operands, and axpy.
+ * float32/float64 have typed loops; other dtypes go through double. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu.h"
+
+/* ---- memory -------------------------------------------------------------- */
+
+void *rn_cpu_alloc(size_t nbytes) {
+  void *p = NULL;
+  if (posix_memalign(&p, 64, (nbytes + 63) & ~(size_t)63) != 0 || !p) {
+    rn_err("out of memory: could not allocate %zu bytes on the cpu", nbytes);
+    return NULL;
+  }
+  return p;
+}
+
+void rn_cpu_free(void *p) { free(p); }
+
+int rn_cpu_memcpy(void *dst, const void *src, size_t n) {
+  memcpy(dst, src, n);
+  return 0;
+}
+
+/* ---- iteration ----------------------------------------------------------- */
+
+void rn_iter_init(rn_iter *it, int nops, const rn_tensor *const *ts) {
+  const rn_tensor *t0 = ts[0];
+  it->nops = nops;
+  int nd = 0;
+  /* drop size-1 dims, merge dims that are contiguous in every operand */
+  for (int d = 0; d < t0->ndim; d++) {
+    if (t0->shape[d] == 1) continue;
+    if (nd > 0) {
+      bool merge = true;
+      for (int k = 0; k < nops; k++)
+        if (it->stride[k][nd - 1] != ts[k]->stride[d] * t0->shape[d]) merge = false;
+      if (merge) {
+        it->shape[nd - 1] *= t0->shape[d];
+        for (int k = 0; k < nops; k++) it->stride[k][nd - 1] = ts[k]->stride[d];
+        continue;
+      }
+    }
+    it->shape[nd] = t0->shape[d];
+    for (int k = 0; k < nops; k++) it->stride[k][nd] = ts[k]->stride[d];
+    nd++;
+  }
+  if (nd == 0) { /* a single element */
+    it->shape[0] = rn_numel(t0) ? 1 : 0;
+    for (int k = 0; k < nops; k++) it->stride[k][0] = 0;
+    nd = 1;
+  }
+  it->ndim = nd;
+  it->inner = it->shape[nd - 1];
+  for (int k = 0; k < nops; k++) it->istride[k] = it->stride[k][nd - 1];
+  it->outer = 1;
+  for (int d = 0; d < nd - 1; d++) it->outer *= it->shape[d];
+  if (rn_numel(t0) == 0) it->outer = 0;
+}
+
+void rn_iter_row(const rn_iter *it, int64_t row, int64_t *off) {
+  for (int k = 0; k < it->nops; k++) off[k] = 0;
+  for (int d = it->ndim - 2; d >= 0; d--) {
+    int64_t i = row % it->shape[d];
+    row /= it->shape[d];
+    for (int k = 0; k < it->nops; k++) off[k] += i * it->stride[k][d];
+  }
+}
+
+#define PAR_MIN 32768 /* elements below which a loop stays on one thread */
+
+/* ---- copy and fill ------------------------------------------------------- */
+
+int rn_cpu_copy(rn_tensor *dst, const rn_tensor *src) {
+  const rn_tensor *ts[2] = {dst, src};
+  rn_iter it;
+  rn_iter_init(&it, 2, ts);
+  char *yp = rn_ptr(dst);
+  const char *xp = rn_ptr(src);
+  size_t ey = rn_dtype_size(dst->dtype), ex = rn_dtype_size(src->dtype);
+  if (dst->dtype == src->dtype && it.outer == 1 && it.istride[0] == 1 && it.istride[1] == 1) {
+    memmove(yp, xp, (size_t)it.inner * ey);
+    return 0;
+  }
+#pragma omp parallel for if (it.outer * it.inner > PAR_MIN)
+  for (int64_t r = 0; r < it.outer; r++) {
+    int64_t off[3];
+    rn_iter_row(&it, r, off);
+    if (dst->dtype == RN_F32 && src->dtype == RN_F32) {
+      float *y = (float *)yp + off[0];
+      const float *x = (const float *)xp + off[1];
+      for (int64_t i = 0; i < it.inner; i++) y[i * it.istride[0]] = x[i * it.istride[1]];
+    } else if (dst->dtype == RN_F32 && src->dtype == RN_F64) {
+      float *y = (float *)yp + off[0];
+      const double *x = (const double *)xp + off[1];
+      for (int64_t i = 0; i < it.inner; i++) y[i * it.istride[0]] = (float)x[i * it.istride[1]];
+    } else if (dst->dtype == RN_F64 && src->dtype == RN_F32) {
+      double *y = (double *)yp + off[0];
+      const float *x = (const float *)xp + off[1];
+      for (int64_t i = 0; i < it.inner; i++) y[i * it.istride[0]] = x[i * it.istride[1]];
+    } else if (dst->dtype == src->dtype) {
+      for (int64_t i = 0; i < it.inner; i++)
+        memcpy(yp + (size_t)(off[0] + i * it.istride[0]) * ey,
+               xp + (size_t)(off[1] + i * it.istride[1]) * ex, ey);
+    } else {
+      for (int64_t i = 0; i < it.inner; i++)
+        rn_store(yp + (size_t)(off[0] + i * it.istride[0]) * ey, dst->dtype,
+                 rn_load(xp + (size_t)(off[1] + i * it.istride[1]) * ex, src->dtype));
+    }
+  }
+  return 0;
+}
+
+int rn_cpu_fill(rn_tensor *t, double v) {
+  const rn_tensor *ts[1] = {t};
+  rn_iter it;
+  rn_iter_init(&it, 1, ts);
+  size_t es = rn_dtype_size(t->dtype);
+  unsigned char one[8];
+  rn_store(one, t->dtype, v);
+  char *p = rn_ptr(t);
+#pragma omp parallel for if (it.outer * it.inner > PAR_MIN)
+  for (int64_t r = 0; r < it.outer; r++) {
+    int64_t off[3];
+    rn_iter_row(&it, r, off);
+    if (t->dtype == RN_F32) {
+      float *y = (float *)p + off[0], f = (float)v;
+      for (int64_t i = 0; i < it.inner; i++) y[i * it.istride[0]] = f;
+    } else {
+      for (int64_t i = 0; i < it.inner; i++)
+        memcpy(p + (size_t)(off[0] + i * it.istride[0]) * es, one, es);
+    }
+  }
+  return 0;
+}
+
+/* ---- unary --------------------------------------------------------------- */
+
+static inline double unary_d(rn_unop op, double x) {
+  switch (op) {
+  case RN_OP_NEG: return -x;
+  case RN_OP_EXP: return exp(x);
+  case RN_OP_LOG: return log(x);
+  case RN_OP_SQRT: return sqrt(x);
+  case RN_OP_RELU: return x > 0 ? x : 0;
+  case RN_OP_ABS: return fabs(x);
+  case RN_OP_TANH: return tanh(x);
+  case RN_OP_SIGMOID: return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+  default: return 0;
+  }
+}
+
+static inline float unary_f(rn_unop op, float x) {
+  switch (op) {
+  case RN_OP_NEG: return -x;
+  case RN_OP_EXP: return expf(x);
+  case RN_OP_LOG: return logf(x);
+  case RN_OP_SQRT: return sqrtf(x);
+  case RN_OP_RELU: return x > 0 ? x : 0;
+  case RN_OP_ABS: return fabsf(x);
+  case RN_OP_TANH: return tanhf(x);
+  case RN_OP_SIGMOID: return x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x));
+  default: return 0;
+  }
+}
+
+/* derivative of op at x with y = op(x), times g */
+static inline double dunary_d(rn_unop op, double g, double x, double y) {
+  switch (op) {
+  case RN_OP_NEG: return -g;
+  case RN_OP_EXP: return g * y;
+  case RN_OP_LOG: return g / x;
+  case RN_OP_SQRT: return g * 0.5 / y;
+  case RN_OP_RELU: return x > 0 ? g : 0;
+  case RN_OP_ABS: return x > 0 ? g : x < 0 ? -g : 0;
+  case RN_OP_TANH: return g * (1 - y * y);
+  case RN_OP_SIGMOID: return g * y * (1 - y);
+  default: return 0;
+  }
+}
+
+static inline float dunary_f(rn_unop op, float g, float x, float y) {
+  switch (op) {
+  case RN_OP_NEG: return -g;
+  case RN_OP_EXP: return g * y;
+  case RN_OP_LOG: return g / x;
+  case RN_OP_SQRT: return g * 0.5f / y;
+  case RN_OP_RELU: return x > 0 ? g : 0;
+  case RN_OP_ABS: return x > 0 ? g : x < 0 ? -g : 0;
+  case RN_OP_TANH: return g * (1 - y * y);
+  case RN_OP_SIGMOID: return g * y * (1 - y);
+  default: return 0;
+  }
+}
+
+int rn_cpu_unary(rn_unop op, rn_tensor *y, const rn_tensor *x) {
+  const rn_tensor *ts[2] = {y, x};
+  rn_iter it;
+  rn_iter_init(&it, 2, ts);
+  char *yp = rn_ptr(y);
+  const char *xp = rn_ptr(x);
+  size_t es = rn_dtype_size(x->dtype);
+#pragma omp parallel for if (it.outer * it.inner > PAR_MIN)
+  for (int64_t r = 0; r < it.outer; r++) {
+    int64_t off[3], sy = it.istride[0], sx = it.istride[1];
+    rn_iter_row(&it, r, off);
+    if (x->dtype == RN_F32) {
+      float *yy = (float *)yp + off[0];
+      const float *xx = (const float *)xp + off[1];
+      if (sy == 1 && sx == 1 && op == RN_OP_RELU) {
+        for (int64_t i = 0; i < it.inner; i++) yy[i] = xx[i] > 0 ? xx[i] : 0;
+      } else {
+        for (int64_t i = 0; i < it.inner; i++) yy[i * sy] = unary_f(op, xx[i * sx]);
+      }
+    } else if (x->dtype == RN_F64) {
+      double *yy = (double *)yp + off[0];
+      const double *xx = (const double *)xp + off[1];
+      for (int64_t i = 0; i < it.inner; i++) yy[i * sy] = unary_d(op, xx[i * sx]);
+    } else {
+      for (int64_t i = 0; i < it.inner; i++)
+        rn_store(yp + (size_t)(off[0] + i * sy) * es, y->dtype,
+                 unary_d(op, rn_load(xp + (size_t)(off[1] + i * sx) * es, x->dtype)));
+    }
+  }
+  return 0;
+}
+
+int rn_cpu_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
+                          const rn_tensor *y) {
+  /* all four share one shape; iterate gx, gy, x with y read at x's layout
+   * (the front end passes contiguous tensors) */
+  int64_t n = rn_numel(gx);
+  if (x->dtype == RN_F32) {
+    float *g = (float *)rn_ptr(gx);
+    const float *go = (const float *)rn_ptr(gy), *xx = (const float *)rn_ptr(x),
+                *yy = (const float *)rn_ptr(y);
+#pragma omp parallel for if (n > PAR_MIN)
+    for (int64_t i = 0; i < n; i++) g[i] = dunary_f(op, go[i], xx[i], yy[i]);
+  } else if (x->dtype == RN_F64) {
+    double *g = (double *)rn_ptr(gx);
+    const double *go = (const double *)rn_ptr(gy), *xx = (const double *)rn_ptr(x),
+                 *yy = (const double *)rn_ptr(y);
+#pragma omp parallel for if (n > PAR_MIN)
+    for (int64_t i = 0; i < n; i++) g[i] = dunary_d(op, go[i], xx[i], yy[i]);
+  } else {
+    return rn_err("%s backward: dtype %s is not a float type", rn_unop_name(op),
+                  rn_dtype_name(x->dtype));
+  }
+  return 0;
+}
+
+/* ---- binary -------------------------------------------------------------- */
+
+static inline double binary_d(rn_binop op, double a, double b) {
+  switch (op) {
+  case RN_OP_ADD: return a + b;
+  case RN_OP_SUB: return a - b;
+  case RN_OP_MUL: return a * b;
+  case RN_OP_DIV: return a / b;
+  case RN_OP_POW: return pow(a, b);
+  case RN_OP_MAXIMUM: return a >= b ? a : b;
+  case RN_OP_MINIMUM: return a <= b ? a : b;
+  case RN_OP_EQ: return a == b;
+  case RN_OP_NE: return a != b;
+  case RN_OP_LT: return a < b;
+  case RN_OP_LE: return a <= b;
+  case RN_OP_GT: return a > b;
+  case RN_OP_GE: return a >= b;
+  default: return 0;
+  }
+}
+
+static inline float binary_f(rn_binop op, float a, float b) {
+  switch (op) {
+  case RN_OP_ADD: return a + b;
+  case RN_OP_SUB: return a - b;
+  case RN_OP_MUL: return a * b;
+  case RN_OP_DIV: return a / b;
+  case RN_OP_POW: return powf(a, b);
+  default: return (float)binary_d(op, a, b);
+  }
+}
+
+static void binary_row_f32(rn_binop op, int64_t n, float *y, int64_t sy, const float *a,
+                           int64_t sa, const float *b, int64_t sb) {
+  if (sy == 1 && sa == 1 && sb == 1) {
+    switch (op) {
+    case RN_OP_ADD: for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i]; return;
+    case RN_OP_SUB: for (int64_t i = 0; i < n; i++) y[i] = a[i] - b[i]; return;
+    case RN_OP_MUL: for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i]; return;
+    case RN_OP_DIV: for (int64_t i = 0; i < n; i++) y[i] = a[i] / b[i]; return;
+    default: break;
+    }
+  } else if (sy == 1 && sa == 1 && sb == 0) {
+    float s = b[0];
+    switch (op) {
+    case RN_OP_ADD: for (int64_t i = 0; i < n; i++) y[i] = a[i] + s; return;
+    case RN_OP_MUL: for (int64_t i = 0; i < n; i++) y[i] = a[i] * s; return;
+    default: break;
+    }
+  }
+  for (int64_t i = 0; i < n; i++) y[i * sy] = binary_f(op, a[i * sa], b[i * sb]);
+}
+
+int rn_cpu_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b) {
+  const rn_tensor *ts[3] = {y, a, b};
+  rn_iter it;
+  rn_iter_init(&it, 3, ts);
+  char *yp = rn_ptr(y);
+  const char *ap = rn_ptr(a), *bp = rn_ptr(b);
+  size_t es = rn_dtype_size(a->dtype);
+#pragma omp parallel for if (it.outer * it.inner > PAR_MIN)
+  for (int64_t r = 0; r < it.outer; r++) {
+    int64_t off[3];
+    rn_iter_row(&it, r, off);
+    if (a->dtype == RN_F32) {
+      binary_row_f32(op, it.inner, (float *)yp + off[0], it.istride[0],
+                     (const float *)ap + off[1], it.istride[1], (const float *)bp + off[2],
+                     it.istride[2]);
+    } else if (a->dtype == RN_F64) {
+      double *yy = (double *)yp + off[0];
+      const double *aa = (const double *)ap + off[1], *bb = (const double *)bp + off[2];
+      for (int64_t i = 0; i < it.inner; i++)
+        yy[i * it.istride[0]] = binary_d(op, aa[i * it.istride[1]], bb[i * it.istride[2]]);
+    } else {
+      bool integer = !rn_dtype_is_float(a->dtype);
+      for (int64_t i = 0; i < it.inner; i++) {
+        double av = rn_load(ap + (size_t)(off[1] + i * it.istride[1]) * es, a->dtype);
+        double bv = rn_load(bp + (size_t)(off[2] + i * it.istride[2]) * es, b->dtype);
+        double v = binary_d(op, av, bv);
+        if (integer && op == RN_OP_DIV) v = bv == 0 ? 0 : trunc(v);
+        rn_store(yp + (size_t)(off[0] + i * it.istride[0]) * es, y->dtype, v);
+      }
+    }
+  }
+  return 0;
+}
+
+int rn_cpu_axpy(rn_tensor *y, double alpha, const rn_tensor *x) {
+  const rn_tensor *ts[2] = {y, x};
+  rn_iter it;
+  rn_iter_init(&it, 2, ts);
+  char *yp = rn_ptr(y);
+  const char *xp = rn_ptr(x);
+  size_t ey = rn_dtype_size(y->dtype), ex = rn_dtype_size(x->dtype);
+#pragma omp parallel for if (it.outer * it.inner > PAR_MIN)
+  for (int64_t r = 0; r < it.outer; r++) {
+    int64_t off[3], sy = it.istride[0], sx = it.istride[1];
+    rn_iter_row(&it, r, off);
+    if (y->dtype == RN_F32 && x->dtype == RN_F32) {
+      float *yy = (float *)yp + off[0], al = (float)alpha;
+      const float *xx = (const float *)xp + off[1];
+      for (int64_t i = 0; i < it.inner; i++) yy[i * sy] += al * xx[i * sx];
+    } else if (y->dtype == RN_F64 && x->dtype == RN_F64) {
+      double *yy = (double *)yp + off[0];
+      const double *xx = (const double *)xp + off[1];
+      for (int64_t i = 0; i < it.inner; i++) yy[i * sy] += alpha * xx[i * sx];
+    } else {
+      for (int64_t i = 0; i < it.inner; i++) {
+        char *q = yp + (size_t)(off[0] + i * sy) * ey;
+        rn_store(q, y->dtype, rn_load(q, y->dtype) +
+                              alpha * rn_load(xp + (size_t)(off[1] + i * sx) * ex, x->dtype));
+      }
+    }
+  }
+  return 0;
+}

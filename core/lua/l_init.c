@@ -1,0 +1,37 @@
+/* l_init.c - luaopen_rn_core: builds the rn.core table (functions) and the
+ * tensor methods table from each family's registration, and records the
+ * build's facts (version, CUDA built in). */
+#include "rnl.h"
+
+/* Until their files land, the families that are not yet written register
+ * nothing (weak: a defined family replaces these). */
+#pragma weak rnl_open_conv
+#pragma weak rnl_open_nn
+typedef void (*open_fn)(lua_State *, int, int);
+static open_fn volatile open_conv = rnl_open_conv, open_nn = rnl_open_nn;
+
+int luaopen_rn_core(lua_State *L) {
+  lua_newtable(L); /* rn.core */
+  int rn_idx = lua_gettop(L);
+  lua_newtable(L); /* tensor methods */
+  int methods_idx = lua_gettop(L);
+  rnl_open_tensor(L, rn_idx, methods_idx);
+  rnl_open_ops(L, rn_idx, methods_idx);
+  if (open_conv) open_conv(L, rn_idx, methods_idx);
+  if (open_nn) open_nn(L, rn_idx, methods_idx);
+#ifdef RN_WITH_CUDA
+  rnl_open_cuda(L, rn_idx);
+#endif
+  lua_pushvalue(L, methods_idx);
+  lua_setfield(L, rn_idx, "_methods");
+  lua_pushstring(L, RN_VERSION);
+  lua_setfield(L, rn_idx, "version");
+#ifdef RN_WITH_CUDA
+  lua_pushboolean(L, 1);
+#else
+  lua_pushboolean(L, 0);
+#endif
+  lua_setfield(L, rn_idx, "built_with_cuda");
+  lua_pop(L, 1);
+  return 1;
+}

@@ -1,0 +1,140 @@
+/* l_nn.c - Lua entry points of the neural-network ops:
+ *   rn.batch_norm(x, gamma, beta, running_mean, running_var,
+ *                 {training=true, momentum=0.99, eps=1e-3})
+ *   rn.softmax(x, dim=-1), rn.log_softmax(x, dim=-1)
+ *   rn.cross_entropy(logits, labels, {label_smoothing=0, reduction="mean"})
+ *   rn.matmul(a, b), rn.linear(x, w, b)
+ *   rn.dropout(x, p=0.5, {training=true})
+ * (also tensor methods: x:softmax(), a:matmul(b), ...), and
+ *   rn.concat({t1, t2, ...}, dim=1)      (a function only)
+ * Dims are 1-based, negatives count from the end. Every Lua argument is
+ * checked before the core runs (see rnl.h). */
+#include <string.h>
+
+#include "rnl.h"
+
+/* ---- batch norm ---------------------------------------------------------- */
+
+static const char *const bn_opts[] = {"training", "momentum", "eps", NULL};
+
+static int l_batch_norm(lua_State *L) {
+  const char *op = "batch_norm";
+  rn_tensor *x = rnl_check(L, 1, op);
+  rn_tensor *gamma = rnl_opt(L, 2, op), *beta = rnl_opt(L, 3, op);
+  rn_tensor *rm = rnl_opt(L, 4, op), *rv = rnl_opt(L, 5, op);
+  rnl_opts_check(L, 6, op, bn_opts);
+  bool training = rnl_opt_bool(L, 6, "training", 1, op);
+  double momentum = rnl_opt_number(L, 6, "momentum", 0.99, op);
+  double eps = rnl_opt_number(L, 6, "eps", 1e-3, op);
+  rnl_push(L, rn_batch_norm(x, gamma, beta, rm, rv, training, momentum, eps));
+  return 1;
+}
+
+/* ---- softmax ------------------------------------------------------------- */
+
+static int softmax(lua_State *L, bool log) {
+  const char *op = log ? "log_softmax" : "softmax";
+  rn_tensor *x = rnl_check(L, 1, op);
+  if (x->ndim == 0) rnl_errorf(L, "%s: x is 0-d; it needs at least 1 dim", op);
+  int d = rnl_dim(L, luaL_optinteger(L, 2, -1), x->ndim, op);
+  rnl_push(L, log ? rn_log_softmax(x, d) : rn_softmax(x, d));
+  return 1;
+}
+static int l_softmax(lua_State *L) { return softmax(L, false); }
+static int l_log_softmax(lua_State *L) { return softmax(L, true); }
+
+/* ---- cross entropy ------------------------------------------------------- */
+
+static const char *const ce_opts[] = {"label_smoothing", "reduction", NULL};
+
+static int l_cross_entropy(lua_State *L) {
+  const char *op = "cross_entropy";
+  rn_tensor *logits = rnl_check(L, 1, op), *labels = rnl_check(L, 2, op);
+  rnl_opts_check(L, 3, op, ce_opts);
+  double s = rnl_opt_number(L, 3, "label_smoothing", 0.0, op);
+  const char *r = rnl_opt_string(L, 3, "reduction", "mean", op);
+  rn_reduction red;
+  if (strcmp(r, "mean") == 0) red = RN_REDUCE_MEAN;
+  else if (strcmp(r, "sum") == 0) red = RN_REDUCE_SUM;
+  else if (strcmp(r, "none") == 0) red = RN_REDUCE_NONE;
+  else return rnl_errorf(L, "%s: reduction '%s' is not one of mean, sum, none", op, r);
+  rnl_push(L, rn_cross_entropy(logits, labels, s, red));
+  return 1;
+}
+
+/* ---- dense --------------------------------------------------------------- */
+
+static int l_matmul(lua_State *L) {
+  rn_tensor *a = rnl_check(L, 1, "matmul"), *b = rnl_check(L, 2, "matmul");
+  rnl_push(L, rn_matmul(a, b));
+  return 1;
+}
+
+static int l_linear(lua_State *L) {
+  rn_tensor *x = rnl_check(L, 1, "linear"), *w = rnl_check(L, 2, "linear");
+  rn_tensor *b = rnl_opt(L, 3, "linear");
+  rnl_push(L, rn_linear(x, w, b));
+  return 1;
+}
+
+/* ---- dropout ------------------------------------------------------------- */
+
+static const char *const dropout_opts[] = {"training", NULL};
+
+static int l_dropout(lua_State *L) {
+  const char *op = "dropout";
+  rn_tensor *x = rnl_check(L, 1, op);
+  if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TNUMBER)
+    rnl_errorf(L, "%s: p must be a number, got %s", op, luaL_typename(L, 2));
+  double p = luaL_optnumber(L, 2, 0.5);
+  rnl_opts_check(L, 3, op, dropout_opts);
+  bool training = rnl_opt_bool(L, 3, "training", 1, op);
+  rnl_push(L, rn_dropout(x, p, training));
+  return 1;
+}
+
+/* ---- concat -------------------------------------------------------------- */
+
+static int l_concat(lua_State *L) {
+  const char *op = "concat";
+  if (!lua_istable(L, 1))
+    rnl_errorf(L, "%s: argument 1 must be a list of tensors, got %s", op, luaL_typename(L, 1));
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+  if (n < 1) rnl_errorf(L, "%s: the list of tensors is empty", op);
+  if (n > 1 << 20) rnl_errorf(L, "%s: %lld tensors; at most %d", op, (long long)n, 1 << 20);
+  int ndim = 0;
+  for (lua_Integer i = 1; i <= n; i++) { /* every element first: no allocation yet */
+    lua_rawgeti(L, 1, i);
+    rn_tensor **box = luaL_testudata(L, -1, RNL_TENSOR);
+    if (!box)
+      rnl_errorf(L, "%s: element %lld of the list is a %s, not a tensor", op, (long long)i,
+                 luaL_typename(L, -1));
+    if (!*box) rnl_errorf(L, "%s: element %lld of the list is a closed tensor", op, (long long)i);
+    if (i == 1) ndim = (*box)->ndim;
+    lua_pop(L, 1);
+  }
+  if (ndim == 0) rnl_errorf(L, "%s: tensor 1 is 0-d; concat needs at least 1 dim", op);
+  int d = rnl_dim(L, luaL_optinteger(L, 2, 1), ndim, op);
+  /* scratch array owned by Lua: nothing leaks if a later step raises */
+  rn_tensor **ts = lua_newuserdatauv(L, sizeof *ts * (size_t)n, 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    ts[i - 1] = *(rn_tensor **)lua_touserdata(L, -1);
+    lua_pop(L, 1); /* the list keeps the tensor alive */
+  }
+  rn_tensor *y = rn_concat((int)n, ts, d);
+  rnl_push(L, y);
+  return 1;
+}
+
+static const luaL_Reg nn_funcs[] = {
+  {"batch_norm", l_batch_norm}, {"softmax", l_softmax}, {"log_softmax", l_log_softmax},
+  {"cross_entropy", l_cross_entropy}, {"matmul", l_matmul}, {"linear", l_linear},
+  {"dropout", l_dropout}, {NULL, NULL}};
+
+static const luaL_Reg nn_only_funcs[] = {{"concat", l_concat}, {NULL, NULL}};
+
+void rnl_open_nn(lua_State *L, int rn_idx, int methods_idx) {
+  rnl_register(L, rn_idx, methods_idx, nn_funcs, 1);
+  rnl_register(L, rn_idx, methods_idx, nn_only_funcs, 0);
+}

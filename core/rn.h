@@ -1,0 +1,202 @@
+/* rn.h - the public C API of the rnlua core: dtypes, devices, tensors
+ * (refcounted storage + strided view), error status, and every op.
+ *
+ * Conventions
+ * - Functions that create a tensor return a new reference (refcount 1 owned by
+ *   the caller) or NULL with an error message set (rn_errmsg()).
+ * - Functions returning int return 0 on success and -1 on error.
+ * - Tensor arguments are borrowed. Dims in this C API are 0-based; the Lua
+ *   binding maps Lua's 1-based dims (and negative dims) onto them.
+ * - Images are NHWC: x: (N,H,W,C). Conv weights are HWIO: w: (KH,KW,Cin,Cout),
+ *   dense kernels are (in,out), as in Keras.
+ * - Nothing here exits or aborts on bad input.
+ */
+#ifndef RN_H
+#define RN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RN_VERSION "0.1.0"
+#define RN_MAXDIM 8
+
+typedef enum {
+  RN_F32 = 0, RN_F64, RN_U8, RN_I32, RN_I64, RN_BF16, RN_F16, RN_NDTYPES
+} rn_dtype;
+
+typedef enum { RN_CPU = 0, RN_CUDA = 1, RN_NDEVTYPES } rn_devtype;
+
+typedef struct rn_storage {
+  int refcount;
+  rn_devtype device;
+  size_t nbytes;
+  void *data;
+} rn_storage;
+
+struct rn_node;
+
+typedef struct rn_tensor {
+  int refcount;
+  rn_storage *st;
+  int ndim;
+  int64_t shape[RN_MAXDIM];
+  int64_t stride[RN_MAXDIM]; /* in elements */
+  int64_t offset;            /* in elements */
+  rn_dtype dtype;
+  bool requires_grad;
+  struct rn_tensor *grad;    /* accumulated gradient (leaves), or NULL */
+  struct rn_node *grad_fn;   /* node that produced this tensor, or NULL */
+} rn_tensor;
+
+/* ---- errors (error.c) ---------------------------------------------------- */
+int rn_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *rn_errmsg(void);
+void rn_clear_error(void);
+/* Formats a shape as "(2,3,4)" into buf; returns buf. */
+char *rn_shape_str(const rn_tensor *t, char *buf, size_t n);
+char *rn_dims_str(int ndim, const int64_t *shape, char *buf, size_t n);
+
+/* ---- dtypes (dtype.c) ---------------------------------------------------- */
+size_t rn_dtype_size(rn_dtype dt);
+const char *rn_dtype_name(rn_dtype dt);
+int rn_dtype_from_name(const char *name, rn_dtype *out); /* -1 if unknown */
+bool rn_dtype_is_float(rn_dtype dt);
+const char *rn_device_name(rn_devtype d);
+double rn_load(const void *p, rn_dtype dt);        /* one element as double */
+void rn_store(void *p, rn_dtype dt, double v);     /* one element from double */
+uint16_t rn_f32_to_bf16(float f);
+float rn_bf16_to_f32(uint16_t h);
+uint16_t rn_f32_to_f16(float f);
+float rn_f16_to_f32(uint16_t h);
+
+/* ---- tensors (tensor.c) -------------------------------------------------- */
+#define RN_MAX_NUMEL ((int64_t)1 << 40) /* elements; far beyond any memory */
+rn_tensor *rn_empty(int ndim, const int64_t *shape, rn_dtype dt, rn_devtype dev);
+rn_tensor *rn_zeros(int ndim, const int64_t *shape, rn_dtype dt, rn_devtype dev);
+rn_tensor *rn_full(int ndim, const int64_t *shape, double v, rn_dtype dt, rn_devtype dev);
+rn_tensor *rn_empty_like(const rn_tensor *t);
+rn_tensor *rn_zeros_like(const rn_tensor *t);
+rn_tensor *rn_scalar(double v, rn_dtype dt, rn_devtype dev); /* 0-dim */
+rn_tensor *rn_arange(double start, double stop, double step, rn_dtype dt);
+rn_tensor *rn_from_buffer(int ndim, const int64_t *shape, rn_dtype dt, const void *src);
+void rn_retain(rn_tensor *t);
+void rn_release(rn_tensor *t); /* NULL is fine */
+int64_t rn_numel(const rn_tensor *t);
+bool rn_is_contiguous(const rn_tensor *t);
+rn_devtype rn_device(const rn_tensor *t);
+static inline char *rn_ptr(const rn_tensor *t) {
+  return (char *)t->st->data + (size_t)t->offset * rn_dtype_size(t->dtype);
+}
+int rn_check_shape(int ndim, const int64_t *shape, const char *op);
+bool rn_same_shape(const rn_tensor *a, const rn_tensor *b);
+int rn_norm_dim(int dim, int ndim, const char *op); /* -1 if out of range */
+
+/* Views. They share storage; with grad mode on they record autograd nodes. */
+rn_tensor *rn_reshape(rn_tensor *t, int ndim, const int64_t *shape); /* one -1 allowed */
+rn_tensor *rn_permute(rn_tensor *t, const int *perm);
+rn_tensor *rn_transpose(rn_tensor *t, int d0, int d1);
+rn_tensor *rn_narrow(rn_tensor *t, int dim, int64_t start, int64_t len);
+rn_tensor *rn_select(rn_tensor *t, int dim, int64_t index); /* drops dim */
+rn_tensor *rn_expand(rn_tensor *t, int ndim, const int64_t *shape);
+rn_tensor *rn_contiguous(rn_tensor *t);  /* t itself (retained) if already */
+rn_tensor *rn_clone(rn_tensor *t);       /* always a fresh contiguous copy */
+rn_tensor *rn_detach(rn_tensor *t);      /* shares storage, no grad history */
+rn_tensor *rn_cast(rn_tensor *t, rn_dtype dt);
+rn_tensor *rn_to_device(rn_tensor *t, rn_devtype dev);
+
+/* In place (no autograd; refused on a leaf that requires grad while grad mode
+ * is on, as in-place changes would corrupt the tape). */
+int rn_copy_(rn_tensor *dst, const rn_tensor *src); /* broadcast src, any dtypes */
+int rn_fill_(rn_tensor *t, double v);
+int rn_check_inplace(const rn_tensor *t, const char *op);
+
+/* ---- random numbers (random.c) ------------------------------------------- */
+void rn_manual_seed(uint64_t seed);
+uint64_t rn_random_u64(void);
+double rn_random_uniform(void);   /* [0,1) */
+double rn_random_normal(void);
+void rn_random_get_state(uint64_t st[4]);
+void rn_random_set_state(const uint64_t st[4]);
+rn_tensor *rn_rand(int ndim, const int64_t *shape, rn_dtype dt, double lo, double hi);
+rn_tensor *rn_randn(int ndim, const int64_t *shape, rn_dtype dt, double mean, double std);
+
+/* ---- elementwise ops (ops/elementwise.c) --------------------------------- */
+typedef enum {
+  RN_OP_NEG, RN_OP_EXP, RN_OP_LOG, RN_OP_SQRT, RN_OP_RELU, RN_OP_ABS,
+  RN_OP_TANH, RN_OP_SIGMOID, RN_NUNARY
+} rn_unop;
+typedef enum {
+  RN_OP_ADD, RN_OP_SUB, RN_OP_MUL, RN_OP_DIV, RN_OP_POW, RN_OP_MAXIMUM,
+  RN_OP_MINIMUM, RN_OP_EQ, RN_OP_NE, RN_OP_LT, RN_OP_LE, RN_OP_GT, RN_OP_GE,
+  RN_NBINARY
+} rn_binop;
+const char *rn_unop_name(rn_unop op);
+const char *rn_binop_name(rn_binop op);
+rn_tensor *rn_unary(rn_unop op, rn_tensor *x);
+rn_tensor *rn_binary(rn_binop op, rn_tensor *a, rn_tensor *b); /* broadcasting */
+rn_tensor *rn_binary_scalar(rn_binop op, rn_tensor *a, double s, bool scalar_first);
+int rn_broadcast_shape(const rn_tensor *a, const rn_tensor *b, int *ndim,
+                       int64_t *shape, const char *op);
+/* g summed over broadcast dims down to (ndim, shape); new ref. */
+rn_tensor *rn_sum_to(rn_tensor *g, int ndim, const int64_t *shape);
+/* y = x * scale + shift for float tensors (no autograd): used by optimizers. */
+int rn_axpy_(rn_tensor *y, double alpha, const rn_tensor *x); /* y += alpha*x */
+int rn_scale_(rn_tensor *y, double s);
+
+/* ---- reductions (ops/reduce.c) ------------------------------------------- */
+typedef enum { RN_RED_SUM, RN_RED_MEAN, RN_RED_MAX, RN_RED_MIN } rn_redop;
+/* dims: 0-based, ndims==0 means all dims. */
+rn_tensor *rn_reduce(rn_redop op, rn_tensor *x, int ndims, const int *dims, bool keepdim);
+rn_tensor *rn_argmax(rn_tensor *x, int dim, bool keepdim); /* int64 */
+
+/* ---- softmax and losses (ops/loss.c) ------------------------------------- */
+rn_tensor *rn_softmax(rn_tensor *x, int dim);
+rn_tensor *rn_log_softmax(rn_tensor *x, int dim);
+typedef enum { RN_REDUCE_MEAN, RN_REDUCE_SUM, RN_REDUCE_NONE } rn_reduction;
+/* logits: (N,C) float; labels: (N) integer in 0..C-1. */
+rn_tensor *rn_cross_entropy(rn_tensor *logits, rn_tensor *labels, double smoothing,
+                            rn_reduction red);
+
+/* ---- dense (ops/matmul.c) ------------------------------------------------ */
+/* a: (...,M,K), b: (...,K,N) -> (...,M,N); 1-D and batched (3-D) supported. */
+rn_tensor *rn_matmul(rn_tensor *a, rn_tensor *b);
+/* x: (N,in), w: (in,out), b: (out) or NULL -> (N,out) */
+rn_tensor *rn_linear(rn_tensor *x, rn_tensor *w, rn_tensor *b);
+
+/* ---- convolution and pooling (ops/conv.c, ops/pool.c) -------------------- */
+typedef struct {
+  int stride_h, stride_w;
+  int dil_h, dil_w;
+  int pad_top, pad_bottom, pad_left, pad_right;
+  int same;   /* 1: TF "same" padding computed from input size (overrides pads) */
+} rn_conv_params;
+/* TensorFlow "same": out = ceil(in/stride), extra padding at bottom/right. */
+void rn_same_padding(int64_t in, int k, int stride, int dil, int *lo, int *hi);
+/* x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL -> (N,OH,OW,Cout) */
+rn_tensor *rn_conv2d(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_params *p);
+typedef struct {
+  int kh, kw, stride_h, stride_w;
+  int pad_top, pad_bottom, pad_left, pad_right;
+  int same;
+  bool count_include_pad; /* avg pool only */
+} rn_pool_params;
+rn_tensor *rn_max_pool2d(rn_tensor *x, const rn_pool_params *p); /* x: (N,H,W,C) */
+rn_tensor *rn_avg_pool2d(rn_tensor *x, const rn_pool_params *p);
+rn_tensor *rn_global_avg_pool2d(rn_tensor *x); /* (N,H,W,C) -> (N,C) */
+
+/* ---- normalization (ops/norm.c) ------------------------------------------ */
+/* x: (...,C) channels last; gamma, beta: (C) or NULL; running_*: (C) or NULL.
+ * training: batch statistics over all dims but the last, and
+ *   running = momentum*running + (1-momentum)*batch (Keras convention; the
+ *   running variance uses the unbiased batch variance).
+ * inference: running statistics. */
+rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
+                         rn_tensor *running_mean, rn_tensor *running_var,
+                         bool training, double momentum, double eps);
+
+/* ---- shape ops (ops/shape.c) --------------------------------------------- */
+rn_tensor *rn_concat(int n, rn_tensor *const *ts, int dim);
+rn_tensor *rn_dropout(rn_tensor *x, double p, bool training);
+
+#endif

@@ -1,0 +1,39 @@
+-- rn: the rnlua package. `local rn = require "rn"` returns this table and
+-- defines no globals. The C core (rn.core) supplies tensors and ops; this
+-- file adds what is easier said in Lua (no_grad, helpers).
+local core = require "rn.core"
+
+local rn = {}
+for k, v in pairs(core) do rn[k] = v end
+
+--- Runs fn(...) with gradient recording off; restores the mode even if fn
+--- raises. Returns fn's results.
+function rn.no_grad(fn, ...)
+  if type(fn) ~= "function" then
+    error("no_grad: expected a function, got " .. type(fn), 2)
+  end
+  local prev = core.set_grad_enabled(false)
+  local res = table.pack(pcall(fn, ...))
+  core.set_grad_enabled(prev)
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+--- rn.enable_grad(fn, ...): the opposite of no_grad.
+function rn.enable_grad(fn, ...)
+  local prev = core.set_grad_enabled(true)
+  local res = table.pack(pcall(fn, ...))
+  core.set_grad_enabled(prev)
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+rn.cuda = {
+  is_available = function() return (core.cuda_is_available()) end,
+  why_unavailable = function()
+    local ok, why = core.cuda_is_available()
+    return (not ok) and why or nil
+  end,
+}
+
+return rn

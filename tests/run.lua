@@ -1,0 +1,49 @@
+-- run.lua - runs the test files (all tests/test_*.lua, or those named as
+-- arguments) and ends with the line "N passed, N failed, N skipped".
+-- Run from the repository root: ./rnlua tests/run.lua [files...]
+package.path = "tests/lib/?.lua;" .. package.path
+local T = require "t"
+
+local files = {}
+for i = 1, #arg do files[#files + 1] = arg[i] end
+if #files == 0 then
+  local p = io.popen("ls tests/test_*.lua 2>/dev/null")
+  for f in p:lines() do files[#files + 1] = f end
+  p:close()
+end
+
+local load_failed = 0
+for _, f in ipairs(files) do
+  T.current_file = f
+  local chunk, err = loadfile(f, "t")
+  local ok = chunk and true
+  if chunk then ok, err = pcall(chunk) end
+  if not ok then
+    io.write(string.format("FAIL %s (loading): %s\n", f, tostring(err)))
+    load_failed = load_failed + 1
+  end
+end
+
+local passed, failed, skipped = 0, load_failed, 0
+local verbose = os.getenv("RN_TEST_VERBOSE")
+for _, t in ipairs(T.tests) do
+  local t0 = os.clock()
+  local ok, err = xpcall(t.fn, function(e)
+    if T.is_skip(e) then return e end
+    return debug.traceback(tostring(e), 2)
+  end)
+  collectgarbage()
+  if ok then
+    passed = passed + 1
+    if verbose then io.write(string.format("ok   %s: %s (%.2fs)\n", t.file, t.name, os.clock() - t0)) end
+  elseif T.is_skip(err) then
+    skipped = skipped + 1
+    io.write(string.format("SKIP %s: %s: %s\n", t.file, t.name, err.msg))
+  else
+    failed = failed + 1
+    io.write(string.format("FAIL %s: %s\n  %s\n", t.file, t.name, tostring(err):gsub("\n", "\n  ")))
+  end
+  io.flush()
+end
+io.write(string.format("%d passed, %d failed, %d skipped\n", passed, failed, skipped))
+os.exit(failed == 0 and 0 or 1)
