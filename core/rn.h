@@ -190,7 +190,7 @@ rn_tensor *rn_global_avg_pool2d(rn_tensor *x); /* (N,H,W,C) -> (N,C) */
  * training: batch statistics over all dims but the last, and
  *   running = momentum*running + (1-momentum)*batch (Keras convention; the
  *   running variance uses the unbiased batch variance).
- * inference: running statistics. */
+ * inference: running statistics (both required; an error without them). */
 rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                          rn_tensor *running_mean, rn_tensor *running_var,
                          bool training, double momentum, double eps);

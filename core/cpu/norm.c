@@ -1,0 +1,270 @@
+/* norm.c (cpu) - batch normalization kernels over channels-last data:
+ * training forward (batch statistics + running-stat update), inference
+ * forward (running statistics) and backward.
+ *
+ * Layout: x, y, gy, gx: (R,C) contiguous (R = N*H*W rows, C channels, C is
+ * the fastest dim); gamma, beta, running_*, save_*: (C), same dtype as x
+ * (float32 or float64; contiguous or 1-D strided). Statistics are accumulated
+ * in double. Rows are cut into fixed blocks of BLK rows whose partial sums
+ * are added in block order, so results do not depend on the thread count.
+ * The inner loops run over the C contiguous channels and vectorize.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "cpu.h"
+
+#define BLK 256        /* rows per block of partial sums */
+#define PAR_MIN 32768  /* elements below which a kernel stays on one thread */
+
+/* Element i of a 1-D (C) parameter as double; NULL gives def. */
+static inline double pget(const rn_tensor *t, int64_t i, double def) {
+  if (!t) return def;
+  const char *p = rn_ptr(t);
+  int64_t s = t->ndim ? t->stride[0] : 0;
+  return t->dtype == RN_F32 ? (double)((const float *)p)[i * s] : ((const double *)p)[i * s];
+}
+
+static inline void pset(rn_tensor *t, int64_t i, double v) {
+  char *p = rn_ptr(t);
+  int64_t s = t->ndim ? t->stride[0] : 0;
+  if (t->dtype == RN_F32) ((float *)p)[i * s] = (float)v;
+  else ((double *)p)[i * s] = v;
+}
+
+/* (R,C) of x: C is the last dim, R the product of the others. */
+static int dims_rc(const rn_tensor *x, const char *op, int64_t *R, int64_t *C) {
+  if (x->dtype != RN_F32 && x->dtype != RN_F64)
+    return rn_err("%s: dtype %s is not supported on the cpu (float32, float64)", op,
+                  rn_dtype_name(x->dtype));
+  if (x->ndim < 1) return rn_err("%s: x must have at least 1 dim", op);
+  *C = x->shape[x->ndim - 1];
+  *R = *C ? rn_numel(x) / *C : 0;
+  return 0;
+}
+
+/* Per-block partial sums of (x - shift) and (x - shift)^2, or with gy given,
+ * of gy and gy*(x - shift). part: [nblk][2][C] doubles. */
+static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const double *shift,
+                         int64_t R, int64_t C, double *part) {
+  int64_t nblk = (R + BLK - 1) / BLK;
+  const char *xp = rn_ptr(x);
+  const char *gp = gy ? rn_ptr(gy) : NULL;
+  bool f32 = x->dtype == RN_F32;
+#pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
+  for (int64_t b = 0; b < nblk; b++) {
+    double *s1 = part + (size_t)b * 2 * (size_t)C, *s2 = s1 + C;
+    for (int64_t c = 0; c < C; c++) s1[c] = s2[c] = 0;
+    int64_t r0 = b * BLK, r1 = r0 + BLK < R ? r0 + BLK : R;
+    for (int64_t r = r0; r < r1; r++) {
+      if (f32) {
+        const float *xr = (const float *)xp + r * C;
+        if (gp) {
+          const float *gr = (const float *)gp + r * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; c++) {
+            double g = gr[c];
+            s1[c] += g;
+            s2[c] += g * ((double)xr[c] - shift[c]);
+          }
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < C; c++) {
+            double d = (double)xr[c] - shift[c];
+            s1[c] += d;
+            s2[c] += d * d;
+          }
+        }
+      } else {
+        const double *xr = (const double *)xp + r * C;
+        if (gp) {
+          const double *gr = (const double *)gp + r * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; c++) {
+            s1[c] += gr[c];
+            s2[c] += gr[c] * (xr[c] - shift[c]);
+          }
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < C; c++) {
+            double d = xr[c] - shift[c];
+            s1[c] += d;
+            s2[c] += d * d;
+          }
+        }
+      }
+    }
+  }
+  /* fold the blocks into block 0, in order */
+  for (int64_t b = 1; b < nblk; b++) {
+    const double *p = part + (size_t)b * 2 * (size_t)C;
+    for (int64_t c = 0; c < 2 * C; c++) part[c] += p[c];
+  }
+  if (nblk == 0)
+    for (int64_t c = 0; c < 2 * C; c++) part[c] = 0;
+}
+
+/* out = a*in + b*(x - m) + d per channel (in may be NULL: no a term).
+ * out, in, x: (R,C); a, b, m, d: (C) double. Subtracting m before scaling
+ * keeps float32 precise when |mean| >> std. */
+static int affine_rows(rn_tensor *out, const rn_tensor *in, const rn_tensor *x,
+                       const double *a, const double *b, const double *m, const double *d,
+                       int64_t R, int64_t C, const char *op) {
+  char *opp = rn_ptr(out);
+  const char *ip = in ? rn_ptr(in) : NULL, *xp = rn_ptr(x);
+  if (x->dtype == RN_F32) {
+    float *af = malloc(sizeof(float) * 4 * (size_t)(C ? C : 1));
+    if (!af) return rn_err("%s: out of memory for %lld channels", op, (long long)C);
+    float *bf = af + C, *mf = bf + C, *df = mf + C;
+    for (int64_t c = 0; c < C; c++) {
+      af[c] = (float)a[c];
+      bf[c] = (float)b[c];
+      mf[c] = (float)m[c];
+      df[c] = (float)d[c];
+    }
+#pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
+    for (int64_t r = 0; r < R; r++) {
+      float *o = (float *)opp + r * C;
+      const float *xr = (const float *)xp + r * C;
+      if (ip) {
+        const float *ir = (const float *)ip + r * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) o[c] = af[c] * ir[c] + bf[c] * (xr[c] - mf[c]) + df[c];
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) o[c] = bf[c] * (xr[c] - mf[c]) + df[c];
+      }
+    }
+    free(af);
+    return 0;
+  }
+#pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
+  for (int64_t r = 0; r < R; r++) {
+    double *o = (double *)opp + r * C;
+    const double *xr = (const double *)xp + r * C;
+    if (ip) {
+      const double *ir = (const double *)ip + r * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; c++) o[c] = a[c] * ir[c] + b[c] * (xr[c] - m[c]) + d[c];
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; c++) o[c] = b[c] * (xr[c] - m[c]) + d[c];
+    }
+  }
+  return 0;
+}
+
+/* y = (x - mean) * invstd * gamma + beta with batch statistics; save_mean,
+ * save_invstd (C) receive them; running_* (C, optional) are updated:
+ * running = momentum*running + (1-momentum)*batch (unbiased variance). */
+int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                        const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                        rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                        double eps) {
+  int64_t R, C;
+  if (dims_rc(x, "batch_norm", &R, &C) < 0) return -1;
+  if (R == 0 && C > 0)
+    return rn_err("batch_norm: training needs at least one row per channel; x has 0 rows");
+  int64_t nblk = (R + BLK - 1) / BLK;
+  size_t n1 = (size_t)(C ? C : 1);
+  double *shift = malloc(sizeof(double) * 6 * n1);
+  double *part = malloc(sizeof(double) * 2 * n1 * (size_t)(nblk ? nblk : 1));
+  if (!shift || !part) {
+    free(shift);
+    free(part);
+    return rn_err("batch_norm: out of memory for the statistics of %lld channels", (long long)C);
+  }
+  double *a = shift + n1, *b = a + n1, *m = b + n1, *d = m + n1, *v = d + n1;
+  /* shift by the first row: sums of (x - x[0]) keep precision for large means */
+  for (int64_t c = 0; c < C; c++)
+    shift[c] = x->dtype == RN_F32 ? (double)((const float *)rn_ptr(x))[c]
+                                  : ((const double *)rn_ptr(x))[c];
+  partial_sums(x, NULL, shift, R, C, part);
+  const double *s1 = part, *s2 = part + C;
+  for (int64_t c = 0; c < C; c++) {
+    double dm = s1[c] / (double)R;
+    double mean = shift[c] + dm;
+    double var = s2[c] / (double)R - dm * dm;
+    if (var < 0) var = 0;
+    double invstd = 1.0 / sqrt(var + eps);
+    double g = pget(gamma, c, 1.0), be = pget(beta, c, 0.0);
+    pset(save_mean, c, mean);
+    pset(save_invstd, c, invstd);
+    a[c] = 0;
+    b[c] = g * invstd;
+    m[c] = mean;
+    d[c] = be;
+    v[c] = R > 1 ? var * (double)R / (double)(R - 1) : var; /* unbiased */
+  }
+  int rc = affine_rows(y, NULL, x, a, b, m, d, R, C, "batch_norm");
+  for (int64_t c = 0; rc == 0 && c < C; c++) { /* only once nothing can fail */
+    if (running_mean)
+      pset(running_mean, c, momentum * pget(running_mean, c, 0) + (1 - momentum) * m[c]);
+    if (running_var)
+      pset(running_var, c, momentum * pget(running_var, c, 0) + (1 - momentum) * v[c]);
+  }
+  free(shift);
+  free(part);
+  return rc;
+}
+
+/* y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta */
+int rn_cpu_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                        const rn_tensor *beta, const rn_tensor *running_mean,
+                        const rn_tensor *running_var, double eps) {
+  int64_t R, C;
+  if (dims_rc(x, "batch_norm", &R, &C) < 0) return -1;
+  size_t n1 = (size_t)(C ? C : 1);
+  double *a = malloc(sizeof(double) * 4 * n1);
+  if (!a) return rn_err("batch_norm: out of memory for %lld channels", (long long)C);
+  double *b = a + n1, *m = b + n1, *d = m + n1;
+  for (int64_t c = 0; c < C; c++) {
+    a[c] = 0;
+    b[c] = pget(gamma, c, 1.0) / sqrt(pget(running_var, c, 1.0) + eps);
+    m[c] = pget(running_mean, c, 0.0);
+    d[c] = pget(beta, c, 0.0);
+  }
+  int rc = affine_rows(y, NULL, x, a, b, m, d, R, C, "batch_norm");
+  free(a);
+  return rc;
+}
+
+/* With xhat = (x - mean)*invstd, over the R rows of each channel:
+ *   gbeta = sum gy, ggamma = sum gy*xhat,
+ *   gx = gamma*invstd * (gy - gbeta/R - xhat*ggamma/R). */
+int rn_cpu_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                  const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
+                  const rn_tensor *save_invstd) {
+  int64_t R, C;
+  if (dims_rc(x, "batch_norm backward", &R, &C) < 0) return -1;
+  if (gy->dtype != x->dtype)
+    return rn_err("batch_norm backward: gradient dtype %s differs from x's %s",
+                  rn_dtype_name(gy->dtype), rn_dtype_name(x->dtype));
+  int64_t nblk = (R + BLK - 1) / BLK;
+  size_t n1 = (size_t)(C ? C : 1);
+  double *mean = malloc(sizeof(double) * 4 * n1);
+  double *part = malloc(sizeof(double) * 2 * n1 * (size_t)(nblk ? nblk : 1));
+  if (!mean || !part) {
+    free(mean);
+    free(part);
+    return rn_err("batch_norm backward: out of memory for %lld channels", (long long)C);
+  }
+  double *a = mean + n1, *b = a + n1, *d = b + n1;
+  for (int64_t c = 0; c < C; c++) mean[c] = pget(save_mean, c, 0.0);
+  partial_sums(x, gy, mean, R, C, part);
+  const double *sg = part, *sgx = part + C; /* sum gy, sum gy*(x-mean) */
+  for (int64_t c = 0; c < C; c++) {
+    double is = pget(save_invstd, c, 1.0), g = pget(gamma, c, 1.0);
+    double gg = sgx[c] * is; /* ggamma */
+    if (ggamma) pset(ggamma, c, gg);
+    if (gbeta) pset(gbeta, c, sg[c]);
+    double k = g * is;
+    a[c] = k;
+    b[c] = R ? -k * is * gg / (double)R : 0;
+    d[c] = R ? -k * sg[c] / (double)R : 0;
+  }
+  int rc = gx ? affine_rows(gx, gy, x, a, b, mean, d, R, C, "batch_norm backward") : 0;
+  free(mean);
+  free(part);
+  return rc;
+}
