@@ -7,8 +7,11 @@
  * nothing (weak: a defined family replaces these). */
 #pragma weak rnl_open_conv
 #pragma weak rnl_open_nn
+#pragma weak rnl_open_io
+#pragma weak rnl_open_data
 typedef void (*open_fn)(lua_State *, int, int);
-static open_fn volatile open_conv = rnl_open_conv, open_nn = rnl_open_nn;
+static open_fn volatile open_conv = rnl_open_conv, open_nn = rnl_open_nn,
+                        open_io = rnl_open_io, open_data = rnl_open_data;
 
 int luaopen_rn_core(lua_State *L) {
   lua_newtable(L); /* rn.core */
@@ -19,6 +22,8 @@ int luaopen_rn_core(lua_State *L) {
   rnl_open_ops(L, rn_idx, methods_idx);
   if (open_conv) open_conv(L, rn_idx, methods_idx);
   if (open_nn) open_nn(L, rn_idx, methods_idx);
+  if (open_io) open_io(L, rn_idx, methods_idx);
+  if (open_data) open_data(L, rn_idx, methods_idx);
 #ifdef RN_WITH_CUDA
   rnl_open_cuda(L, rn_idx);
 #endif
