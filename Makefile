@@ -37,7 +37,7 @@ endif
 
 CFLAGS = $(CFLAGS_BASE) $(CUDA_CFLAGS)
 
-SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/lua/*.c) $(CUDA_SRCS)
+SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/io/*.c core/data/*.c core/lua/*.c) $(CUDA_SRCS)
 OBJS = $(patsubst %.c,$(BUILD)/%.o,$(SRCS)) $(CUDA_OBJS)
 DEPS = $(OBJS:.o=.d)
 
@@ -49,11 +49,13 @@ rnlua: $(BUILD)/rnlua
 	cp $< $@
 
 $(BUILD)/rnlua: $(OBJS)
-	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS) $(CUDA_LIBS)
+	@echo "  LINK $@"
+	@$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS) $(CUDA_LIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC   $<"
+	@$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 -include $(DEPS)
 
