@@ -46,18 +46,3 @@ const rn_backend rn_cpu_backend = {
   .bn_fwd_infer = rn_cpu_bn_fwd_infer,
   .bn_bwd = rn_cpu_bn_bwd,
 };
-
-/* While kernels are being written, a missing one links as NULL and reports
- * "... is not implemented on cpu"; the suite checks every slot is filled. */
-#pragma weak rn_cpu_softmax
-#pragma weak rn_cpu_softmax_backward
-#pragma weak rn_cpu_cross_entropy
-#pragma weak rn_cpu_gemm
-#pragma weak rn_cpu_conv2d_fwd
-#pragma weak rn_cpu_conv2d_bwd_data
-#pragma weak rn_cpu_conv2d_bwd_filter
-#pragma weak rn_cpu_pool2d_fwd
-#pragma weak rn_cpu_pool2d_bwd
-#pragma weak rn_cpu_bn_fwd_train
-#pragma weak rn_cpu_bn_fwd_infer
-#pragma weak rn_cpu_bn_bwd
