@@ -46,7 +46,7 @@ DEPS = $(OBJS:.o=.d)
 all: rnlua
 
 rnlua: $(BUILD)/rnlua
-	cp $< $@
+	@cp $< $@.tmp && mv -f $@.tmp $@  # rename: works while ./rnlua is running
 
 $(BUILD)/rnlua: $(OBJS)
 	@echo "  LINK $@"
