@@ -1,0 +1,157 @@
+/* conv.c (ops) - front end of 2-D convolution: TF "same" padding, input
+ * checks with messages naming shapes and valid ranges, output shape, dispatch
+ * to the backend's conv2d_fwd, and the autograd record whose backward calls
+ * conv2d_bwd_data / conv2d_bwd_filter for the inputs that need a gradient.
+ *   x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL -> y: (N,OH,OW,Cout)
+ *   OH = floor((H + pad_top + pad_bottom - dil_h*(KH-1) - 1) / stride_h) + 1 */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autograd.h"
+#include "../backend.h"
+
+/* TensorFlow "same": out = ceil(in/stride); the total padding needed for
+ * that, max((out-1)*stride + (k-1)*dil + 1 - in, 0), is split with the odd
+ * cell at the bottom/right (3x3 stride 2 on 32: out 16, total 1 -> 0 top,
+ * 1 bottom). */
+void rn_same_padding(int64_t in, int k, int stride, int dil, int *lo, int *hi) {
+  if (stride < 1) stride = 1;
+  if (dil < 1) dil = 1;
+  int64_t out = (in + stride - 1) / stride;
+  int64_t total = (out - 1) * stride + (int64_t)(k - 1) * dil + 1 - in;
+  if (total < 0) total = 0;
+  *lo = (int)(total / 2);
+  *hi = (int)(total - total / 2);
+}
+
+/* Backward context: the resolved params (same -> explicit pads). */
+static int conv2d_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
+  const rn_conv_params *p = n->ctx;
+  rn_tensor *x = n->saved[0], *w = n->saved[1];
+  const rn_backend *be = rn_backend_of(x);
+  rn_tensor *gy = rn_contiguous(g);
+  if (!gy) return -1;
+  int rc = 0;
+  if (n->needs[0]) {
+    rn_tensor *gx = RN_HAS(be, conv2d_bwd_data) ? rn_empty_like(x) : NULL;
+    if (!gx || be->conv2d_bwd_data(gx, gy, w, p) < 0) { rn_release(gx); rc = -1; }
+    else gin[0] = gx;
+  }
+  if (rc == 0 && !n->needs[1] && n->needs[2]) { /* bias only: gb = sum of gy over N,OH,OW */
+    int dims[3] = {0, 1, 2};
+    if (!(gin[2] = rn_reduce(RN_RED_SUM, gy, 3, dims, false))) rc = -1;
+  } else if (rc == 0 && n->needs[1]) {
+    rn_tensor *gw = NULL, *gb = NULL;
+    if (!RN_HAS(be, conv2d_bwd_filter)) rc = -1;
+    if (rc == 0 && !(gw = rn_empty_like(w))) rc = -1;
+    if (rc == 0 && n->needs[2] && !(gb = rn_empty(1, &w->shape[3], w->dtype, rn_device(w))))
+      rc = -1;
+    if (rc == 0 && be->conv2d_bwd_filter(gw, gb, gy, x, p) < 0) rc = -1;
+    if (rc == 0 && n->needs[1]) gin[1] = gw;
+    else rn_release(gw);
+    if (rc == 0) gin[2] = gb;
+    else rn_release(gb);
+  }
+  rn_release(gy);
+  return rc;
+}
+
+/* Checks x, w, b and p; fills q (resolved pads) and the output shape ys. */
+static int conv2d_check(const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
+                        const rn_conv_params *p, rn_conv_params *q, int64_t *ys) {
+  char bx[128], bw[128], bb[128];
+  rn_shape_str(x, bx, sizeof bx);
+  rn_shape_str(w, bw, sizeof bw);
+  if (x->ndim != 4)
+    return rn_err("conv2d: input %s must be 4-d (N,H,W,C), it has %d dims", bx, x->ndim);
+  if (w->ndim != 4)
+    return rn_err("conv2d: weight %s must be 4-d (KH,KW,Cin,Cout), it has %d dims", bw, w->ndim);
+  if (x->shape[3] != w->shape[2])
+    return rn_err("conv2d: input %s has %lld channels but weight %s expects %lld", bx,
+                  (long long)x->shape[3], bw, (long long)w->shape[2]);
+  if (b && (b->ndim != 1 || b->shape[0] != w->shape[3]))
+    return rn_err("conv2d: bias %s must have shape (%lld) (Cout of weight %s)",
+                  rn_shape_str(b, bb, sizeof bb), (long long)w->shape[3], bw);
+  if (!rn_dtype_is_float(x->dtype))
+    return rn_err("conv2d: dtype %s is not a float type (use :float())", rn_dtype_name(x->dtype));
+  if (w->dtype != x->dtype || (b && b->dtype != x->dtype))
+    return rn_err("conv2d: dtypes differ (input %s, weight %s%s%s); convert with :to(dtype)",
+                  rn_dtype_name(x->dtype), rn_dtype_name(w->dtype), b ? ", bias " : "",
+                  b ? rn_dtype_name(b->dtype) : "");
+  if (p->stride_h < 1 || p->stride_w < 1)
+    return rn_err("conv2d: stride (%d,%d) must be >= 1", p->stride_h, p->stride_w);
+  if (p->dil_h < 1 || p->dil_w < 1)
+    return rn_err("conv2d: dilation (%d,%d) must be >= 1", p->dil_h, p->dil_w);
+  if (w->shape[0] < 1 || w->shape[1] < 1 || w->shape[0] > (1 << 20) || w->shape[1] > (1 << 20))
+    return rn_err("conv2d: kernel size (%lld,%lld) of weight %s must be in 1..%d",
+                  (long long)w->shape[0], (long long)w->shape[1], bw, 1 << 20);
+  *q = *p;
+  if (p->same) {
+    rn_same_padding(x->shape[1], (int)w->shape[0], p->stride_h, p->dil_h, &q->pad_top,
+                    &q->pad_bottom);
+    rn_same_padding(x->shape[2], (int)w->shape[1], p->stride_w, p->dil_w, &q->pad_left,
+                    &q->pad_right);
+    q->same = 0;
+  } else if (p->pad_top < 0 || p->pad_bottom < 0 || p->pad_left < 0 || p->pad_right < 0) {
+    return rn_err("conv2d: padding (top %d, bottom %d, left %d, right %d) must be >= 0",
+                  p->pad_top, p->pad_bottom, p->pad_left, p->pad_right);
+  }
+  /* dilated kernel extent and padded input size */
+  int64_t eh = (int64_t)p->dil_h * (w->shape[0] - 1) + 1;
+  int64_t ew = (int64_t)p->dil_w * (w->shape[1] - 1) + 1;
+  int64_t ph = x->shape[1] + q->pad_top + q->pad_bottom;
+  int64_t pw = x->shape[2] + q->pad_left + q->pad_right;
+  if (ph < eh || pw < ew)
+    return rn_err("conv2d: input %s padded to %lldx%lld is smaller than the %lldx%lld (dilated) "
+                  "kernel of weight %s; the output would be empty (needs padded size >= kernel)",
+                  bx, (long long)ph, (long long)pw, (long long)eh, (long long)ew, bw);
+  ys[0] = x->shape[0];
+  ys[1] = (ph - eh) / p->stride_h + 1;
+  ys[2] = (pw - ew) / p->stride_w + 1;
+  ys[3] = w->shape[3];
+  return 0;
+}
+
+rn_tensor *rn_conv2d(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_params *p) {
+  rn_tensor *ins[3] = {x, w, b};
+  if (!x || !w) { rn_err("conv2d: input and weight are required"); return NULL; }
+  if (rn_same_device("conv2d", b ? 3 : 2, ins) < 0) return NULL;
+  rn_conv_params q;
+  int64_t ys[4];
+  if (conv2d_check(x, w, b, p, &q, ys) < 0) return NULL;
+  const rn_backend *be = rn_backend_of(x);
+  if (!RN_HAS(be, conv2d_fwd)) return NULL;
+  /* the contiguous copies are kernel inputs and saved tensors, not graph ops */
+  bool gm = rn_grad_enabled();
+  rn_set_grad_enabled(false);
+  rn_tensor *xc = rn_contiguous(x), *wc = xc ? rn_contiguous(w) : NULL;
+  rn_tensor *bc = (wc && b) ? rn_contiguous(b) : NULL;
+  rn_set_grad_enabled(gm);
+  rn_tensor *y = (wc && (bc || !b)) ? rn_empty(4, ys, x->dtype, rn_device(x)) : NULL;
+  if (!y || be->conv2d_fwd(y, xc, wc, bc, &q) < 0) goto fail;
+  rn_release(bc);
+  bc = NULL;
+  if (rn_needs_grad(3, ins)) {
+    rn_node *n = rn_node_new("conv2d", conv2d_bw, 3, ins);
+    rn_conv_params *c = n ? malloc(sizeof *c) : NULL;
+    if (n && !c) rn_err("conv2d: out of memory recording the autograd node");
+    if (!c || rn_node_save(n, xc) < 0 || rn_node_save(n, wc) < 0) {
+      free(c);
+      rn_node_release(n);
+      goto fail;
+    }
+    *c = q;
+    n->ctx = c;
+    n->ctx_free = free;
+    rn_node_attach(n, y);
+  }
+  rn_release(xc);
+  rn_release(wc);
+  return y;
+fail:
+  rn_release(xc);
+  rn_release(wc);
+  rn_release(bc);
+  rn_release(y);
+  return NULL;
+}
