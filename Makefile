@@ -52,7 +52,15 @@ $(BUILD)/rnlua: $(OBJS)
 	@echo "  LINK $@"
 	@$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS) $(CUDA_LIBS)
 
-$(BUILD)/%.o: %.c
+# Objects depend on the flags they were built with: a change of flags (CUDA
+# found or not, NOCUDA=1, sanitizers) rebuilds them instead of mixing.
+$(BUILD)/flags.stamp: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CFLAGS) $(CUDA_LIBS)' | cmp -s - $@ || echo '$(CFLAGS) $(CUDA_LIBS)' > $@
+
+FORCE:
+
+$(BUILD)/%.o: %.c $(BUILD)/flags.stamp
 	@mkdir -p $(dir $@)
 	@echo "  CC   $<"
 	@$(CC) $(CFLAGS) -MMD -MP -c $< -o $@

@@ -1,6 +1,7 @@
 /* elementwise.c - CPU kernels for memory, copy/cast, fill, unary and binary
  * ops over strided (and broadcast, stride 0) operands, and axpy.
  * float32/float64 have typed loops; other dtypes go through double. */
+#include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,14 @@
 #include "cpu.h"
 
 /* ---- memory -------------------------------------------------------------- */
+
+/* Large tensors come and go every training step; keeping freed blocks in
+ * malloc's heap (instead of fresh mmap pages, which fault on first touch)
+ * saves those page faults. Set once, at program start. */
+__attribute__((constructor)) static void tune_malloc(void) {
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+}
 
 void *rn_cpu_alloc(size_t nbytes) {
   void *p = NULL;

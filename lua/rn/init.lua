@@ -28,12 +28,22 @@ function rn.enable_grad(fn, ...)
   return table.unpack(res, 2, res.n)
 end
 
+local function no_cuda(name)
+  return function()
+    error("rn.cuda." .. name .. ": this rnlua was built without CUDA", 2)
+  end
+end
+
 rn.cuda = {
   is_available = function() return (core.cuda_is_available()) end,
   why_unavailable = function()
     local ok, why = core.cuda_is_available()
     return (not ok) and why or nil
   end,
+  memory_stats = core.cuda_memory_stats or no_cuda("memory_stats"),
+  empty_cache = core.cuda_empty_cache or no_cuda("empty_cache"),
+  device_name = core.cuda_device_name or no_cuda("device_name"),
+  synchronize = core.cuda_synchronize or no_cuda("synchronize"),
 }
 
 return rn

@@ -1,0 +1,236 @@
+/* alloc.c (cuda) - the caching device allocator: rounded size classes, one
+ * free list per size, reuse ordered by the single stream, statistics, and
+ * the out-of-memory path (flush the cache, let the binding collect garbage,
+ * retry once).
+ *
+ * Sizes: a request of n bytes takes a block of round(n): multiples of 512 B
+ * up to 1 MiB, multiples of 2 MiB above. Blocks come from cudaMalloc one at a
+ * time and are never split; a freed block is kept in the list of its size
+ * until reused or flushed (rn_cuda_empty_cache or an out-of-memory).
+ *
+ * Why reuse at once is safe: every kernel, copy and cuBLAS call runs on the
+ * one stream (device.c), so work that a later owner of the block enqueues
+ * runs after the work of the earlier owner. Host reads synchronize first.
+ *
+ * Book-keeping: two chained hash tables of block records, `live` keyed by
+ * device address (to find a block's size on free) and `cached` keyed by
+ * rounded size (the free lists). Not thread safe: the core is driven by one
+ * Lua state on one thread.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda.h"
+
+#define SMALL_MAX ((size_t)1 << 20)
+#define SMALL_STEP ((size_t)512)
+#define LARGE_STEP ((size_t)2 << 20)
+
+typedef struct blk {
+  uintptr_t key; /* device address (live) or size (cached) */
+  void *ptr;
+  size_t size;   /* rounded */
+  struct blk *next;
+} blk;
+
+typedef struct {
+  blk **b;
+  size_t nb, n; /* buckets (power of 2), records */
+} table;
+
+static table live, cached;
+static rn_cuda_mem_stats st;
+static int in_hook;
+
+int (*rn_cuda_oom_hook)(void) = NULL;
+
+/* ---- hash tables --------------------------------------------------------- */
+
+static size_t hash(uintptr_t k) {
+  uint64_t x = (uint64_t)k;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return (size_t)x;
+}
+
+/* Grows to twice the buckets when full; a failed grow keeps the old table
+ * (longer chains, still correct). */
+static void table_grow(table *t) {
+  size_t nb = t->nb ? t->nb * 2 : 256;
+  blk **b = calloc(nb, sizeof *b);
+  if (!b) return;
+  for (size_t i = 0; i < t->nb; i++) {
+    blk *e = t->b[i];
+    while (e) {
+      blk *next = e->next;
+      size_t h = hash(e->key) & (nb - 1);
+      e->next = b[h];
+      b[h] = e;
+      e = next;
+    }
+  }
+  free(t->b);
+  t->b = b;
+  t->nb = nb;
+}
+
+/* Inserts e under e->key; -1 only if the table has no buckets at all. */
+static int table_put(table *t, blk *e) {
+  if (t->n >= t->nb) table_grow(t);
+  if (!t->nb) return -1;
+  size_t h = hash(e->key) & (t->nb - 1);
+  e->next = t->b[h];
+  t->b[h] = e;
+  t->n++;
+  return 0;
+}
+
+/* Unlinks and returns a record with this key, or NULL. */
+static blk *table_take(table *t, uintptr_t key) {
+  if (!t->nb) return NULL;
+  blk **pp = &t->b[hash(key) & (t->nb - 1)];
+  for (blk *e = *pp; e; pp = &e->next, e = e->next) {
+    if (e->key == key) {
+      *pp = e->next;
+      t->n--;
+      return e;
+    }
+  }
+  return NULL;
+}
+
+/* ---- sizes and the cache ------------------------------------------------- */
+
+static size_t round_size(size_t n) {
+  if (n == 0) n = 1;
+  if (n <= SMALL_MAX) return (n + SMALL_STEP - 1) / SMALL_STEP * SMALL_STEP;
+  return (n + LARGE_STEP - 1) / LARGE_STEP * LARGE_STEP;
+}
+
+/* cudaFree of every cached block; the first failure is reported (the
+ * records are dropped either way: a block cudaFree refused is lost). A
+ * cached block may still be read by queued work of its last owner, so the
+ * stream is drained first (cudaFree also synchronizes; this says it). */
+static int flush_cache(void) {
+  if (cached.n == 0) return 0;
+  int rc = CU(cudaStreamSynchronize(rn_cuda_stream()));
+  for (size_t i = 0; i < cached.nb; i++) {
+    blk *e = cached.b[i];
+    while (e) {
+      blk *next = e->next;
+      cudaError_t fe = cudaFree(e->ptr);
+      if (fe != cudaSuccess && rc == 0)
+        rc = rn_cuda_check(fe, "cudaFree(cached block)", __FILE__, __LINE__);
+      else if (fe != cudaSuccess)
+        (void)cudaGetLastError(); /* only the first failure is reported */
+      st.cuda_frees++;
+      st.reserved -= e->size;
+      free(e);
+      e = next;
+    }
+    cached.b[i] = NULL;
+  }
+  cached.n = 0;
+  return rc;
+}
+
+int rn_cuda_empty_cache(void) {
+  if (!rn_cuda_ready()) return 0; /* nothing was ever allocated */
+  return flush_cache();
+}
+
+void rn_cuda_memory_stats(rn_cuda_mem_stats *out) {
+  *out = st;
+  out->cached_blocks = cached.n;
+}
+
+/* ---- alloc and free ------------------------------------------------------ */
+
+static void *oom(size_t n) {
+  size_t fr = 0, tot = 0;
+  if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) fr = tot = 0;
+  (void)cudaGetLastError();
+  st.ooms++;
+  rn_err("cuda: out of memory allocating %zu bytes (free %zu of %zu)", n, fr, tot);
+  return NULL;
+}
+
+/* a new block of `size` bytes from the driver, with the one retry */
+static blk *new_block(size_t n, size_t size) {
+  void *p = NULL;
+  cudaError_t e = cudaMalloc(&p, size);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    st.oom_retries++;
+    if (flush_cache() < 0) return NULL;
+    if (rn_cuda_oom_hook && !in_hook) {
+      in_hook = 1; /* a finalizer that allocates must not collect again */
+      rn_cuda_oom_hook();
+      in_hook = 0;
+      blk *b = table_take(&cached, size); /* freed by the collection */
+      if (b) {
+        st.cache_hits++;
+        return b;
+      }
+      if (flush_cache() < 0) return NULL;
+    }
+    e = cudaMalloc(&p, size);
+    if (e == cudaErrorMemoryAllocation) return oom(n);
+  }
+  if (CU(e) < 0) return NULL;
+  blk *b = malloc(sizeof *b);
+  if (!b) {
+    (void)cudaFree(p); /* best effort: the error below is the one to report */
+    rn_err("cuda: out of host memory for an allocation record");
+    return NULL;
+  }
+  b->ptr = p;
+  b->size = size;
+  st.cuda_mallocs++;
+  st.reserved += size;
+  if (st.reserved > st.peak_reserved) st.peak_reserved = st.reserved;
+  return b;
+}
+
+void *rn_cuda_alloc(size_t n) {
+  if (rn_cuda_init() < 0) return NULL;
+  if (n > ((size_t)1 << 62)) {
+    rn_err("cuda: cannot allocate %zu bytes", n);
+    return NULL;
+  }
+  size_t size = round_size(n);
+  blk *b = table_take(&cached, size);
+  if (b) st.cache_hits++;
+  else if (!(b = new_block(n, size))) return NULL;
+  b->key = (uintptr_t)b->ptr;
+  if (table_put(&live, b) < 0) { /* no memory for even one bucket */
+    b->key = b->size;
+    if (table_put(&cached, b) < 0) {
+      (void)cudaFree(b->ptr); /* best effort: the error below is the one to report */
+      st.reserved -= b->size;
+      free(b);
+    }
+    rn_err("cuda: out of host memory for the allocator's table");
+    return NULL;
+  }
+  st.allocated += size;
+  if (st.allocated > st.peak_allocated) st.peak_allocated = st.allocated;
+  st.num_allocs++;
+  return b->ptr;
+}
+
+void rn_cuda_free(void *p) {
+  if (!p) return;
+  blk *b = table_take(&live, (uintptr_t)p);
+  if (!b) return; /* not from this allocator: nothing to do */
+  st.allocated -= b->size;
+  st.num_frees++;
+  b->key = b->size;
+  if (table_put(&cached, b) < 0) { /* cannot cache it: give it back */
+    (void)cudaFree(b->ptr); /* free() has no way to report a failure */
+    st.cuda_frees++;
+    st.reserved -= b->size;
+    free(b);
+  }
+}

@@ -1,0 +1,122 @@
+/* cuda.h - the CUDA host side of the core (core/cuda/ (*.c)): device discovery
+ * and error checks (device.c), the caching allocator (alloc.c), run-time
+ * loading of NVIDIA libraries (dlib.c), cuBLAS gemm (blas.c), operand
+ * geometry for the kernels (geom.c), and the backend slots (elementwise.c,
+ * reduce.c, loss.c, backend.c).
+ *
+ * Everything runs on one CUDA stream (rn_cuda_stream()): kernels, cuBLAS,
+ * and the copies, which synchronize that stream before returning to the
+ * host. Stream order is what lets the allocator hand a freed block to the
+ * next allocation at once. Only compiled with -DRN_WITH_CUDA.
+ */
+#ifndef RN_CUDA_H
+#define RN_CUDA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "../backend.h"
+#include "../../kernels/kernels.h"
+
+/* ---- device and errors (device.c) ---------------------------------------- */
+
+/* Picks the device (0, or $RN_CUDA_DEVICE) and creates the stream on first
+ * use; later calls return the remembered outcome at once. 0, or -1 with
+ * rn_err("cuda: no CUDA device available (cudaGetDeviceCount: ...)"). */
+int rn_cuda_init(void);
+/* True once rn_cuda_init() has succeeded (never starts it). */
+bool rn_cuda_ready(void);
+cudaStream_t rn_cuda_stream(void);
+int rn_cuda_device(void);
+const char *rn_cuda_device_name(void);   /* "" before a successful init */
+int rn_cuda_synchronize(void);           /* waits for the stream; 0 or -1 */
+
+/* CU(call): 0 when call returns cudaSuccess, else -1 with
+ * rn_err("cuda: <call> failed: <error string> (file:line)"). */
+int rn_cuda_check(cudaError_t e, const char *call, const char *file, int line);
+#define CU(call) rn_cuda_check((call), #call, __FILE__, __LINE__)
+/* CUBLAS(call): the same for a cublasStatus_t. */
+int rn_cuda_blas_check(int status, const char *call, const char *file, int line);
+#define CUBLAS(call) rn_cuda_blas_check((int)(call), #call, __FILE__, __LINE__)
+
+/* ---- caching allocator (alloc.c) ----------------------------------------- */
+
+typedef struct {
+  size_t allocated;       /* bytes in blocks handed out (rounded sizes) */
+  size_t reserved;        /* bytes held from cudaMalloc: handed out + cached */
+  size_t peak_allocated;
+  size_t peak_reserved;
+  size_t cached_blocks;   /* blocks in the free lists */
+  uint64_t num_allocs;    /* successful allocations */
+  uint64_t num_frees;
+  uint64_t cache_hits;    /* allocations served from the free lists */
+  uint64_t cuda_mallocs;  /* cudaMalloc calls that succeeded */
+  uint64_t cuda_frees;    /* cudaFree calls (cache flushes) */
+  uint64_t oom_retries;   /* cudaMalloc out-of-memory answers followed by a retry */
+  uint64_t ooms;          /* allocations that failed after the retry */
+} rn_cuda_mem_stats;
+
+/* Requests up to 1 MiB are rounded up to a multiple of 512 bytes, larger
+ * ones to a multiple of 2 MiB; each rounded size has its own free list. A
+ * freed block goes back to its list and is reused by the next request of
+ * that size (ordered by the one stream). On cudaErrorMemoryAllocation the
+ * allocator frees every cached block, calls rn_cuda_oom_hook (if set; the
+ * Lua binding runs a full garbage collection, whose freed tensors return
+ * blocks to the cache), frees the cache again and retries once; then it
+ * fails with rn_err("cuda: out of memory allocating N bytes (free F of T)"). */
+void *rn_cuda_alloc(size_t nbytes);
+void rn_cuda_free(void *p);
+void rn_cuda_memory_stats(rn_cuda_mem_stats *out);
+/* cudaFree of every cached block; 0, or -1 + rn_err. */
+int rn_cuda_empty_cache(void);
+/* Called once per out-of-memory before the final retry; returns nonzero if
+ * it may have freed something. NULL: no hook. */
+extern int (*rn_cuda_oom_hook)(void);
+
+/* ---- NVIDIA libraries loaded at run time (dlib.c) ------------------------ */
+
+/* Opens the first library of `names` (NULL-terminated, most wanted first,
+ * e.g. "libcublas.so.13") that loads: through the loader's own search
+ * (LD_LIBRARY_PATH, ld.so.cache), then in $RN_CUDA_LIB_PATH (colon-separated
+ * dirs), $CUDA_HOME/lib64, /usr/local/cuda/lib64 and the nvidia/<pkg>/lib
+ * dirs of the Python site-packages where PyTorch's wheels put them. When a
+ * library is opened by full path, each stem in `deps` (e.g. "libcublasLt")
+ * with the same ".so.N" suffix is first loaded from that dir (RTLD_GLOBAL),
+ * so its DT_NEEDED entry resolves. The loaded file's path goes to path_out.
+ * Returns the handle, or NULL + rn_err naming `what` and where it looked. */
+void *rn_dlib_open(const char *what, const char *const *names, const char *const *deps,
+                   char *path_out, size_t path_n);
+/* dlsym into a function pointer; NULL + rn_err if missing. */
+void *rn_dlib_sym(void *lib, const char *what, const char *sym);
+
+/* ---- kernel geometry (geom.c) -------------------------------------------- */
+
+/* The geometry of nops (1..4) tensors of ts[0]'s shape: size-1 dims dropped,
+ * dims dense in every operand merged, contig and idx32 set. */
+void rn_cuda_geom(rnk_geom *g, int nops, const rn_tensor *const *ts);
+
+/* ---- backend slots ------------------------------------------------------- */
+
+int rn_cuda_to_host(void *dst, const void *src, size_t n);
+int rn_cuda_from_host(void *dst, const void *src, size_t n);
+int rn_cuda_copy(rn_tensor *dst, const rn_tensor *src);
+int rn_cuda_fill(rn_tensor *t, double v);
+int rn_cuda_unary(rn_unop op, rn_tensor *y, const rn_tensor *x);
+int rn_cuda_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
+                           const rn_tensor *y);
+int rn_cuda_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b);
+int rn_cuda_axpy(rn_tensor *y, double alpha, const rn_tensor *x);
+int rn_cuda_reduce(rn_redop op, rn_tensor *y, const rn_tensor *x);
+int rn_cuda_argmax(rn_tensor *idx, const rn_tensor *x, int dim);
+int rn_cuda_softmax(rn_tensor *y, const rn_tensor *x, bool log);
+int rn_cuda_softmax_backward(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *y, bool log);
+int rn_cuda_cross_entropy(rn_tensor *loss, rn_tensor *dlogits, const rn_tensor *logits,
+                          const rn_tensor *labels, double smoothing);
+int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
+                 const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
+                 int64_t ldc);
+
+#endif

@@ -1,0 +1,113 @@
+/* kernels.h - the extern "C" launchers of the CUDA kernels in kernels/ (*.cu),
+ * called by the C host side (core/cuda/). Plain C: compiled by gcc (C11)
+ * and by nvcc (C++17).
+ *
+ * Conventions
+ * - Every launcher enqueues its kernels on the given stream and returns
+ *   cudaGetLastError() (cudaSuccess, or why the launch failed); it never
+ *   synchronizes. Empty work (0 elements) launches nothing.
+ * - Pointers are device pointers to the first element of each operand (the
+ *   tensor's offset already applied); strides are in elements.
+ * - dtype, op and reduction codes are the values of rn_dtype, rn_unop,
+ *   rn_binop and rn_redop (core/rn.h); core/cuda/backend.c checks that the
+ *   two lists agree at compile time.
+ * - Math is done as on the CPU (core/cpu/): float32 in float with sums in
+ *   double, float64 in double, the integer and 16-bit float types through
+ *   double with the CPU's saturating / round-to-nearest-even stores.
+ */
+#ifndef RN_KERNELS_H
+#define RN_KERNELS_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { RNK_F32 = 0, RNK_F64, RNK_U8, RNK_I32, RNK_I64, RNK_BF16, RNK_F16, RNK_NDTYPES };
+enum { RNK_NEG = 0, RNK_EXP, RNK_LOG, RNK_SQRT, RNK_RELU, RNK_ABS, RNK_TANH, RNK_SIGMOID };
+enum { RNK_ADD = 0, RNK_SUB, RNK_MUL, RNK_DIV, RNK_POW, RNK_MAXIMUM, RNK_MINIMUM, RNK_EQ,
+       RNK_NE, RNK_LT, RNK_LE, RNK_GT, RNK_GE };
+enum { RNK_SUM = 0, RNK_MEAN, RNK_MAX, RNK_MIN };
+
+#define RNK_MAXDIM 8 /* = RN_MAXDIM */
+#define RNK_MAXOPS 4 /* operands of one elementwise kernel */
+
+/* The shared geometry of up to 4 same-shape operands (passed by value).
+ * Element i (row-major over shape, 0 <= i < n) of operand k is at
+ * sum_d coord_d(i) * stride[k][d]; stride 0 marks a broadcast dim. */
+typedef struct {
+  int ndim;    /* 1..RNK_MAXDIM (size-1 dims dropped, dense dims merged) */
+  int contig;  /* 1: ndim == 1 and every stride is 1, so offset == i */
+  int idx32;   /* 1: n and every offset fit 32-bit index math */
+  int pad_;
+  int64_t n;   /* elements */
+  int64_t shape[RNK_MAXDIM];
+  int64_t stride[RNK_MAXOPS][RNK_MAXDIM];
+} rnk_geom;
+
+/* ---- elementwise.cu ------------------------------------------------------ */
+/* y = x converted to y's dtype (operands 0: y, 1: x); any dtypes. */
+cudaError_t rnk_copy(rnk_geom g, void *y, int ydt, const void *x, int xdt, cudaStream_t s);
+/* y[...] = the esize-byte pattern in the low bytes of bits (operand 0: y). */
+cudaError_t rnk_fill(rnk_geom g, void *y, int esize, uint64_t bits, cudaStream_t s);
+/* y = op(x), one dtype (operands 0: y, 1: x). */
+cudaError_t rnk_unary(rnk_geom g, int op, int dt, void *y, const void *x, cudaStream_t s);
+/* gx = gy * op'(x) given y = op(x); float32/float64 (operands gx, gy, x, y). */
+cudaError_t rnk_unary_backward(rnk_geom g, int op, int dt, void *gx, const void *gy,
+                               const void *x, const void *y, cudaStream_t s);
+/* y = a op b, one dtype (operands 0: y, 1: a, 2: b). */
+cudaError_t rnk_binary(rnk_geom g, int op, int dt, void *y, const void *a, const void *b,
+                       cudaStream_t s);
+/* y += alpha * x, any dtypes (operands 0: y, 1: x). */
+cudaError_t rnk_axpy(rnk_geom g, void *y, int ydt, double alpha, const void *x, int xdt,
+                     cudaStream_t s);
+/* c: (M,N) row-major with row stride ldc, float32/float64: c = beta*c, or 0
+ * when beta == 0 (the K == 0 case of gemm). */
+cudaError_t rnk_scale2d(void *c, int dt, int64_t M, int64_t N, int64_t ldc, double beta,
+                        cudaStream_t s);
+
+/* ---- reduce.cu ----------------------------------------------------------- */
+/* A reduction's geometry: the kept dims (output element o = row-major index
+ * over kshape; its x offset uses kxstride, its y offset kystride) and the
+ * reduced dims (row-major over rshape with x strides rstride). */
+typedef struct {
+  int nk, nr;
+  int64_t nout, nred; /* prod(kshape), prod(rshape) */
+  int64_t kshape[RNK_MAXDIM], kxstride[RNK_MAXDIM], kystride[RNK_MAXDIM];
+  int64_t rshape[RNK_MAXDIM], rstride[RNK_MAXDIM];
+} rnk_red_geom;
+
+/* y[o] = op over the reduced elements of x, accumulated in double; max/min
+ * give NaN if any element is NaN; mean of nothing is NaN. x: any dtype; y:
+ * any dtype (the store converts). max/min need nred > 0 (checked by the
+ * caller). */
+cudaError_t rnk_reduce(rnk_red_geom g, int op, const void *x, int xdt, void *y, int ydt,
+                       cudaStream_t s);
+/* idx[o] = position of the first maximum along the single reduced dim
+ * (g.nr == 1, g.rshape[0] > 0), NaN counting as the largest value; idx is
+ * int64, its offsets from kystride. */
+cudaError_t rnk_argmax(rnk_red_geom g, const void *x, int xdt, int64_t *idx, cudaStream_t s);
+
+/* ---- loss.cu ------------------------------------------------------------- */
+/* Row-wise over contiguous (R,C) float32/float64, one warp per row. */
+cudaError_t rnk_softmax(int dt, void *y, const void *x, int64_t R, int64_t C, int log,
+                        cudaStream_t s);
+/* softmax: gx = y * (gy - sum(gy*y)); log_softmax: gx = gy - exp(y) * sum(gy) */
+cudaError_t rnk_softmax_backward(int dt, void *gx, const void *gy, const void *y, int64_t R,
+                                 int64_t C, int log, cudaStream_t s);
+/* logits, dlogits: (N,C) contiguous; loss: (N) contiguous; labels: (N) with
+ * stride lstride, dtype ldt in uint8/int32/int64. dlogits may be NULL.
+ * A row whose label is outside 0..C-1 is skipped and its index n is
+ * atomicMin'ed into *bad (which the caller sets to all ones first). */
+cudaError_t rnk_cross_entropy(int dt, void *loss, void *dlogits, const void *logits, int64_t N,
+                              int64_t C, const void *labels, int ldt, int64_t lstride,
+                              double smoothing, unsigned long long *bad, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

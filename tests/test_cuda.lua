@@ -1,0 +1,588 @@
+-- test_cuda.lua - the CUDA backend. On every host: the build's CUDA facts,
+-- rn.cuda.is_available() with its reason, clear errors (no crash) for CUDA
+-- tensors where there is no device, and the support query. With a device:
+-- CPU-vs-GPU parity of every filled CUDA slot on random inputs (contiguous,
+-- permuted, narrowed, broadcast; forward and backward, float32 atol = rtol
+-- = 1e-3, float64 1e-9), the allocator's statistics, and the out-of-memory
+-- path. Without a device every GPU test skips with the reason.
+--
+-- RN_CUDA_TEST_ON_CPU=1 runs the parity tests with "cpu" as the second
+-- device: a check of the tests themselves on a machine without a GPU.
+-- RN_TEST_LIGHT=1 (sanitizers) uses smaller inputs and skips the OOM test.
+local T = require "t"
+local rn = require "rn"
+local core = require "rn.core"
+
+local ON_CPU = os.getenv("RN_CUDA_TEST_ON_CPU") ~= nil
+local LIGHT = os.getenv("RN_TEST_LIGHT") ~= nil
+local DEV = ON_CPU and "cpu" or "cuda"
+local AVAIL = rn.cuda.is_available()
+local WHY = rn.cuda.why_unavailable()
+
+local function need_gpu()
+  if ON_CPU then return end
+  if not AVAIL then T.skip("no CUDA device: " .. tostring(WHY)) end
+end
+
+local function need_real_gpu(what)
+  if ON_CPU then T.skip(what .. ": needs a real device (RN_CUDA_TEST_ON_CPU)") end
+  need_gpu()
+end
+
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function to_dev(x) return x:to(DEV) end
+
+-- ---- on every host -----------------------------------------------------------
+
+T.test("cuda: built with CUDA where nvcc and cuDNN headers exist", function()
+  local home = os.getenv("CUDA_HOME") or "/usr/local/cuda"
+  local nvcc = os.execute("command -v nvcc >/dev/null 2>&1") or exists(home .. "/bin/nvcc")
+  local cudnn = exists(home .. "/include/cudnn.h") or exists("/usr/include/cudnn.h")
+  if not (nvcc and cudnn) then
+    T.eq(rn.built_with_cuda, false, "no nvcc/cudnn.h: a CPU-only build")
+    return
+  end
+  local bin = os.getenv("RNLUA_BIN")
+  if bin and bin ~= "./rnlua" and bin ~= "rnlua" and not rn.built_with_cuda then
+    T.skip("RNLUA_BIN=" .. bin .. " is a separate build (make test-asan builds with NOCUDA=1)")
+  end
+  T.eq(rn.built_with_cuda, true, "nvcc and cudnn.h exist, so the build includes CUDA")
+end)
+
+T.test("cuda: is_available answers, with a reason when it is false", function()
+  if AVAIL then
+    T.eq(WHY, nil, "no reason when available")
+    return
+  end
+  T.truthy(type(WHY) == "string", "why_unavailable() is a string")
+  if rn.built_with_cuda then
+    -- "cuda: no CUDA device available (cudaGetDeviceCount: ...)" without a
+    -- driver or GPU; "cuda: ... device N ..." for an unusable device
+    T.truthy(WHY:find("^cuda: ") and WHY:find("device", 1, true), "reason: " .. WHY)
+    if not exists("/dev/nvidiactl") then
+      T.truthy(WHY:find("no CUDA device available (cudaGetDeviceCount: ", 1, true),
+               "reason names the failed call: " .. WHY)
+    end
+  else
+    T.truthy(WHY:find("without CUDA", 1, true), "reason: " .. WHY)
+  end
+  -- asked again: the same answer, at once
+  T.eq(rn.cuda.is_available(), false)
+  T.eq(rn.cuda.why_unavailable(), WHY)
+end)
+
+T.test("cuda: tensors on a host without a device raise a clear error", function()
+  if AVAIL then T.skip("a CUDA device is present") end
+  T.raises(function() return rn.zeros(3):cuda() end, "cuda")
+  T.raises(function() return rn.zeros(3):to("cuda") end, "cuda")
+  T.raises(function() return rn.zeros({2, 3}, {device = "cuda"}) end, "cuda")
+  T.raises(function() return rn.randn({2}, {device = "cuda"}) end, "cuda")
+  local err = T.raises(function() return rn.ones(2):cuda() end, "cuda")
+  T.eq(err:find("not implemented", 1, true), nil, "not a missing-kernel error: " .. err)
+  -- nothing broke on the CPU side
+  T.eq((rn.ones(2) + 1):totable(), {2, 2})
+end)
+
+T.test("cuda: the support query without a device", function()
+  if AVAIL then T.skip("a CUDA device is present") end
+  T.eq(rn.backend_supports("cuda", "binary"), false)
+  for _, slot in ipairs(rn.backend_slots()) do
+    T.eq(rn.backend_supports("cuda", slot), false, slot)
+  end
+  T.eq(rn.backend_supports("cpu", "binary"), true)
+end)
+
+T.test("cuda: rn.core.cuda_* functions without a device", function()
+  if not rn.built_with_cuda then T.skip("built without CUDA") end
+  if AVAIL then T.skip("a CUDA device is present") end
+  local s = core.cuda_memory_stats()
+  for _, k in ipairs({"allocated", "reserved", "peak_allocated", "peak_reserved", "num_allocs",
+                      "num_frees", "cache_hits", "cuda_mallocs", "oom_retries", "ooms"}) do
+    T.eq(math.type(s[k]), "integer", k)
+  end
+  T.eq(s.allocated, 0)
+  T.eq(s.device_free, nil, "no device numbers without a device")
+  core.cuda_empty_cache() -- nothing to free: no error
+  T.raises(core.cuda_device_name, "no CUDA device available")
+  T.raises(core.cuda_synchronize, "no CUDA device available")
+end)
+
+-- ---- with a device: parity helpers --------------------------------------------
+
+local TOL32, TOL64 = 1e-3, 1e-9
+local function tol_of(t) return t.dtype == "float64" and TOL64 or TOL32 end
+
+local function near(got, want, msg, tol)
+  tol = tol or tol_of(want)
+  T.near(got, want, tol, tol, msg)
+end
+
+-- Runs fn on CPU leaves and on device leaves made from the same values and
+-- compares the outputs; with grad, also the gradients of sum(y * w) for a
+-- random w with respect to every float input.
+local function parity(name, fn, inputs, opts)
+  opts = opts or {}
+  local ci, gi = {}, {}
+  for i, x in ipairs(inputs) do
+    ci[i] = x:detach():clone()
+    gi[i] = to_dev(x):detach()
+    if opts.grad and (x.dtype == "float32" or x.dtype == "float64") then
+      ci[i]:requires_grad_()
+      gi[i]:requires_grad_()
+    end
+  end
+  local yc = fn(table.unpack(ci))
+  local yg = fn(table.unpack(gi))
+  T.eq(yg.device, DEV, name .. ": output device")
+  T.eq(yg.dtype, yc.dtype, name .. ": output dtype")
+  near(yg, yc, name, opts.tol)
+  if not opts.grad then return end
+  local w = rn.randn(yc:size(), {dtype = yc.dtype})
+  local lc, lg = (yc * w):sum(), (yg * to_dev(w)):sum()
+  lc:backward()
+  lg:backward()
+  for i = 1, #inputs do
+    if ci[i].requires_grad then
+      T.truthy(gi[i].grad, name .. ": input " .. i .. " has a gradient")
+      T.eq(gi[i].grad.device, DEV, name .. ": gradient device")
+      near(gi[i].grad, ci[i].grad, name .. ": gradient of input " .. i, opts.tol)
+    end
+  end
+end
+
+local function shape(n) return LIGHT and {3, 4, 5} or (n or {6, 7, 9}) end
+
+-- views applied on both devices, so the kernels see these strides
+local VIEWS = {
+  {"contiguous", function(x) return x end},
+  {"permuted", function(x) return x:permute(3, 1, 2) end},
+  {"narrowed", function(x) return x:narrow(2, 2, x:size(2) - 2) end},
+  {"broadcast", function(x) return x:narrow(1, 1, 1):expand(x:size()) end},
+}
+
+-- ---- with a device: elementwise -----------------------------------------------
+
+T.test("cuda: device facts", function()
+  need_real_gpu("device facts")
+  local name = core.cuda_device_name()
+  T.truthy(type(name) == "string" and #name > 0, "device name")
+  T.eq(rn.backend_supports("cuda", "binary"), true)
+  for _, slot in ipairs({"alloc", "free", "to_host", "from_host", "copy", "fill", "unary",
+                         "unary_backward", "binary", "axpy", "reduce", "argmax", "softmax",
+                         "softmax_backward", "cross_entropy", "gemm"}) do
+    T.eq(rn.backend_supports("cuda", slot), true, slot)
+  end
+  core.cuda_synchronize()
+end)
+
+T.test("cuda: host <-> device round trip of every dtype", function()
+  need_gpu()
+  local vals = {{0, 1, -2, 3.5}, {255, 7, 0, 1}}
+  for _, dt in ipairs({"float32", "float64", "int32", "int64", "uint8", "bfloat16", "float16"}) do
+    local x = rn.tensor(vals, {dtype = dt})
+    local y = to_dev(x)
+    T.eq(y.device, DEV, dt)
+    T.eq(y.dtype, dt, dt)
+    T.eq(y:cpu():totable(), x:totable(), dt)
+  end
+  local e = to_dev(rn.zeros({0, 3}))
+  T.eq(e:size(), {0, 3}, "empty tensor")
+  T.eq(e:cpu():numel(), 0)
+end)
+
+T.test("cuda: copy and cast over strided views", function()
+  need_gpu()
+  local dts = {"float32", "float64", "int32", "int64", "uint8", "bfloat16", "float16"}
+  local base = rn.randn(shape()) * 100
+  for _, v in ipairs(VIEWS) do
+    for _, from in ipairs(dts) do
+      local x = base:to(from)
+      for _, to in ipairs(dts) do
+        local xc, xg = v[2](x), v[2](to_dev(x))
+        local yc, yg = xc:to(to), xg:to(to)
+        T.eq(yg.device, DEV)
+        T.eq(yg:cpu():totable(), yc:totable(), v[1] .. " " .. from .. " -> " .. to)
+      end
+    end
+    -- contiguous() / clone() of the view
+    local xg = v[2](to_dev(base))
+    T.eq(xg:contiguous():cpu():totable(), v[2](base):contiguous():totable(), v[1] .. " contiguous")
+  end
+  -- saturating integer stores, as on the CPU
+  local s = rn.tensor({-3, 300, 1e12, -1e12, 0 / 0})
+  for _, to in ipairs({"uint8", "int32", "int64"}) do
+    T.eq(to_dev(s):to(to):cpu():totable(), s:to(to):totable(), "saturating " .. to)
+  end
+  -- copy_ with broadcast into a narrowed view
+  local dc, dg = rn.zeros({4, 6}), to_dev(rn.zeros({4, 6}))
+  local src = rn.randn({6})
+  dc:narrow(1, 2, 2):copy_(src)
+  dg:narrow(1, 2, 2):copy_(to_dev(src))
+  T.eq(dg:cpu():totable(), dc:totable(), "copy_ broadcast into a view")
+  -- copy_ across devices
+  local h = rn.zeros({4, 6})
+  h:copy_(dg)
+  T.eq(h:totable(), dc:totable(), "copy_ device -> host")
+end)
+
+T.test("cuda: fill, zero_, full", function()
+  need_gpu()
+  for _, dt in ipairs({"float32", "float64", "int32", "int64", "uint8", "bfloat16", "float16"}) do
+    local c = rn.zeros({5, 6}, {dtype = dt})
+    local g = to_dev(c)
+    c:narrow(2, 2, 3):fill_(2.5)
+    g:narrow(2, 2, 3):fill_(2.5)
+    T.eq(g:cpu():totable(), c:totable(), "fill_ " .. dt)
+    c:zero_()
+    g:zero_()
+    T.eq(g:cpu():totable(), c:totable(), "zero_ " .. dt)
+  end
+  if not ON_CPU then
+    local f = rn.full({3, 4}, -1.5, {device = "cuda"})
+    T.eq(f.device, "cuda")
+    T.eq(f:cpu():totable(), rn.full({3, 4}, -1.5):totable(), "full on the device")
+  end
+end)
+
+T.test("cuda: unary ops forward and backward", function()
+  need_gpu()
+  local ops = {
+    {"neg"}, {"exp"}, {"log", true}, {"sqrt", true}, {"relu"}, {"abs"}, {"tanh"}, {"sigmoid"},
+  }
+  for _, o in ipairs(ops) do
+    local x = o[2] and rn.rand(shape(), {low = 0.5, high = 2}) or rn.randn(shape())
+    for _, v in ipairs(VIEWS) do
+      parity(o[1] .. " " .. v[1], function(a)
+        local t = v[2](a)
+        return t[o[1]](t)
+      end, {x}, {grad = true})
+    end
+    local x64 = x:double()
+    parity(o[1] .. " float64", function(a) return a[o[1]](a) end, {x64}, {grad = true})
+  end
+  -- integer dtypes take neg, abs, relu
+  local i = rn.tensor({{-3, 0, 5}, {7, -8, 2}}, {dtype = "int32"})
+  for _, op in ipairs({"neg", "abs", "relu"}) do
+    T.eq(to_dev(i)[op](to_dev(i)):cpu():totable(), i[op](i):totable(), op .. " int32")
+  end
+  local u = rn.tensor({0, 3, 255}, {dtype = "uint8"})
+  T.eq(to_dev(u):neg():cpu():totable(), u:neg():totable(), "neg uint8 saturates")
+end)
+
+T.test("cuda: binary ops with broadcasting, forward and backward", function()
+  need_gpu()
+  local n = LIGHT and 5 or 9
+  local cases = {
+    {"same shape", {n, 7}, {n, 7}},
+    {"row broadcast", {n, 7}, {7}},
+    {"column broadcast", {n, 1}, {1, 7}},
+    {"3-d broadcast", {3, 1, 7}, {n, 1}},
+  }
+  local ops = {"add", "sub", "mul", "div", "pow", "maximum", "minimum"}
+  for _, c in ipairs(cases) do
+    for _, op in ipairs(ops) do
+      local a, b = rn.randn(c[2]), rn.randn(c[3])
+      if op == "pow" then a = rn.rand(c[2], {low = 0.5, high = 2}) end
+      if op == "div" then b = rn.rand(c[3], {low = 0.5, high = 2}) end
+      parity(op .. " " .. c[1], function(x, y) return rn[op](x, y) end, {a, b}, {grad = true})
+    end
+  end
+  -- non-contiguous operands
+  local a, b = rn.randn({7, 5, 3}), rn.randn({3, 7, 5})
+  parity("mul permuted", function(x, y) return x:permute(3, 1, 2) * y end, {a, b}, {grad = true})
+  parity("add narrowed", function(x, y)
+    return x:narrow(1, 2, 4) + y:narrow(2, 2, 4):permute(2, 3, 1)
+  end, {a, b}, {grad = true})
+  -- scalars and float64
+  parity("scalar ops", function(x) return (x * 3 - 1) / 2 + x ^ 2 end, {rn.randn({4, 6})},
+         {grad = true})
+  parity("float64 mul", function(x, y) return x * y end,
+         {rn.randn({5, 6}, {dtype = "float64"}), rn.randn({6}, {dtype = "float64"})}, {grad = true})
+  -- comparisons (float and int64 results, e.g. accuracy)
+  local x, y = rn.randn({6, 5}), rn.randn({5})
+  for _, op in ipairs({"eq", "ne", "lt", "le", "gt", "ge"}) do
+    parity(op, function(p, q) return rn[op](p, q) end, {x, y})
+    parity(op .. " self", function(p) return rn[op](p, p) end, {x})
+  end
+  local p = rn.tensor({1, 2, 3, 4, 5, 6}, {dtype = "int64"})
+  local q = rn.tensor({1, 0, 3, 0, 5, 0}, {dtype = "int64"})
+  T.eq(rn.eq(to_dev(p), to_dev(q)):sum():item(), 3, "int64 accuracy count")
+  -- integer division truncates; a zero divisor gives 0
+  local i = rn.tensor({7, -7, 5, 9}, {dtype = "int32"})
+  local j = rn.tensor({2, 2, 0, -4}, {dtype = "int32"})
+  T.eq((to_dev(i) / to_dev(j)):cpu():totable(), (i / j):totable(), "int32 division")
+  -- mixed devices are refused with the op's name
+  if not ON_CPU then
+    T.raises(function() return rn.ones(2) + rn.ones(2):cuda() end, "different devices")
+  end
+end)
+
+T.test("cuda: axpy (add_) and scale (mul_)", function()
+  need_gpu()
+  local yc, x = rn.randn({5, 6}), rn.randn({6})
+  local yg = to_dev(yc)
+  yc:add_(x, 0.5)
+  yg:add_(to_dev(x), 0.5)
+  near(yg, yc, "add_ broadcast")
+  yc:add_(2)
+  yg:add_(2)
+  near(yg, yc, "add_ scalar")
+  yc:mul_(-3)
+  yg:mul_(-3)
+  near(yg, yc, "mul_")
+  -- into a strided view
+  local zc = rn.randn({6, 5})
+  local zg = to_dev(zc)
+  zc:t():add_(rn.ones({5, 6}))
+  zg:t():add_(to_dev(rn.ones({5, 6})))
+  near(zg, zc, "add_ into a transposed view")
+  local i = rn.tensor({1, 2, 3}, {dtype = "int64"})
+  local ig = to_dev(i)
+  i:add_(rn.tensor({10, 20, 30}, {dtype = "int64"}))
+  ig:add_(to_dev(rn.tensor({10, 20, 30}, {dtype = "int64"})))
+  T.eq(ig:cpu():totable(), i:totable(), "add_ int64")
+end)
+
+-- ---- with a device: reductions ------------------------------------------------
+
+T.test("cuda: sum/mean/max/min over dims, forward and backward", function()
+  need_gpu()
+  local dimsets = {{}, {1}, {2}, {3}, {1, 3}, {2, 3}, {-1}}
+  for _, op in ipairs({"sum", "mean", "max", "min"}) do
+    for _, v in ipairs(VIEWS) do
+      if v[1] ~= "broadcast" or op == "sum" or op == "mean" then -- ties break max/min grads
+        for _, ds in ipairs(dimsets) do
+          for _, keep in ipairs({false, true}) do
+            local x = rn.randn(shape())
+            local label = string.format("%s %s dims {%s} keepdim=%s", op, v[1],
+                                        table.concat(ds, ","), tostring(keep))
+            parity(label, function(a)
+              local t = v[2](a)
+              if #ds == 0 then return t[op](t) end
+              return t[op](t, ds, keep)
+            end, {x}, {grad = true})
+          end
+        end
+      end
+    end
+  end
+  -- both kernels: few outputs with long reductions, many outputs with short ones
+  local big = LIGHT and {40, 300} or {64, 4096}
+  for _, d in ipairs({1, 2}) do
+    for _, op in ipairs({"sum", "mean", "max", "min"}) do
+      parity(op .. " long dim " .. d, function(a) return a[op](a, d) end, {rn.randn(big)})
+      parity(op .. " long dim " .. d .. " float64", function(a) return a[op](a, d) end,
+             {rn.randn(big, {dtype = "float64"})})
+    end
+  end
+  parity("sum of everything, large", function(a) return a:sum() end,
+         {rn.randn(LIGHT and {1000} or {1 << 20})}, {tol = 1e-2})
+  parity("sum over N,H,W of NHWC (bias gradient)", function(a) return a:sum({1, 2, 3}) end,
+         {rn.randn(LIGHT and {2, 4, 4, 8} or {16, 16, 16, 64})}, {tol = 1e-2})
+  -- integer sums give int64; NaN propagates through max/min
+  local i = rn.tensor({{1, 2, 3}, {4, 5, 6}}, {dtype = "int32"})
+  local s = to_dev(i):sum(1)
+  T.eq(s.dtype, "int64")
+  T.eq(s:cpu():totable(), {5, 7, 9})
+  local nanx = rn.tensor({{1, 0 / 0, 3}, {4, 5, 6}})
+  local m = to_dev(nanx):max(2):cpu():totable()
+  T.truthy(m[1] ~= m[1] and m[2] == 6, "max with NaN")
+  local mn = to_dev(nanx):min():item()
+  T.truthy(mn ~= mn, "min of everything with NaN")
+  -- empty reductions
+  local e = to_dev(rn.zeros({0, 3}))
+  T.eq(e:sum(1):cpu():totable(), {0, 0, 0}, "sum over an empty dim")
+  T.raises(function() return e:max(1) end, "empty")
+end)
+
+T.test("cuda: argmax", function()
+  need_gpu()
+  local x = rn.randn({7, 13, 5})
+  for _, d in ipairs({1, 2, 3, -1}) do
+    for _, keep in ipairs({false, true}) do
+      local yc = x:argmax(d, keep)
+      local yg = to_dev(x):argmax(d, keep)
+      T.eq(yg.dtype, "int64")
+      T.eq(yg:cpu():totable(), yc:totable(), "argmax dim " .. d)
+      T.eq(to_dev(x):permute(3, 1, 2):argmax(d):cpu():totable(),
+           x:permute(3, 1, 2):argmax(d):totable(), "argmax permuted dim " .. d)
+    end
+  end
+  local t = rn.tensor({{1, 5, 5, 2}, {0 / 0, 1, 9, 0}, {3, 3, 3, 3}})
+  T.eq(to_dev(t):argmax(2):cpu():totable(), t:argmax(2):totable(), "ties and NaN")
+  T.eq(to_dev(t):argmax(2):cpu():totable(), {1, 0, 0})
+  local i = rn.tensor({{3, 9, 1}, {4, 4, 8}}, {dtype = "int64"})
+  T.eq(to_dev(i):argmax(2):cpu():totable(), {1, 2}, "int64 argmax")
+end)
+
+-- ---- with a device: softmax and losses ------------------------------------------
+
+T.test("cuda: softmax and log_softmax, forward and backward", function()
+  need_gpu()
+  if not rn.softmax then T.skip("rn.softmax is not bound yet") end
+  local sizes = LIGHT and {{4, 10}} or {{4, 10}, {33, 1000}, {3, 5, 7}, {2, 1}}
+  for _, sz in ipairs(sizes) do
+    for _, fname in ipairs({"softmax", "log_softmax"}) do
+      local x = rn.randn(sz) * 3
+      parity(fname .. " last dim", function(a) return rn[fname](a) end, {x}, {grad = true})
+      parity(fname .. " dim 1", function(a) return rn[fname](a, 1) end, {x}, {grad = true})
+      parity(fname .. " float64", function(a) return rn[fname](a) end, {x:double()}, {grad = true})
+    end
+  end
+  -- large logits stay finite (max-shifted)
+  local big = rn.tensor({{1000, 0, -1000}})
+  local s = rn.softmax(to_dev(big)):cpu():totable()
+  T.near(s[1], {1, 0, 0}, 1e-6, 0)
+end)
+
+T.test("cuda: cross_entropy forward and backward, labels checked on the device", function()
+  need_gpu()
+  if not rn.cross_entropy then T.skip("rn.cross_entropy is not bound yet") end
+  local N, C = LIGHT and 6 or 64, 10
+  for _, ldt in ipairs({"int64", "int32", "uint8"}) do
+    local labels = (rn.rand({N}) * C):to(ldt)
+    for _, sm in ipairs({0, 0.1}) do
+      for _, red in ipairs({"mean", "sum", "none"}) do
+        local x = rn.randn({N, C}) * 2
+        local opts = {label_smoothing = sm, reduction = red}
+        parity(string.format("cross_entropy %s smoothing=%g %s", ldt, sm, red),
+               function(a, l) return rn.cross_entropy(a, l, opts) end, {x, labels}, {grad = true})
+      end
+    end
+  end
+  parity("cross_entropy float64", function(a, l) return rn.cross_entropy(a, l) end,
+         {rn.randn({N, C}, {dtype = "float64"}), (rn.rand({N}) * C):long()}, {grad = true})
+  parity("cross_entropy of a non-contiguous logits view",
+         function(a, l) return rn.cross_entropy(a:t(), l) end,
+         {rn.randn({C, N}), (rn.rand({N}) * C):long()}, {grad = true})
+  -- a bad label: the CPU's message, with the first bad position (from 1)
+  local x = to_dev(rn.randn({5, 10}))
+  local bad = to_dev(rn.tensor({1, 2, 10, 3, -1}, {dtype = "int64"}))
+  local err = T.raises(function() return rn.cross_entropy(x, bad) end,
+                       "cross_entropy: label 10 at position 3 outside 0..9", true)
+  T.truthy(err, "raised")
+  local bad8 = to_dev(rn.tensor({1, 200}, {dtype = "uint8"}))
+  T.raises(function() return rn.cross_entropy(to_dev(rn.randn({2, 10})), bad8) end,
+           "label 200 at position 2 outside 0..9", true)
+  -- the device is fine afterwards
+  local good = rn.tensor({1, 2, 3, 4, 5}, {dtype = "int64"})
+  T.near(rn.cross_entropy(x, to_dev(good)):item(), rn.cross_entropy(x:cpu(), good):item(), 1e-4,
+         1e-4)
+end)
+
+-- ---- with a device: gemm ----------------------------------------------------------
+
+T.test("cuda: matmul and linear through cuBLAS, forward and backward", function()
+  need_gpu()
+  if not rn.matmul then T.skip("rn.matmul is not bound yet") end
+  local cases = {
+    {"2-d", {5, 7}, {7, 3}},
+    {"vector @ matrix", {7}, {7, 3}},
+    {"matrix @ vector", {5, 7}, {7}},
+    {"batched @ 2-d", {2, 5, 7}, {7, 3}},
+    {"batched @ batched", {2, 5, 7}, {2, 7, 3}},
+    {"large", LIGHT and {33, 65} or {257, 513}, LIGHT and {65, 17} or {513, 129}},
+  }
+  for _, c in ipairs(cases) do
+    parity("matmul " .. c[1], function(a, b) return rn.matmul(a, b) end,
+           {rn.randn(c[2]), rn.randn(c[3])}, {grad = true, tol = 2e-3})
+  end
+  parity("matmul transposed operands", function(a, b) return rn.matmul(a:t(), b:t()) end,
+         {rn.randn({7, 5}), rn.randn({3, 7})}, {grad = true})
+  parity("matmul float64", function(a, b) return rn.matmul(a, b) end,
+         {rn.randn({6, 4}, {dtype = "float64"}), rn.randn({4, 5}, {dtype = "float64"})},
+         {grad = true})
+  parity("matmul K = 0", function(a, b) return rn.matmul(a, b) end,
+         {rn.randn({3, 0}), rn.randn({0, 4})})
+  if rn.linear then
+    parity("linear", function(x, w, b) return rn.linear(x, w, b) end,
+           {rn.randn({8, 16}), rn.randn({16, 4}), rn.randn({4})}, {grad = true})
+  end
+end)
+
+-- ---- with a device: a small training step -------------------------------------------
+
+T.test("cuda: an MLP training step matches the CPU", function()
+  need_gpu()
+  if not (rn.linear and rn.cross_entropy) then T.skip("rn.linear/cross_entropy not bound yet") end
+  local x, l = rn.randn({32, 20}), (rn.rand({32}) * 5):long()
+  local w1, b1, w2, b2 = rn.randn({20, 16}) * 0.3, rn.zeros({16}), rn.randn({16, 5}) * 0.3,
+                         rn.zeros({5})
+  parity("mlp", function(xx, ll, a, b, c, d)
+    local h = rn.linear(xx, a, b):relu()
+    return rn.cross_entropy(rn.linear(h, c, d), ll, {label_smoothing = 0.1})
+  end, {x, l, w1, b1, w2, b2}, {grad = true})
+end)
+
+-- ---- with a device: the allocator ------------------------------------------------------
+
+T.test("cuda: allocator statistics and the cache", function()
+  need_real_gpu("allocator statistics")
+  core.cuda_synchronize()
+  local s0 = core.cuda_memory_stats()
+  do
+    for _ = 1, 5 do
+      local t = rn.zeros({1000, 1000}):cuda() -- 4 MB each, the same size class
+      t = nil
+      collectgarbage()
+    end
+  end
+  local s1 = core.cuda_memory_stats()
+  T.truthy(s1.num_allocs >= s0.num_allocs + 5, "allocations counted")
+  T.truthy(s1.cache_hits >= s0.cache_hits + 4, "the same size is reused from the cache")
+  T.truthy(s1.allocated <= s1.reserved, "allocated <= reserved")
+  T.truthy(s1.peak_allocated >= s1.allocated, "peak >= allocated")
+  T.truthy(s1.peak_reserved >= s1.reserved, "peak reserved >= reserved")
+  T.truthy(s1.device_total > 0 and s1.device_free <= s1.device_total, "device numbers")
+  core.cuda_empty_cache()
+  local s2 = core.cuda_memory_stats()
+  T.eq(s2.reserved, s2.allocated, "after empty_cache only live blocks stay reserved")
+  T.eq(s2.cached_blocks, 0)
+end)
+
+T.test("cuda: out of memory is a catchable error; memory comes back", function()
+  need_real_gpu("out of memory")
+  if LIGHT then T.skip("RN_TEST_LIGHT: the out-of-memory test is skipped") end
+  collectgarbage()
+  core.cuda_empty_cache()
+  local keep = rn.randn({1000})
+  local kg = keep:cuda()
+  local one = rn.zeros({1}, {device = "cuda"})
+  local s0 = core.cuda_memory_stats()
+  -- more than the whole device: made on the device (expand + contiguous), so
+  -- the host never holds it
+  local n = math.floor(s0.device_total / 4) + (1 << 28)
+  local err = T.raises(function() return one:expand({n}):contiguous() end, "out of memory")
+  T.truthy(err:find("free %d+ of %d+"), "free/total in the message: " .. err)
+  local s1 = core.cuda_memory_stats()
+  T.truthy(s1.oom_retries >= s0.oom_retries + 1, "retried once")
+  T.truthy(s1.ooms >= s0.ooms + 1, "failure counted")
+  T.truthy(s1.allocated <= s1.reserved, "stats sane after an OOM")
+  near(kg, keep, "earlier tensors intact")
+  -- the garbage-collection retry: a block only Lua garbage holds is freed by
+  -- the allocator's out-of-memory hook and reused
+  local big = math.floor(s1.device_free * 0.6 / 4)
+  collectgarbage("stop") -- `a` below stays uncollected until the allocator's hook runs
+  do
+    local a = one:expand({big}):contiguous()
+    T.eq(a.device, "cuda")
+    a = nil -- garbage, not yet collected
+  end
+  local ok, b = pcall(function() return one:expand({big}):contiguous() end) -- needs a's memory
+  collectgarbage("restart")
+  T.truthy(ok, "allocated after the collection freed the first block: " .. tostring(b))
+  T.eq(b:size(1), big)
+  local s2 = core.cuda_memory_stats()
+  T.truthy(s2.oom_retries >= s1.oom_retries + 1, "this allocation went through the retry")
+  b = nil
+  collectgarbage()
+  core.cuda_empty_cache()
+  local s3 = core.cuda_memory_stats()
+  T.eq(s3.reserved, s3.allocated)
+  near(kg, keep, "earlier tensors still intact")
+end)
