@@ -9,9 +9,11 @@
 #pragma weak rnl_open_nn
 #pragma weak rnl_open_io
 #pragma weak rnl_open_data
+#pragma weak rnl_open_plot
 typedef void (*open_fn)(lua_State *, int, int);
 static open_fn volatile open_conv = rnl_open_conv, open_nn = rnl_open_nn,
-                        open_io = rnl_open_io, open_data = rnl_open_data;
+                        open_io = rnl_open_io, open_data = rnl_open_data,
+                        open_plot = rnl_open_plot;
 
 int luaopen_rn_core(lua_State *L) {
   lua_newtable(L); /* rn.core */
@@ -24,6 +26,7 @@ int luaopen_rn_core(lua_State *L) {
   if (open_nn) open_nn(L, rn_idx, methods_idx);
   if (open_io) open_io(L, rn_idx, methods_idx);
   if (open_data) open_data(L, rn_idx, methods_idx);
+  if (open_plot) open_plot(L, rn_idx, methods_idx);
 #ifdef RN_WITH_CUDA
   rnl_open_cuda(L, rn_idx);
 #endif

@@ -59,6 +59,7 @@ void rnl_open_conv(lua_State *L, int rn_idx, int methods_idx); /* conv, pooling 
 void rnl_open_nn(lua_State *L, int rn_idx, int methods_idx);   /* bn, losses, dense, ... */
 void rnl_open_io(lua_State *L, int rn_idx, int methods_idx);   /* files: datasets, checkpoints */
 void rnl_open_data(lua_State *L, int rn_idx, int methods_idx); /* batches, augmentation */
+void rnl_open_plot(lua_State *L, int rn_idx, int methods_idx); /* PNG canvas */
 #ifdef RN_WITH_CUDA
 void rnl_open_cuda(lua_State *L, int rn_idx); /* rn.core.cuda_* (core/lua/l_cuda.c) */
 #endif
