@@ -94,6 +94,17 @@ void rn_kernel_missing(const rn_backend *be, const char *slot);
 /* All inputs on one device, else an error naming the op and the devices. */
 int rn_same_device(const char *op, int n, rn_tensor *const *ts);
 
+/* The iteration geometry of up to 4 operands sharing ts[0]'s shape (stride 0
+ * marks a broadcast dim): size-1 dims dropped, dims that every operand walks
+ * as one merged. Fills shape[0..nd) and stride[k][0..nd) and returns nd >= 1
+ * (one dim of size 0 or 1 when there is at most one element). Used by the
+ * CPU iterator and the CUDA kernels' geometry alike. */
+int rn_coalesce(int nops, const rn_tensor *const *ts, int64_t *shape,
+                int64_t (*stride)[RN_MAXDIM]);
+/* A 2-D (R,C) alias of contiguous t (C = the last dim), with no autograd
+ * record: how row-wise kernels (softmax, batch norm) see any rank. */
+rn_tensor *rn_view2d(rn_tensor *t);
+
 extern const rn_backend rn_cpu_backend;
 #ifdef RN_WITH_CUDA
 const rn_backend *rn_cuda_backend(void); /* NULL + rn_err when no device */

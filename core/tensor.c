@@ -171,6 +171,44 @@ rn_tensor *rn_detach(rn_tensor *t) {
   return alias(t, t->ndim, t->shape, t->stride, t->offset);
 }
 
+int rn_coalesce(int nops, const rn_tensor *const *ts, int64_t *shape,
+                int64_t (*stride)[RN_MAXDIM]) {
+  const rn_tensor *t0 = ts[0];
+  int nd = 0;
+  for (int d = 0; d < t0->ndim; d++) {
+    if (t0->shape[d] == 1) continue;
+    if (nd > 0) { /* merge d into the previous dim when every operand allows */
+      bool merge = true;
+      for (int k = 0; k < nops; k++)
+        if (stride[k][nd - 1] != ts[k]->stride[d] * t0->shape[d]) merge = false;
+      if (merge) {
+        shape[nd - 1] *= t0->shape[d];
+        for (int k = 0; k < nops; k++) stride[k][nd - 1] = ts[k]->stride[d];
+        continue;
+      }
+    }
+    shape[nd] = t0->shape[d];
+    for (int k = 0; k < nops; k++) stride[k][nd] = ts[k]->stride[d];
+    nd++;
+  }
+  if (nd == 0) { /* one element, or none */
+    shape[0] = rn_numel(t0) ? 1 : 0;
+    for (int k = 0; k < nops; k++) stride[k][0] = 0;
+    nd = 1;
+  }
+  return nd;
+}
+
+rn_tensor *rn_view2d(rn_tensor *t) {
+  int64_t C = t->ndim ? t->shape[t->ndim - 1] : 1;
+  int64_t sh[2] = {C ? rn_numel(t) / C : 0, C};
+  bool g = rn_grad_enabled();
+  rn_set_grad_enabled(false);
+  rn_tensor *v = rn_reshape(t, 2, sh);
+  rn_set_grad_enabled(g);
+  return v;
+}
+
 /* ---- autograd for views -------------------------------------------------- */
 
 typedef struct { int ndim; int64_t shape[RN_MAXDIM]; int perm[RN_MAXDIM];

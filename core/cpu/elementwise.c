@@ -39,29 +39,7 @@ int rn_cpu_memcpy(void *dst, const void *src, size_t n) {
 void rn_iter_init(rn_iter *it, int nops, const rn_tensor *const *ts) {
   const rn_tensor *t0 = ts[0];
   it->nops = nops;
-  int nd = 0;
-  /* drop size-1 dims, merge dims that are contiguous in every operand */
-  for (int d = 0; d < t0->ndim; d++) {
-    if (t0->shape[d] == 1) continue;
-    if (nd > 0) {
-      bool merge = true;
-      for (int k = 0; k < nops; k++)
-        if (it->stride[k][nd - 1] != ts[k]->stride[d] * t0->shape[d]) merge = false;
-      if (merge) {
-        it->shape[nd - 1] *= t0->shape[d];
-        for (int k = 0; k < nops; k++) it->stride[k][nd - 1] = ts[k]->stride[d];
-        continue;
-      }
-    }
-    it->shape[nd] = t0->shape[d];
-    for (int k = 0; k < nops; k++) it->stride[k][nd] = ts[k]->stride[d];
-    nd++;
-  }
-  if (nd == 0) { /* a single element */
-    it->shape[0] = rn_numel(t0) ? 1 : 0;
-    for (int k = 0; k < nops; k++) it->stride[k][0] = 0;
-    nd = 1;
-  }
+  int nd = rn_coalesce(nops, ts, it->shape, it->stride);
   it->ndim = nd;
   it->inner = it->shape[nd - 1];
   for (int k = 0; k < nops; k++) it->istride[k] = it->stride[k][nd - 1];

@@ -15,17 +15,6 @@
 #include "../autograd.h"
 #include "../backend.h"
 
-/* A 2-D (R,C) alias of contiguous t (C = last dim), no autograd record. */
-static rn_tensor *view2d(rn_tensor *t) {
-  int64_t C = t->ndim ? t->shape[t->ndim - 1] : 1;
-  int64_t sh[2] = {C ? rn_numel(t) / C : 0, C};
-  bool g = rn_grad_enabled();
-  rn_set_grad_enabled(false);
-  rn_tensor *v = rn_reshape(t, 2, sh);
-  rn_set_grad_enabled(g);
-  return v;
-}
-
 /* ---- softmax ------------------------------------------------------------- */
 
 static int softmax_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
@@ -35,8 +24,8 @@ static int softmax_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   if (!RN_HAS(be, softmax_backward)) return -1;
   rn_tensor *gc = rn_contiguous(g);
   rn_tensor *gx = gc ? rn_empty_like(y) : NULL;
-  rn_tensor *g2 = gx ? view2d(gc) : NULL, *y2 = g2 ? view2d(y) : NULL;
-  rn_tensor *gx2 = y2 ? view2d(gx) : NULL;
+  rn_tensor *g2 = gx ? rn_view2d(gc) : NULL, *y2 = g2 ? rn_view2d(y) : NULL;
+  rn_tensor *gx2 = y2 ? rn_view2d(gx) : NULL;
   int rc = gx2 ? be->softmax_backward(gx2, g2, y2, log) : -1;
   rn_release(gc); rn_release(g2); rn_release(y2); rn_release(gx2);
   if (rc < 0) { rn_release(gx); return -1; }
@@ -50,7 +39,7 @@ static rn_tensor *softmax_last(rn_tensor *x, bool log) {
   const rn_backend *be = rn_backend_of(x);
   if (!RN_HAS(be, softmax)) return NULL;
   rn_tensor *y = rn_empty(x->ndim, x->shape, x->dtype, rn_device(x));
-  rn_tensor *x2 = y ? view2d(x) : NULL, *y2 = x2 ? view2d(y) : NULL;
+  rn_tensor *x2 = y ? rn_view2d(x) : NULL, *y2 = x2 ? rn_view2d(y) : NULL;
   int rc = y2 ? be->softmax(y2, x2, log) : -1;
   rn_release(x2);
   rn_release(y2);

@@ -15,17 +15,6 @@
 
 typedef struct { bool training; double eps; } bn_ctx;
 
-/* A 2-D (R,C) alias of contiguous t, with no autograd record. */
-static rn_tensor *view2d(rn_tensor *t) {
-  int64_t C = t->shape[t->ndim - 1];
-  int64_t sh[2] = {C ? rn_numel(t) / C : 0, C};
-  bool g = rn_grad_enabled();
-  rn_set_grad_enabled(false);
-  rn_tensor *v = rn_reshape(t, 2, sh);
-  rn_set_grad_enabled(g);
-  return v;
-}
-
 /* Contiguous (C) copy of an optional parameter (NULL stays NULL). */
 static int param_contig(rn_tensor *t, rn_tensor **out) {
   *out = NULL;
@@ -48,8 +37,8 @@ static int bn_train_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   if (!RN_HAS(be, bn_bwd)) return -1;
   int64_t C = x->shape[x->ndim - 1];
   rn_tensor *gc = rn_contiguous(g);
-  rn_tensor *g2 = gc ? view2d(gc) : NULL, *x2 = g2 ? view2d(x) : NULL;
-  rn_tensor *gx = x2 ? rn_empty_like(x) : NULL, *gx2 = gx ? view2d(gx) : NULL;
+  rn_tensor *g2 = gc ? rn_view2d(gc) : NULL, *x2 = g2 ? rn_view2d(x) : NULL;
+  rn_tensor *gx = x2 ? rn_empty_like(x) : NULL, *gx2 = gx ? rn_view2d(gx) : NULL;
   rn_tensor *gg = NULL, *gb = NULL;
   int rc = gx2 ? 0 : -1;
   if (rc == 0 && n->needs[1] && !(gg = rn_empty(1, &C, x->dtype, rn_device(x)))) rc = -1;
@@ -192,7 +181,7 @@ rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
   if (rc == 0) rc = param_contig(gamma, &gc);
   if (rc == 0) rc = param_contig(beta, &bc);
   if (rc == 0 && !(y = rn_empty(x->ndim, x->shape, x->dtype, rn_device(x)))) rc = -1;
-  if (rc == 0 && (!(x2 = view2d(xc)) || !(y2 = view2d(y)))) rc = -1;
+  if (rc == 0 && (!(x2 = rn_view2d(xc)) || !(y2 = rn_view2d(y)))) rc = -1;
   if (rc == 0 && training) {
     sm = rn_empty(1, &C, x->dtype, rn_device(x));
     si = sm ? rn_empty(1, &C, x->dtype, rn_device(x)) : NULL;
