@@ -46,4 +46,6 @@ rn.cuda = {
   synchronize = core.cuda_synchronize or no_cuda("synchronize"),
 }
 
+rn.checkpoint = require "rn.checkpoint"
+
 return rn
