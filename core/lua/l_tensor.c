@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../cpu/cpu.h"
 #include "rnl.h"
@@ -656,6 +658,23 @@ static int l_get_num_threads(lua_State *L) { lua_pushinteger(L, rn_cpu_get_threa
 
 static int l_is_tensor(lua_State *L) { lua_pushboolean(L, rnl_test(L, 1) != NULL); return 1; }
 
+/* rn._isatty(fd): whether stdin (0), stdout (1) or stderr (2) is a terminal
+ * (the progress bar redraws in place only there). */
+static int l_isatty(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  if (fd < 0 || fd > 2) return rnl_errorf(L, "_isatty: fd %lld outside 0..2", (long long)fd);
+  lua_pushboolean(L, isatty((int)fd));
+  return 1;
+}
+
+/* rn._clock(): monotonic wall-clock seconds (os.clock is CPU time). */
+static int l_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+  return 1;
+}
+
 static int l_backend_supports(lua_State *L) {
   rn_devtype d = rnl_device(L, luaL_checkstring(L, 1), "backend_supports");
   lua_pushboolean(L, rn_backend_supports(d, luaL_checkstring(L, 2)));
@@ -684,6 +703,7 @@ static const luaL_Reg funcs[] = {
   {"set_rng_state", l_set_rng_state}, {"set_grad_enabled", l_set_grad_enabled},
   {"is_grad_enabled", l_is_grad_enabled}, {"set_num_threads", l_set_num_threads},
   {"get_num_threads", l_get_num_threads}, {"is_tensor", l_is_tensor},
+  {"_isatty", l_isatty}, {"_clock", l_clock},
   {"backend_supports", l_backend_supports}, {"backend_slots", l_backend_slots},
   {"cuda_is_available", l_cuda_available}, {NULL, NULL}};
 
