@@ -47,5 +47,6 @@ rn.cuda = {
 }
 
 rn.checkpoint = require "rn.checkpoint"
+rn.plot = require "rn.plot"
 
 return rn
