@@ -48,5 +48,6 @@ rn.cuda = {
 
 rn.checkpoint = require "rn.checkpoint"
 rn.plot = require "rn.plot"
+rn.data = require "rn.data"
 
 return rn

@@ -1,0 +1,132 @@
+/* data.h - the data pipeline of the core: a batch loader over one shared
+ * uint8 image tensor (N,H,W,C) and its labels (N), with per-channel
+ * normalization, augmentation (pad-and-random-crop, horizontal flip, cutout),
+ * padding to an output size, shuffling, batching and background prefetch in
+ * pthreads; plus the counter-based randomness all of this is keyed on.
+ *
+ * Determinism contract: batch b of epoch e is a function of (seed, e, the
+ * data, the options) only; never of the number of worker threads, their
+ * timing, or the global RNG (core/random.c is not used here). Every random
+ * draw is a splitmix64 hash of (seed, domain, epoch, index, draw number),
+ * spelled out in doc/data.md so that another device can reproduce it.
+ *
+ * Threads: only the caller's thread (the Lua thread) calls these functions
+ * and allocates or releases tensors; workers write raw floats and int64s into
+ * tensors the caller allocated, under the loader's mutex hand-off.
+ * Errors: -1 / NULL after rn_err(), as everywhere in the core.
+ */
+#ifndef RN_DATA_H
+#define RN_DATA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../rn.h"
+
+/* ---- counter-based randomness (augment.c) -------------------------------- */
+#define RN_DATA_GOLDEN 0x9e3779b97f4a7c15ull
+/* Domains keep the streams of different uses apart (ASCII tags). */
+#define RN_DATA_DOMAIN_AUG 0x61756700ull     /* "aug"  per-sample draws */
+#define RN_DATA_DOMAIN_SHUFFLE 0x73687566ull /* "shuf" epoch order */
+#define RN_DATA_DOMAIN_SPLIT 0x73706c74ull   /* "splt" validation split */
+
+uint64_t rn_data_mix64(uint64_t z); /* the splitmix64 finalizer */
+/* key = mix(mix(mix(seed ^ domain) + epoch*G) + index*G) */
+uint64_t rn_data_key(uint64_t seed, uint64_t domain, int64_t epoch, int64_t index);
+/* draw j of a key: mix(key + (j+1)*G) */
+uint64_t rn_data_draw(uint64_t key, uint64_t j);
+/* an integer in 0..n-1 from a draw: ((r >> 32) * n) >> 32, for 1 <= n < 2^32 */
+uint64_t rn_data_below(uint64_t r, uint64_t n);
+/* Fisher-Yates in place over a (n) with the draws of key: for i = n-1..1,
+ * j = below(draw(key, n-1-i), i+1), swap a[i], a[j]. */
+void rn_data_shuffle(int64_t *a, int64_t n, uint64_t key);
+
+/* The draws of one sample (all 0-based):
+ *   dy, dx: the crop window's top-left in the padded canvas, 0..2*pad
+ *           (pad,pad = no shift);  draws 0 and 1
+ *   flip:   mirror left-right (only when flipping is on);  top bit of draw 2
+ *   cy, cx: cutout centre in the output, 0..out_h-1, 0..out_w-1;  draws 3, 4
+ * Each quantity always uses its own draw number, so turning one augmentation
+ * on or off never changes the others. */
+typedef struct { int dy, dx; bool flip; int cy, cx; } rn_sample_params;
+void rn_data_sample_params(uint64_t seed, int64_t epoch, int64_t index, int pad, bool flip,
+                           int out_h, int out_w, rn_sample_params *p);
+
+/* ---- one sample's transform (augment.c) ---------------------------------- */
+typedef enum { RN_PAD_ZEROS = 0, RN_PAD_REFLECT = 1 } rn_pad_mode;
+
+typedef struct {
+  int h, w, c;          /* source image (H,W,C) */
+  int oh, ow;           /* output (OH,OW,C) */
+  int oy, ox;           /* image's top-left on the (OH,OW) canvas: (OH-H)/2, (OW-W)/2 (toward 0) */
+  int pad;              /* pad-crop padding; 0 = no crop */
+  rn_pad_mode pad_mode; /* outside the canvas: zero pixels, or canvas reflected */
+  bool flip;
+  int cutout;           /* square side; 0 = none */
+} rn_data_geom;
+
+/* out (OH,OW,C) float32 <- img (H,W,C) uint8 through lut (C,256), where
+ * lut[c*256+v] = (v/255 - mean[c]) / std[c]. p == NULL: no augmentation
+ * (padding to the output size and normalization only). colmap: scratch (OW). */
+void rn_data_transform(const rn_data_geom *g, const uint8_t *img, const float *lut,
+                       const rn_sample_params *p, float *out, int *colmap);
+
+/* Validation split of 0..n-1 keyed on seed: nval = floor(n*frac + 0.5) ids
+ * chosen by a shuffle, both lists returned sorted ascending, as int64
+ * tensors train (n-nval) and val (nval). frac in 0..1. */
+int rn_data_split(int64_t n, double frac, uint64_t seed, rn_tensor **train, rn_tensor **val);
+
+/* ---- the loader (loader.c) ----------------------------------------------- */
+typedef struct rn_loader rn_loader;
+
+typedef struct {
+  int64_t batch_size;    /* 1..M (M = samples in the loader) */
+  bool batch_size_is_default; /* use min(batch_size, M) instead of checking */
+  bool shuffle;
+  uint64_t seed;
+  bool drop_last;        /* drop a last partial batch */
+  const double *mean;    /* (C) or NULL = zeros */
+  int nmean;             /* length of mean (must equal C) */
+  const double *std;     /* (C) or NULL = ones */
+  int nstd;
+  int pad_crop;          /* 0..min(OH,OW)-1 (checked only with augment) */
+  rn_pad_mode pad_mode;
+  bool flip;
+  int cutout;            /* 0..max(OH,OW) (checked only with augment) */
+  int out_h, out_w;      /* 0 = the image's size */
+  int workers;           /* 0..64; 0 = batches made by the caller's thread */
+  int prefetch;          /* 1..64 batches prepared ahead (ring size) */
+  bool augment;          /* false: pad to size + normalize only (evaluation) */
+  const rn_tensor *indices; /* (M) integer sample ids in 0..N-1, or NULL = all */
+  int64_t fail_batch;    /* test hook: a worker fails on this batch; -1 = never */
+} rn_loader_opts;
+
+/* batch_size 32 (or M when smaller), shuffle, seed 0, pad_crop 4 (zeros), flip, no cutout,
+ * 2 workers, prefetch 3, augment; mean 0 and std 1 (x/255 only). */
+void rn_loader_opts_default(rn_loader_opts *o);
+/* images: (N,H,W,C) uint8 cpu (retained, or copied once if not contiguous);
+ * labels: (N) uint8/int32/int64 cpu (copied as int64). */
+rn_loader *rn_loader_new(rn_tensor *images, rn_tensor *labels, const rn_loader_opts *o);
+/* Abandons any epoch, stops and joins the workers, frees everything. */
+void rn_loader_free(rn_loader *l);
+int64_t rn_loader_size(const rn_loader *l);        /* M */
+int64_t rn_loader_num_batches(const rn_loader *l);
+int64_t rn_loader_batch_size(const rn_loader *l);
+void rn_loader_sample_shape(const rn_loader *l, int64_t shape[3]); /* OH, OW, C */
+int rn_loader_workers(const rn_loader *l);
+
+/* Starts epoch (>= 0) at batch `skip` (0..num_batches), abandoning any epoch
+ * in flight; starts the workers on first use. Returns the epoch's ticket
+ * (> 0) or 0 on error. */
+uint64_t rn_loader_start_epoch(rn_loader *l, int64_t epoch, int64_t skip);
+/* The next batch of the epoch with this ticket: 1 and x (B,OH,OW,C) float32,
+ * y (B) int64 (new references, B smaller for a kept last batch); 0 at the end;
+ * -1 on error (a worker's error, or a ticket whose epoch is over: abandoned,
+ * failed, or replaced by a newer one). A worker's error ends the epoch. */
+int rn_loader_next(rn_loader *l, uint64_t ticket, rn_tensor **x, rn_tensor **y);
+/* Stops the epoch with this ticket (no-op if it is no longer current): waits
+ * for the batch each worker is on (they stop at the next sample), drops the
+ * prepared batches. */
+void rn_loader_abandon(rn_loader *l, uint64_t ticket);
+
+#endif
