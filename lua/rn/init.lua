@@ -5,6 +5,9 @@ local core = require "rn.core"
 
 local rn = {}
 for k, v in pairs(core) do rn[k] = v end
+-- Submodules below `require "rn"` themselves: hand them this table now
+-- (they read its fields when called, after this file has finished).
+package.loaded.rn = rn
 
 --- Runs fn(...) with gradient recording off; restores the mode even if fn
 --- raises. Returns fn's results.
@@ -46,8 +49,19 @@ rn.cuda = {
   synchronize = core.cuda_synchronize or no_cuda("synchronize"),
 }
 
+rn.initializers = require "rn.initializers"
+rn.regularizers = require "rn.regularizers"
+rn.layers = require "rn.layers"
+rn.Model = require("rn.model").Model
+rn.Sequential = require("rn.model").Sequential
+rn.losses = require "rn.losses"
+rn.metrics = require "rn.metrics"
+rn.optim = require "rn.optim"
+rn.schedules = require "rn.schedules"
 rn.checkpoint = require "rn.checkpoint"
 rn.plot = require "rn.plot"
 rn.data = require "rn.data"
+rn.fit = require "rn.fit"
+rn.fit.install(rn.Model)
 
 return rn

@@ -1,0 +1,1097 @@
+-- layers.lua - the Keras-style layer library. A layer is a Lua object,
+-- callable on a symbolic tensor (from layers.Input: records a node of the
+-- functional graph and infers the output shape) or on real tensors (runs the
+-- op with eager autograd). Weights are built lazily on the first call from
+-- the input shape. Arguments mirror Keras: the main ones positional, the
+-- rest in a trailing options table; unknown options raise an error naming
+-- the layer and the valid options.
+--
+--   local layers = require "rn.layers"
+--   local x = layers.Input({32, 32, 3})
+--   local y = layers.Conv2D(16, 3, {padding = "same"})(x)      -- (None, 32, 32, 16)
+--
+-- Layers here: Input, Conv2D, BatchNormalization, ReLU, Activation, Add,
+-- Concatenate, GlobalAveragePooling2D, MaxPooling2D, AveragePooling2D, Dense,
+-- Flatten, Dropout, Reshape, Lambda, and the base class Layer for
+-- user-defined layers (Layer:extend, add_weight, build, call).
+-- Dims/axes are Lua dims: 1-based, negatives count from the end (-1 = last).
+-- rn itself, looked up on first use: lua/rn/init.lua requires this module
+-- while it is still loading, so `require "rn"` cannot run at load time.
+local rn = setmetatable({}, { __index = function(t, k)
+  local real = require "rn"
+  setmetatable(t, { __index = real })
+  return real[k]
+end })
+local initializers = require "rn.initializers"
+local regularizers = require "rn.regularizers"
+
+local M = {}
+
+-- ---- errors ------------------------------------------------------------------
+
+local function ours(src) return src:find("rn/[%w_]+%.lua$") ~= nil end
+
+--- Raises msg pointing at the first caller outside lua/rn/*.lua (the user's line).
+local function fail(msg, ...)
+  if select("#", ...) > 0 then msg = string.format(msg, ...) end
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info then error(msg, 0) end
+    if info.what ~= "C" and not ours(info.source) then error(msg, level) end
+    level = level + 1
+  end
+end
+M._fail = fail
+
+-- edit distance, for "did you mean" hints
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local c = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + c)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+--- check_options(who, opts, valid): opts must be nil or a table whose keys
+--- are all in the list valid; returns opts or {}.
+function M.check_options(who, opts, valid)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" or rn.is_tensor(opts) or opts.is_symbolic then
+    fail("%s: options must be a table, got %s", who, rn.is_tensor(opts) and "a tensor" or type(opts))
+  end
+  local set = {}
+  for _, k in ipairs(valid) do set[k] = true end
+  for k in pairs(opts) do
+    if not set[k] then
+      local hint, best = "", 3
+      for _, v in ipairs(valid) do
+        local d = type(k) == "string" and distance(k, v) or 99
+        if d < best then best, hint = d, string.format(" (did you mean '%s'?)", v) end
+      end
+      fail("%s: unknown option '%s'%s; valid options: %s", who, tostring(k), hint,
+        table.concat(valid, ", "))
+    end
+  end
+  return opts
+end
+
+-- ---- shapes --------------------------------------------------------------------
+-- A shape is a list of dims with -1 for an unknown (batch) dim; shape[-1] is
+-- the last dim, as in Python.
+
+local shape_mt = {}
+shape_mt.__index = function(t, k)
+  if math.type(k) == "integer" and k < 0 then return rawget(t, #t + 1 + k) end
+end
+shape_mt.__tostring = function(t) return M.shape_str(t) end
+
+--- shape(list): a copy of list that accepts negative indices.
+function M.shape(list)
+  local s = {}
+  for i = 1, #list do s[i] = list[i] end
+  return setmetatable(s, shape_mt)
+end
+
+--- shape_str(s): "(None, 32, 32, 3)" as Keras prints it.
+function M.shape_str(s)
+  local parts = {}
+  for i = 1, #s do
+    parts[i] = (s[i] == nil or s[i] < 0) and "None" or string.format("%d", s[i])
+  end
+  return "(" .. table.concat(parts, ", ") .. (#s == 1 and ",)" or ")")
+end
+
+local function numel(s, from)
+  local n = 1
+  for i = from or 2, #s do n = n * s[i] end
+  return n
+end
+
+local function is_sym(v) return type(v) == "table" and v.is_symbolic == true end
+M.is_symbolic = is_sym
+
+-- ---- names ---------------------------------------------------------------------
+
+local name_counts = {}
+
+--- unique_name(base): base, base_1, base_2, ... (Keras); "input" gives input_1, input_2, ...
+function M.unique_name(base)
+  local n = name_counts[base] or 0
+  name_counts[base] = n + 1
+  if base == "input" then return "input_" .. (n + 1) end
+  return n == 0 and base or (base .. "_" .. n)
+end
+
+--- reset_names(): restart the automatic names (Keras' clear_session).
+function M.reset_names() name_counts = {} end
+
+--- snake(class_name): Keras' to_snake_case (Conv2D -> conv2d, ReLU -> re_lu).
+function M.snake(s)
+  return (s:gsub("(.)(%u[%l%d]+)", "%1_%2"):gsub("(%l)(%u)", "%1_%2"):lower())
+end
+
+-- ---- activations ---------------------------------------------------------------
+
+local ACT = {
+  relu = function(x) return x:relu() end,
+  softmax = function(x) return rn.softmax(x, -1) end,
+  log_softmax = function(x) return rn.log_softmax(x, -1) end,
+  sigmoid = function(x) return x:sigmoid() end,
+  tanh = function(x) return x:tanh() end,
+  linear = function(x) return x end,
+}
+local ACT_NAMES = { "relu", "softmax", "log_softmax", "sigmoid", "tanh", "linear" }
+-- FLOPs per output element of each activation (the summary's convention)
+local ACT_FLOPS = { relu = 1, softmax = 3, log_softmax = 3, sigmoid = 3, tanh = 3, linear = 0 }
+M.activations = ACT
+
+local function activation(spec, who)
+  if spec == nil then return nil, nil end
+  if type(spec) == "function" then return spec, "custom" end
+  if type(spec) == "string" and ACT[spec:lower()] then return ACT[spec:lower()], spec:lower() end
+  fail("%s: unknown activation '%s' (known: %s, or a function(x))", who, tostring(spec),
+    table.concat(ACT_NAMES, ", "))
+end
+
+local function act_flops(name, n) return (ACT_FLOPS[name] or 1) * n end
+
+-- ---- the base class --------------------------------------------------------------
+
+local Layer = {}
+Layer.__index = Layer
+Layer.__name = "rn.Layer"
+Layer.class_name = "Layer"
+Layer.is_layer = true
+M.Layer = Layer
+
+--- Layer:extend(class_name [, methods]): a subclass. Instances are made by
+--- calling the class: Cls(...) runs Cls:init(...). Override init (options),
+--- build(input_shape) (weights via self:add_weight) and call(x, training).
+function Layer:extend(class_name, methods)
+  if type(class_name) ~= "string" then fail("Layer:extend: the class name must be a string") end
+  local cls = methods or {}
+  cls.__index = cls
+  cls.__call = rawget(cls, "__call") or self.__call
+  cls.__tostring = rawget(cls, "__tostring") or self.__tostring
+  cls.__name = "rn." .. class_name
+  cls.class_name = class_name
+  cls.super = self
+  return setmetatable(cls, { __index = self, __call = function(c, ...) return c:new(...) end })
+end
+
+function Layer:new(...)
+  local obj = setmetatable({ _weights = {}, _nodes = {}, training = true, trainable = true,
+    built = false }, self)
+  obj:init(...)
+  if obj.name == nil then obj.name = M.unique_name(obj.base_name or M.snake(obj.class_name)) end
+  if type(obj.name) ~= "string" then fail("%s: name must be a string", obj.class_name) end
+  return obj
+end
+
+--- Default init for user layers: options {name=, trainable=}.
+function Layer:init(opts) self:_options(opts, {}) end
+
+--- _options(opts, valid): checks opts (name and trainable always allowed),
+--- sets name/trainable, returns opts (never nil).
+function Layer:_options(opts, valid)
+  local all = { "name", "trainable" }
+  for _, v in ipairs(valid) do all[#all + 1] = v end
+  table.sort(all)
+  opts = M.check_options(self.class_name, opts, all)
+  if opts.name ~= nil then self.name = opts.name end
+  if opts.trainable ~= nil then self.trainable = opts.trainable and true or false end
+  return opts
+end
+
+function Layer:who() return string.format("%s '%s'", self.class_name, tostring(self.name)) end
+Layer.__tostring = function(self) return "<" .. self:who() .. ">" end
+
+function Layer:build(_) end
+
+function Layer:call(_)
+  fail("%s: call(x, training) is not defined; a layer class needs one", self:who())
+end
+
+--- add_weight(name, shape, {initializer="glorot_uniform", trainable=true,
+--- regularizer=nil, dtype="float32"}): creates, records and returns a weight.
+function Layer:add_weight(name, shape, opts)
+  local who = self:who() .. " add_weight"
+  opts = M.check_options(who, opts, { "initializer", "trainable", "regularizer", "dtype" })
+  if type(name) ~= "string" then fail("%s: the weight name must be a string", who) end
+  if type(shape) ~= "table" then fail("%s: shape of '%s' must be a table", who, name) end
+  local plain = {}
+  for i = 1, #shape do
+    local d = shape[i]
+    if math.type(d) ~= "integer" or d < 1 then
+      fail("%s: dim %d of weight '%s' is %s; dims must be integers >= 1", who, i, name, tostring(d))
+    end
+    plain[i] = d
+  end
+  for _, w in ipairs(self._weights) do
+    if w.name == name then fail("%s: the layer already has a weight named '%s'", who, name) end
+  end
+  local init, msg = initializers.lookup(opts.initializer or "glorot_uniform")
+  if not init then fail("%s: %s", who, msg) end
+  local reg
+  if opts.regularizer ~= nil then
+    reg, msg = regularizers.lookup(opts.regularizer)
+    if not reg then fail("%s: %s", who, msg) end
+  end
+  local dtype = opts.dtype or "float32"
+  local t = rn.no_grad(function() return init(plain, dtype) end)
+  if not rn.is_tensor(t) then fail("%s: the initializer of '%s' returned a %s, not a tensor", who, name, type(t)) end
+  local got = t:size()
+  for i = 1, #plain do
+    if got[i] ~= plain[i] or #got ~= #plain then
+      fail("%s: the initializer of '%s' returned shape %s, expected %s", who, name,
+        M.shape_str(got), M.shape_str(plain))
+    end
+  end
+  if t.dtype ~= dtype then t = t:to(dtype) end
+  if not t.is_leaf then t = t:detach() end
+  local trainable = opts.trainable ~= false
+  if trainable then t:requires_grad_(true) end
+  self._weights[#self._weights + 1] = { name = name, tensor = t, trainable = trainable,
+    regularizer = reg, layer = self }
+  return t
+end
+
+-- Layers held in this layer's fields (directly or in a list), in key order:
+-- the sublayers of a user-defined block or of a Model.
+function Layer:_sublayers()
+  local keys = {}
+  for k, v in pairs(self) do
+    if type(v) == "table" and k ~= "super" then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local out = {}
+  for _, k in ipairs(keys) do
+    local v = self[k]
+    if v.is_layer and getmetatable(v) ~= nil and v ~= self then out[#out + 1] = v
+    elseif getmetatable(v) == nil then
+      for _, e in ipairs(v) do
+        if type(e) == "table" and e.is_layer and getmetatable(e) ~= nil and e ~= self then out[#out + 1] = e end
+      end
+    end
+  end
+  return out
+end
+
+-- every weight entry under layer, once; frozen[entry] when a layer on the way
+-- down has trainable = false
+local function collect(layer, seen, out, frozen, under_frozen)
+  if seen[layer] then return end
+  seen[layer] = true
+  local f = under_frozen or not layer.trainable
+  for _, w in ipairs(layer._weights or {}) do
+    out[#out + 1] = w
+    if frozen and f then frozen[w] = true end
+  end
+  for _, sub in ipairs(layer:_sublayers()) do collect(sub, seen, out, frozen, f) end
+end
+
+--- weights(): every weight of this layer and its sublayers, as entries
+--- {name = "conv2d/kernel", kind = "kernel", tensor =, trainable =, regularizer =, layer =}.
+--- A weight is trainable when it was made so and no layer above it (itself,
+--- a block or model holding it) has trainable = false.
+function Layer:weights()
+  local raw, frozen = {}, {}
+  collect(self, {}, raw, frozen, false)
+  local out = {}
+  for i, w in ipairs(raw) do
+    out[i] = { name = w.layer.name .. "/" .. w.name, kind = w.name, tensor = w.tensor,
+      trainable = w.trainable and not frozen[w], regularizer = w.regularizer, layer = w.layer }
+  end
+  return out
+end
+
+--- set_trainable(flag): sets trainable on this layer and every sublayer
+--- (a frozen BatchNormalization also runs in inference mode); returns self.
+function Layer:set_trainable(flag)
+  local function set(l, seen)
+    if seen[l] then return end
+    seen[l] = true
+    l.trainable = flag and true or false
+    for _, s in ipairs(l:_sublayers()) do set(s, seen) end
+  end
+  set(self, {})
+  return self
+end
+
+--- named_parameters(): the trainable entries of weights().
+function Layer:named_parameters()
+  local out = {}
+  for _, w in ipairs(self:weights()) do if w.trainable then out[#out + 1] = w end end
+  return out
+end
+
+--- parameters(): the trainable tensors (what an optimizer updates).
+function Layer:parameters()
+  local out = {}
+  for _, w in ipairs(self:named_parameters()) do out[#out + 1] = w.tensor end
+  return out
+end
+
+--- count_params(): (total, trainable, non_trainable) element counts.
+function Layer:count_params()
+  local total, tr = 0, 0
+  for _, w in ipairs(self:weights()) do
+    local n = w.tensor:numel()
+    total = total + n
+    if w.trainable then tr = tr + n end
+  end
+  return total, tr, total - tr
+end
+
+--- regularization_loss(): the sum of every weight regularizer (0-d tensor;
+--- zero when there is none).
+function Layer:regularization_loss()
+  local sum
+  for _, w in ipairs(self:weights()) do
+    if w.regularizer then
+      local r = w.regularizer(w.tensor)
+      sum = sum and sum + r or r
+    end
+  end
+  return sum or rn.tensor(0)
+end
+
+--- train(mode = true) / eval(): training mode for this layer and its
+--- sublayers (BatchNormalization: batch vs moving statistics; Dropout on/off).
+function Layer:train(mode)
+  if mode == nil then mode = true end
+  local function set(l, seen)
+    if seen[l] then return end
+    seen[l] = true
+    l.training = mode and true or false
+    for _, s in ipairs(l:_sublayers()) do set(s, seen) end
+  end
+  set(self, {})
+  return self
+end
+function Layer:eval() return self:train(false) end
+
+--- to(dtype_or_device): converts every weight (e.g. "float64", "cuda") in
+--- place of the old ones, in the entries and in the layers' fields; returns
+--- self. Create the optimizer after moving (it holds the tensors it gets).
+function Layer:to(spec)
+  local raw = {}
+  collect(self, {}, raw)
+  rn.no_grad(function()
+    for _, w in ipairs(raw) do
+      local old = w.tensor
+      local new = old:to(spec)
+      if not rawequal(new, old) then
+        if w.trainable then new:requires_grad_(true) end
+        w.tensor = new
+        for k, v in pairs(w.layer) do
+          if rawequal(v, old) then w.layer[k] = new end
+        end
+      end
+    end
+  end)
+  return self
+end
+
+--- state_dict(): {[weight name] = tensor} of every weight (shared, not copied).
+function Layer:state_dict()
+  local sd = {}
+  for _, w in ipairs(self:weights()) do sd[w.name] = w.tensor end
+  return sd
+end
+
+--- load_state_dict(sd, {strict = true}): copies values into the weights.
+function Layer:load_state_dict(sd, opts)
+  opts = M.check_options(self:who() .. " load_state_dict", opts, { "strict" })
+  local strict = opts.strict ~= false
+  local seen = {}
+  rn.no_grad(function()
+    for _, w in ipairs(self:weights()) do
+      local v = sd[w.name]
+      if v == nil then
+        if strict then fail("%s load_state_dict: no value for weight '%s'", self:who(), w.name) end
+      else
+        if not rn.is_tensor(v) then fail("load_state_dict: '%s' is a %s, not a tensor", w.name, type(v)) end
+        local a, b = w.tensor:size(), v:size()
+        if M.shape_str(a) ~= M.shape_str(b) then
+          fail("load_state_dict: '%s' has shape %s, the model's weight is %s", w.name,
+            M.shape_str(b), M.shape_str(a))
+        end
+        w.tensor:copy_(v)
+        seen[w.name] = true
+      end
+    end
+  end)
+  if strict then
+    for k in pairs(sd) do
+      if not seen[k] then fail("%s load_state_dict: unexpected key '%s'", self:who(), tostring(k)) end
+    end
+  end
+  return self
+end
+
+-- ---- calling -----------------------------------------------------------------------
+
+local function real_shape(t) return M.shape(t:size()) end
+
+-- "symbolic" | "tensor", checking a single value or a list
+local function input_kind(who, inputs)
+  if is_sym(inputs) then return "symbolic", true end
+  if rn.is_tensor(inputs) then return "tensor", true end
+  if type(inputs) ~= "table" or #inputs == 0 then
+    fail("%s: expected a tensor, a symbolic tensor or a list of them, got %s", who,
+      type(inputs) == "table" and "an empty table" or type(inputs))
+  end
+  local kind
+  for i, v in ipairs(inputs) do
+    local k = is_sym(v) and "symbolic" or rn.is_tensor(v) and "tensor" or nil
+    if not k then fail("%s: input %d is a %s, not a tensor", who, i, type(v)) end
+    if kind and k ~= kind then fail("%s: the inputs mix symbolic and real tensors", who) end
+    kind = k
+  end
+  return kind, false
+end
+
+local function shapes_of(inputs, single, of)
+  if single then return of(inputs) end
+  local s = {}
+  for i, v in ipairs(inputs) do s[i] = of(v) end
+  return s
+end
+
+-- layer(x [, {training = bool}])
+function Layer.__call(self, inputs, opts)
+  local training
+  if opts ~= nil then
+    opts = M.check_options(self:who() .. " call", opts, { "training" })
+    training = opts.training
+  end
+  local kind, single = input_kind(self:who(), inputs)
+  if kind == "symbolic" then return self:_call_symbolic(inputs, single) end
+  return self:_call_eager(inputs, training, single)
+end
+
+function Layer:_build(shapes)
+  self:build(shapes)
+  self.built = true
+end
+
+--- _call_eager(inputs, training): runs call on real tensors (builds first).
+function Layer:_call_eager(inputs, training, single)
+  if single == nil then single = rn.is_tensor(inputs) end
+  if not self.built then self:_build(shapes_of(inputs, single, real_shape)) end
+  if training == nil then training = self.training end
+  local y = self:call(inputs, training)
+  if y == nil then fail("%s: call returned nothing", self:who()) end
+  return y
+end
+
+-- shape of a dry run: call on zeros (batch 1, inference, no grad)
+function Layer:_dry_run_shape(shapes, single)
+  local function zeros(s)
+    local r = {}
+    for i = 1, #s do r[i] = s[i] < 0 and 1 or s[i] end
+    return rn.zeros(r)
+  end
+  local x = single and zeros(shapes) or {}
+  if not single then for i, s in ipairs(shapes) do x[i] = zeros(s) end end
+  local batch_unknown = (single and shapes[1] or shapes[1][1]) < 0
+  local y = rn.no_grad(function() return self:call(x, false) end)
+  local function sym(t)
+    if not rn.is_tensor(t) then fail("%s: call returned a %s, not a tensor", self:who(), type(t)) end
+    local s = t:size()
+    if batch_unknown and #s > 0 then s[1] = -1 end
+    return M.shape(s)
+  end
+  if rn.is_tensor(y) then return sym(y) end
+  if type(y) ~= "table" then fail("%s: call returned a %s, not a tensor", self:who(), type(y)) end
+  local out = {}
+  for i, t in ipairs(y) do out[i] = sym(t) end
+  return out
+end
+
+function Layer:_call_symbolic(inputs, single)
+  local model = require "rn.model"
+  local shapes = shapes_of(inputs, single, function(s) return M.shape(s.shape) end)
+  if not self.built then self:_build(shapes) end
+  local out
+  if self.compute_output_shape then out = self:compute_output_shape(shapes)
+  else out = self:_dry_run_shape(shapes, single) end
+  return model._record(self, inputs, single, out)
+end
+
+--- flops(input_shapes, output_shape): (FLOPs, multiply-accumulates) per
+--- sample; nil for layers that do not say (the summary shows "?").
+function Layer:flops(_, _) return nil end
+
+-- ---- argument helpers ---------------------------------------------------------------
+
+local function pos_int(v, who, what)
+  if math.type(v) ~= "integer" or v < 1 then
+    fail("%s: %s must be an integer >= 1, got %s", who, what, tostring(v))
+  end
+  return v
+end
+
+-- n or {a, b} -> {a, b}
+local function pair(v, who, what)
+  if type(v) == "table" then
+    if #v ~= 2 then fail("%s: %s must be an integer or a list of 2 integers", who, what) end
+    return { pos_int(v[1], who, what), pos_int(v[2], who, what) }
+  end
+  local n = pos_int(v, who, what)
+  return { n, n }
+end
+
+-- padding: "same" | "valid" | n | {ph, pw} | {top, bottom, left, right}
+local function padding_spec(p, who)
+  if p == nil then return "valid" end
+  if type(p) == "string" then
+    local s = p:lower()
+    if s == "same" or s == "valid" then return s end
+  elseif math.type(p) == "integer" and p >= 0 then
+    return p
+  elseif type(p) == "table" and (#p == 2 or #p == 4) then
+    local ok = true
+    for _, v in ipairs(p) do
+      if math.type(v) ~= "integer" or v < 0 then ok = false end
+    end
+    if ok then return p end
+  end
+  fail("%s: padding must be \"same\", \"valid\", an integer >= 0, {ph, pw} or "
+    .. "{top, bottom, left, right}, got %s", who, tostring(p))
+end
+
+-- output size of a window op along one dim (k: kernel, s: stride, d: dilation)
+local function window_out(padding, n, k, s, d, axis)
+  if padding == "same" then return (n + s - 1) // s end
+  local lo, hi = 0, 0
+  if type(padding) == "number" then lo, hi = padding, padding
+  elseif type(padding) == "table" then
+    if #padding == 2 then lo = padding[axis]; hi = lo
+    else lo, hi = padding[2 * axis - 1], padding[2 * axis] end
+  end
+  local eff = n + lo + hi - d * (k - 1) - 1
+  if eff < 0 then return 0 end
+  return eff // s + 1
+end
+
+local function check_4d(self, s)
+  if #s ~= 4 then
+    fail("%s: expects a 4-d input (batch, height, width, channels), got %s", self:who(), M.shape_str(s))
+  end
+end
+
+local function spatial_out(self, s, k, st, dil, padding)
+  local oh = window_out(padding, s[2], k[1], st[1], dil[1], 1)
+  local ow = window_out(padding, s[3], k[2], st[2], dil[2], 2)
+  if oh < 1 or ow < 1 then
+    fail("%s: the output would be empty: input %s, window %dx%d, padding %s", self:who(),
+      M.shape_str(s), k[1], k[2], type(padding) == "table" and "{...}" or tostring(padding))
+  end
+  return oh, ow
+end
+
+local function get_init(spec, who)
+  local f, msg = initializers.lookup(spec)
+  if not f then fail("%s: %s", who, msg) end
+  return f
+end
+
+local function get_reg(spec, who)
+  if spec == nil then return nil end
+  local r, msg = regularizers.lookup(spec)
+  if not r then fail("%s: %s", who, msg) end
+  return r
+end
+
+-- ---- Input ---------------------------------------------------------------------------
+
+local InputLayer = Layer:extend("InputLayer")
+InputLayer.base_name = "input"
+M.InputLayer = InputLayer
+
+function InputLayer:init(shape, opts)
+  opts = self:_options(opts, { "batch_size", "dtype" })
+  if type(shape) ~= "table" or is_sym(shape) or rn.is_tensor(shape) then
+    fail("Input: shape must be a list of dims without the batch dim, e.g. {32, 32, 3}; got %s", type(shape))
+  end
+  local s = { opts.batch_size or -1 }
+  for i = 1, #shape do s[i + 1] = pos_int(shape[i], "Input", "dim " .. i .. " of the shape") end
+  self.input_shape = M.shape(s)
+  self.dtype = opts.dtype or "float32"
+  self.built = true
+end
+
+function InputLayer:call(x) return x end
+function InputLayer:flops() return 0, 0 end
+
+--- Input(shape, {name=, batch_size=, dtype=}): a symbolic tensor of shape
+--- (batch, table.unpack(shape)), the start of a functional model.
+function M.Input(shape, opts)
+  local layer = InputLayer(shape, opts)
+  return require("rn.model")._record(layer, {}, false, layer.input_shape, layer.dtype)
+end
+
+-- ---- Conv2D --------------------------------------------------------------------------
+
+local Conv2D = Layer:extend("Conv2D")
+M.Conv2D = Conv2D
+
+--- Conv2D(filters, kernel_size, {strides=1, padding="valid", dilation_rate=1,
+--- use_bias=true, activation=nil, kernel_initializer="glorot_uniform",
+--- bias_initializer="zeros", kernel_regularizer=, bias_regularizer=, name=}).
+--- Kernel (kh, kw, cin, filters) as Keras; NHWC input.
+function Conv2D:init(filters, kernel_size, opts)
+  if kernel_size == nil or (type(kernel_size) == "table" and kernel_size[1] == nil) then
+    fail("Conv2D: kernel_size (argument 2) is missing: Conv2D(filters, kernel_size, {options})")
+  end
+  self.filters = pos_int(filters, "Conv2D", "filters (argument 1)")
+  self.kernel_size = pair(kernel_size, "Conv2D", "kernel_size (argument 2)")
+  opts = self:_options(opts, { "strides", "padding", "dilation_rate", "use_bias", "activation",
+    "kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer" })
+  self.strides = pair(opts.strides or 1, "Conv2D", "strides")
+  self.dilation_rate = pair(opts.dilation_rate or 1, "Conv2D", "dilation_rate")
+  self.padding = padding_spec(opts.padding, "Conv2D")
+  self.use_bias = opts.use_bias ~= false
+  self.activation, self.activation_name = activation(opts.activation, "Conv2D")
+  self.kernel_initializer = get_init(opts.kernel_initializer or "glorot_uniform", "Conv2D")
+  self.bias_initializer = get_init(opts.bias_initializer or "zeros", "Conv2D")
+  self.kernel_regularizer = get_reg(opts.kernel_regularizer, "Conv2D")
+  self.bias_regularizer = get_reg(opts.bias_regularizer, "Conv2D")
+end
+
+function Conv2D:build(s)
+  check_4d(self, s)
+  self.kernel = self:add_weight("kernel", { self.kernel_size[1], self.kernel_size[2], s[4], self.filters },
+    { initializer = self.kernel_initializer, regularizer = self.kernel_regularizer })
+  if self.use_bias then
+    self.bias = self:add_weight("bias", { self.filters },
+      { initializer = self.bias_initializer, regularizer = self.bias_regularizer })
+  end
+end
+
+function Conv2D:_check_channels(c)
+  local cin = self.kernel:size(3)
+  if c ~= cin then
+    fail("%s: input has %d channels but the layer was built for %d", self:who(), c, cin)
+  end
+end
+
+function Conv2D:call(x)
+  if x:dim() ~= 4 then check_4d(self, x:size()) end
+  self:_check_channels(x:size(4))
+  local y = rn.conv2d(x, self.kernel, self.bias,
+    { stride = self.strides, padding = self.padding, dilation = self.dilation_rate })
+  if self.activation then y = self.activation(y) end
+  return y
+end
+
+function Conv2D:compute_output_shape(s)
+  check_4d(self, s)
+  self:_check_channels(s[4])
+  local oh, ow = spatial_out(self, s, self.kernel_size, self.strides, self.dilation_rate, self.padding)
+  return M.shape({ s[1], oh, ow, self.filters })
+end
+
+function Conv2D:flops(s, o)
+  local macs = o[2] * o[3] * o[4] * self.kernel_size[1] * self.kernel_size[2] * s[4]
+  local f = 2 * macs + (self.use_bias and numel(o) or 0)
+  if self.activation then f = f + act_flops(self.activation_name, numel(o)) end
+  return f, macs
+end
+
+-- ---- Dense ---------------------------------------------------------------------------
+
+local Dense = Layer:extend("Dense")
+M.Dense = Dense
+
+--- Dense(units, {activation=, use_bias=true, kernel_initializer="glorot_uniform",
+--- bias_initializer="zeros", kernel_regularizer=, bias_regularizer=, name=}).
+--- Kernel (in, units) as Keras; applies to the last dim.
+function Dense:init(units, opts)
+  self.units = pos_int(units, "Dense", "units (argument 1)")
+  opts = self:_options(opts, { "activation", "use_bias", "kernel_initializer", "bias_initializer",
+    "kernel_regularizer", "bias_regularizer" })
+  self.use_bias = opts.use_bias ~= false
+  self.activation, self.activation_name = activation(opts.activation, "Dense")
+  self.kernel_initializer = get_init(opts.kernel_initializer or "glorot_uniform", "Dense")
+  self.bias_initializer = get_init(opts.bias_initializer or "zeros", "Dense")
+  self.kernel_regularizer = get_reg(opts.kernel_regularizer, "Dense")
+  self.bias_regularizer = get_reg(opts.bias_regularizer, "Dense")
+end
+
+function Dense:build(s)
+  if #s < 2 then fail("%s: expects at least 2 dims (batch, features), got %s", self:who(), M.shape_str(s)) end
+  self.kernel = self:add_weight("kernel", { s[#s], self.units },
+    { initializer = self.kernel_initializer, regularizer = self.kernel_regularizer })
+  if self.use_bias then
+    self.bias = self:add_weight("bias", { self.units },
+      { initializer = self.bias_initializer, regularizer = self.bias_regularizer })
+  end
+end
+
+function Dense:compute_output_shape(s)
+  local n = self.kernel:size(1)
+  if #s < 2 or s[#s] ~= n then
+    fail("%s: input %s: the last dim must be %d (the layer was built for it)", self:who(), M.shape_str(s), n)
+  end
+  local o = M.shape(s)
+  o[#o] = self.units
+  return o
+end
+
+function Dense:call(x)
+  if x:dim() < 2 or x:size(-1) ~= self.kernel:size(1) then self:compute_output_shape(x:size()) end
+  local y = rn.linear(x, self.kernel, self.bias)
+  if self.activation then y = self.activation(y) end
+  return y
+end
+
+function Dense:flops(s, o)
+  local macs = numel(s) * self.units
+  local f = 2 * macs + (self.use_bias and numel(o) or 0)
+  if self.activation then f = f + act_flops(self.activation_name, numel(o)) end
+  return f, macs
+end
+
+-- ---- BatchNormalization --------------------------------------------------------------
+
+local BN = Layer:extend("BatchNormalization")
+M.BatchNormalization = BN
+
+--- BatchNormalization({axis=-1, momentum=0.99, epsilon=1e-3, center=true,
+--- scale=true, beta_initializer="zeros", gamma_initializer="ones",
+--- moving_mean_initializer="zeros", moving_variance_initializer="ones",
+--- beta_regularizer=, gamma_regularizer=, name=}). Normalizes the last
+--- (channel) dim. gamma/beta are trainable; moving_mean/moving_variance are
+--- not (they count as non-trainable parameters). Training mode uses the
+--- batch statistics and updates the moving ones
+--- (moving = momentum*moving + (1-momentum)*batch); inference uses the
+--- moving ones. A layer with trainable=false always runs in inference mode.
+function BN:init(opts)
+  opts = self:_options(opts, { "axis", "momentum", "epsilon", "center", "scale", "beta_initializer",
+    "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer",
+    "beta_regularizer", "gamma_regularizer" })
+  self.axis = opts.axis or -1
+  self.momentum = opts.momentum or 0.99
+  self.epsilon = opts.epsilon or 1e-3
+  if type(self.momentum) ~= "number" or self.momentum < 0 or self.momentum > 1 then
+    fail("BatchNormalization: momentum must be a number in [0, 1], got %s", tostring(self.momentum))
+  end
+  if type(self.epsilon) ~= "number" or self.epsilon <= 0 then
+    fail("BatchNormalization: epsilon must be a number > 0, got %s", tostring(self.epsilon))
+  end
+  self.center = opts.center ~= false
+  self.scale = opts.scale ~= false
+  self.beta_initializer = get_init(opts.beta_initializer or "zeros", "BatchNormalization")
+  self.gamma_initializer = get_init(opts.gamma_initializer or "ones", "BatchNormalization")
+  self.moving_mean_initializer = get_init(opts.moving_mean_initializer or "zeros", "BatchNormalization")
+  self.moving_variance_initializer = get_init(opts.moving_variance_initializer or "ones", "BatchNormalization")
+  self.beta_regularizer = get_reg(opts.beta_regularizer, "BatchNormalization")
+  self.gamma_regularizer = get_reg(opts.gamma_regularizer, "BatchNormalization")
+end
+
+function BN:build(s)
+  local axis = self.axis
+  if axis ~= -1 and axis ~= #s then
+    fail("%s: only the last axis (-1) is supported (channels last), got axis %s", self:who(), tostring(axis))
+  end
+  if #s < 2 then fail("%s: expects at least 2 dims, got %s", self:who(), M.shape_str(s)) end
+  local c = s[#s]
+  if self.scale then
+    self.gamma = self:add_weight("gamma", { c }, { initializer = self.gamma_initializer,
+      regularizer = self.gamma_regularizer })
+  end
+  if self.center then
+    self.beta = self:add_weight("beta", { c }, { initializer = self.beta_initializer,
+      regularizer = self.beta_regularizer })
+  end
+  self.moving_mean = self:add_weight("moving_mean", { c },
+    { initializer = self.moving_mean_initializer, trainable = false })
+  self.moving_variance = self:add_weight("moving_variance", { c },
+    { initializer = self.moving_variance_initializer, trainable = false })
+end
+
+function BN:compute_output_shape(s)
+  local c = self.moving_mean:size(1)
+  if #s < 2 or s[#s] ~= c then
+    fail("%s: input %s has %s channels but the layer was built for %d", self:who(), M.shape_str(s),
+      tostring(s[#s]), c)
+  end
+  return M.shape(s)
+end
+
+function BN:call(x, training)
+  if x:dim() < 2 or x:size(-1) ~= self.moving_mean:size(1) then self:compute_output_shape(x:size()) end
+  return rn.batch_norm(x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+    { training = (training and self.trainable) and true or false, momentum = self.momentum,
+      eps = self.epsilon })
+end
+
+function BN:flops(_, o) return 2 * numel(o), 0 end
+
+-- ---- activations ---------------------------------------------------------------------
+
+local ReLU = Layer:extend("ReLU")
+M.ReLU = ReLU
+
+--- ReLU({max_value=nil, negative_slope=0, name=}).
+function ReLU:init(opts)
+  opts = self:_options(opts, { "max_value", "negative_slope" })
+  self.max_value = opts.max_value
+  self.negative_slope = opts.negative_slope or 0
+  if self.max_value ~= nil and type(self.max_value) ~= "number" then
+    fail("ReLU: max_value must be a number, got %s", type(self.max_value))
+  end
+  if type(self.negative_slope) ~= "number" or self.negative_slope < 0 then
+    fail("ReLU: negative_slope must be a number >= 0, got %s", tostring(self.negative_slope))
+  end
+end
+
+function ReLU:call(x)
+  local y = x:relu()
+  if self.negative_slope ~= 0 then y = y - (-x):relu() * self.negative_slope end
+  if self.max_value then y = y:minimum(self.max_value) end
+  return y
+end
+function ReLU:compute_output_shape(s) return M.shape(s) end
+function ReLU:flops(_, o) return numel(o), 0 end
+
+local Activation = Layer:extend("Activation")
+M.Activation = Activation
+
+--- Activation(name_or_function, {name=}): relu, softmax (last dim),
+--- log_softmax, sigmoid, tanh, linear.
+function Activation:init(fn, opts)
+  if fn == nil then fail("Activation: argument 1 (the activation) is missing; known: %s", table.concat(ACT_NAMES, ", ")) end
+  self:_options(opts, {})
+  self.fn, self.activation_name = activation(fn, "Activation")
+end
+function Activation:call(x) return self.fn(x) end
+function Activation:compute_output_shape(s) return M.shape(s) end
+function Activation:flops(_, o) return act_flops(self.activation_name, numel(o)), 0 end
+
+-- ---- merging ---------------------------------------------------------------------------
+
+local function list_input(self, x, min)
+  if rn.is_tensor(x) or is_sym(x) or type(x) ~= "table" or #x < min or type(x[1]) == "number" then
+    fail("%s: expects a list of at least %d tensors, e.g. layer({a, b})", self:who(), min)
+  end
+end
+
+local Add = Layer:extend("Add")
+M.Add = Add
+
+--- Add({name=}): the elementwise sum of a list of same-shape tensors.
+function Add:init(opts) self:_options(opts, {}) end
+
+local function same_shapes(self, shapes)
+  for i = 2, #shapes do
+    local a, b = shapes[1], shapes[i]
+    local same = #a == #b
+    for d = 2, #a do if a[d] ~= b[d] then same = false end end
+    if not same or (a[1] >= 0 and b[1] >= 0 and a[1] ~= b[1]) then
+      fail("%s: shapes %s and %s differ", self:who(), M.shape_str(a), M.shape_str(b))
+    end
+  end
+end
+
+function Add:compute_output_shape(shapes)
+  list_input(self, shapes, 1)
+  same_shapes(self, shapes)
+  return M.shape(shapes[1])
+end
+
+function Add:call(xs)
+  list_input(self, xs, 1)
+  if #xs > 1 then
+    local sh = {}
+    for i, x in ipairs(xs) do sh[i] = x:size() end
+    same_shapes(self, sh)
+  end
+  local y = xs[1]
+  for i = 2, #xs do y = y + xs[i] end
+  return y
+end
+function Add:flops(s, o) return (#s - 1) * numel(o), 0 end
+
+local Concatenate = Layer:extend("Concatenate")
+M.Concatenate = Concatenate
+
+--- Concatenate({axis=-1, name=}) (or Concatenate(axis)): joins a list of
+--- tensors along axis (a Lua dim: 1-based, -1 = last).
+function Concatenate:init(a, opts)
+  if type(a) == "table" then opts, a = a, nil end
+  opts = self:_options(opts, { "axis" })
+  self.axis = a or opts.axis or -1
+  if math.type(self.axis) ~= "integer" then fail("Concatenate: axis must be an integer, got %s", tostring(self.axis)) end
+end
+
+function Concatenate:compute_output_shape(shapes)
+  list_input(self, shapes, 1)
+  local n = #shapes[1]
+  local ax = self.axis < 0 and n + 1 + self.axis or self.axis
+  if ax < 2 or ax > n then
+    fail("%s: axis %d is outside 2..%d (or -%d..-1) for inputs %s", self:who(), self.axis, n, n - 1,
+      M.shape_str(shapes[1]))
+  end
+  local out = M.shape(shapes[1])
+  for i = 2, #shapes do
+    local s = shapes[i]
+    local ok = #s == n
+    for d = 2, n do if d ~= ax and s[d] ~= out[d] then ok = false end end
+    if not ok then
+      fail("%s: shapes %s and %s differ outside axis %d", self:who(), M.shape_str(shapes[1]),
+        M.shape_str(s), self.axis)
+    end
+    out[ax] = out[ax] + s[ax]
+  end
+  return out
+end
+
+function Concatenate:call(xs)
+  list_input(self, xs, 1)
+  local sh = {}
+  for i, x in ipairs(xs) do sh[i] = x:size() end
+  self:compute_output_shape(sh)
+  return rn.concat(xs, self.axis)
+end
+function Concatenate:flops() return 0, 0 end
+
+-- ---- pooling ---------------------------------------------------------------------------
+
+local GAP = Layer:extend("GlobalAveragePooling2D")
+M.GlobalAveragePooling2D = GAP
+
+--- GlobalAveragePooling2D({keepdims=false, name=}): (N,H,W,C) -> (N,C) (or (N,1,1,C)).
+function GAP:init(opts)
+  opts = self:_options(opts, { "keepdims" })
+  self.keepdims = opts.keepdims and true or false
+end
+function GAP:compute_output_shape(s)
+  check_4d(self, s)
+  if self.keepdims then return M.shape({ s[1], 1, 1, s[4] }) end
+  return M.shape({ s[1], s[4] })
+end
+function GAP:call(x)
+  if x:dim() ~= 4 then check_4d(self, x:size()) end
+  local y = rn.global_avg_pool2d(x)
+  if self.keepdims then y = y:reshape(x:size(1), 1, 1, x:size(4)) end
+  return y
+end
+function GAP:flops(s) return s[2] * s[3] * s[4], 0 end
+
+local function pool_class(class_name, fn_name)
+  local P = Layer:extend(class_name)
+  --- (pool_size=2, {strides=pool_size, padding="valid", name=})
+  function P:init(pool_size, opts)
+    if type(pool_size) == "table" and pool_size[1] == nil then opts, pool_size = pool_size, nil end
+    opts = self:_options(opts, { "pool_size", "strides", "padding" })
+    self.pool_size = pair(pool_size or opts.pool_size or 2, class_name, "pool_size")
+    self.strides = pair(opts.strides or self.pool_size, class_name, "strides")
+    self.padding = padding_spec(opts.padding, class_name)
+  end
+  function P:compute_output_shape(s)
+    check_4d(self, s)
+    local oh, ow = spatial_out(self, s, self.pool_size, self.strides, { 1, 1 }, self.padding)
+    return M.shape({ s[1], oh, ow, s[4] })
+  end
+  function P:call(x)
+    if x:dim() ~= 4 then check_4d(self, x:size()) end
+    return rn[fn_name](x, self.pool_size, { stride = self.strides, padding = self.padding })
+  end
+  function P:flops(_, o) return numel(o) * self.pool_size[1] * self.pool_size[2], 0 end
+  return P
+end
+M.MaxPooling2D = pool_class("MaxPooling2D", "max_pool2d")
+M.AveragePooling2D = pool_class("AveragePooling2D", "avg_pool2d")
+
+-- ---- reshaping and regularization ----------------------------------------------------
+
+local Flatten = Layer:extend("Flatten")
+M.Flatten = Flatten
+
+--- Flatten({name=}): (N, d1, d2, ...) -> (N, d1*d2*...).
+function Flatten:init(opts) self:_options(opts, {}) end
+function Flatten:compute_output_shape(s) return M.shape({ s[1], numel(s) }) end
+function Flatten:call(x)
+  if x:dim() == 1 then return x:reshape(x:size(1), 1) end
+  return x:flatten(2)
+end
+function Flatten:flops() return 0, 0 end
+
+local Reshape = Layer:extend("Reshape")
+M.Reshape = Reshape
+
+--- Reshape(target_shape, {name=}): target without the batch dim; one -1 allowed.
+function Reshape:init(target, opts)
+  self:_options(opts, {})
+  if type(target) ~= "table" or #target == 0 then fail("Reshape: target_shape must be a list of dims") end
+  self.target_shape = {}
+  for i, d in ipairs(target) do
+    if math.type(d) ~= "integer" or (d < 1 and d ~= -1) then
+      fail("Reshape: dim %d of target_shape is %s; use integers >= 1 or one -1", i, tostring(d))
+    end
+    self.target_shape[i] = d
+  end
+end
+function Reshape:compute_output_shape(s)
+  local n, known, free = numel(s), 1, nil
+  for i, d in ipairs(self.target_shape) do
+    if d == -1 then free = i else known = known * d end
+  end
+  local out = { s[1] }
+  for i, d in ipairs(self.target_shape) do out[i + 1] = d end
+  if free then out[free + 1] = n // known end
+  if n ~= numel(out) or (free and n % known ~= 0) then
+    fail("%s: cannot reshape %s into (None, %s)", self:who(), M.shape_str(s), table.concat(self.target_shape, ", "))
+  end
+  return M.shape(out)
+end
+function Reshape:call(x)
+  local s = { x:size(1) }
+  for i, d in ipairs(self.target_shape) do s[i + 1] = d end
+  return x:reshape(s)
+end
+function Reshape:flops() return 0, 0 end
+
+local Dropout = Layer:extend("Dropout")
+M.Dropout = Dropout
+
+--- Dropout(rate, {name=}): zeroes a fraction rate of the inputs in training
+--- mode and scales the rest by 1/(1-rate); the identity in inference mode.
+function Dropout:init(rate, opts)
+  self:_options(opts, {})
+  if type(rate) ~= "number" or rate < 0 or rate >= 1 then
+    fail("Dropout: rate must be a number in [0, 1), got %s", tostring(rate))
+  end
+  self.rate = rate
+end
+function Dropout:compute_output_shape(s) return M.shape(s) end
+function Dropout:call(x, training)
+  if not training or self.rate == 0 then return x end
+  return rn.dropout(x, self.rate, { training = true })
+end
+function Dropout:flops() return 0, 0 end
+
+local Lambda = Layer:extend("Lambda")
+M.Lambda = Lambda
+
+--- Lambda(fn, {name=}): a weightless layer computing fn(x) (x a tensor or a
+--- list); its output shape comes from a dry run on zeros.
+function Lambda:init(fn, opts)
+  self:_options(opts, {})
+  if type(fn) ~= "function" then fail("Lambda: argument 1 must be a function(x), got %s", type(fn)) end
+  self.fn = fn
+end
+function Lambda:call(x, training) return self.fn(x, training) end
+
+return M

@@ -1,0 +1,373 @@
+-- optim.lua - optimizers with PyTorch's update rules (checked against torch
+-- 1.13 on fixtures): SGD (momentum, dampening, nesterov, weight decay), Adam
+-- and AdamW (amsgrad optional).
+--
+--   local opt = optim.SGD(model:parameters(), {lr = 0.1, momentum = 0.9, weight_decay = 1e-4})
+--   opt:zero_grad(); loss:backward(); opt:step()
+--
+-- Parameters: a list of tensors, a list of named entries
+-- (model:named_parameters()), or a list of groups
+-- { {params = ..., weight_decay = 0}, {params = ...} } whose options override
+-- the defaults. Without parameters (optim.SGD{lr = 0.1}) the optimizer is
+-- bound later by model:compile or opt:set_params.
+-- lr is a number or a schedule: a function(step) -> lr, called with the
+-- number of steps done so far (0 for the first step; see rn.schedules).
+-- Weight decay convention: SGD and Adam add weight_decay * p to the gradient
+-- (L2, as torch; note Keras' l2 regularizer adds c*sum(w^2) to the loss,
+-- i.e. 2c*w to the gradient); AdamW decays the weights directly,
+-- p <- p * (1 - lr * weight_decay), before the Adam step.
+-- Updates are in-place ops inside rn.no_grad. Parameters stored in bfloat16
+-- or float16 keep a float32 master copy in the optimizer state; the step
+-- updates the master and copies it back.
+-- opt:state_dict() / opt:load_state_dict(sd): plain tables of tensors and
+-- numbers (state keyed by the parameter's position across groups, 1-based).
+-- rn itself, looked up on first use: lua/rn/init.lua requires this module
+-- while it is still loading, so `require "rn"` cannot run at load time.
+local rn = setmetatable({}, { __index = function(t, k)
+  local real = require "rn"
+  setmetatable(t, { __index = real })
+  return real[k]
+end })
+
+local M = {}
+
+local Optimizer = {}
+Optimizer.__index = Optimizer
+M.Optimizer = Optimizer
+
+local ALIASES = { learning_rate = "lr", epsilon = "eps" }
+
+local function err(self, msg, ...)
+  error(string.format("%s: " .. msg, self.name, ...), 3)
+end
+
+local function is_lr(v)
+  return type(v) == "number" or type(v) == "function"
+    or (type(v) == "table" and getmetatable(v) and getmetatable(v).__call ~= nil)
+end
+
+-- checks and normalizes one options table against the class's options
+local function check_opts(self, o, extra)
+  local out = {}
+  for k, v in pairs(o) do
+    local key = ALIASES[k] or k
+    if key == "beta_1" or key == "beta_2" then
+      out.betas = out.betas or {}
+      out.betas[key == "beta_1" and 1 or 2] = v
+    elseif self._defaults[key] == nil and not (extra and extra[key]) then
+      local valid = {}
+      for d in pairs(self._defaults) do valid[#valid + 1] = d end
+      table.sort(valid)
+      err(self, "unknown option '%s'; valid options: %s", tostring(k), table.concat(valid, ", "))
+    else
+      out[key] = v
+    end
+  end
+  return out
+end
+
+local function resolve_lr(self, lr)
+  if type(lr) == "number" then return lr end
+  local v = lr(self.iterations)
+  if type(v) ~= "number" then err(self, "the lr schedule returned a %s at step %d, not a number", type(v), self.iterations) end
+  return v
+end
+
+local function validate_group(self, g)
+  if not is_lr(g.lr) or (type(g.lr) == "number" and g.lr < 0) then
+    err(self, "lr must be a number >= 0 or a schedule function(step), got %s", tostring(g.lr))
+  end
+  if self._validate then self._validate(self, g) end
+end
+
+local function new(cls, a, b)
+  local self = setmetatable({ param_groups = {}, state = {}, iterations = 0, _nparams = 0 }, cls)
+  local params, opts
+  if b ~= nil then
+    params, opts = a, b
+  elseif a == nil then
+    opts = {}
+  elseif type(a) == "table" and not rn.is_tensor(a) and a[1] == nil then
+    opts = {}
+    for k, v in pairs(a) do if k ~= "params" then opts[k] = v end end
+    params = a.params
+  else
+    params, opts = a, {}
+  end
+  if type(opts) ~= "table" then err(self, "options must be a table, got %s", type(opts)) end
+  local d = {}
+  for k, v in pairs(cls._defaults) do d[k] = v end
+  for k, v in pairs(check_opts(self, opts)) do
+    if k == "betas" then d.betas = { v[1] or d.betas[1], v[2] or d.betas[2] } else d[k] = v end
+  end
+  self.defaults = d
+  validate_group(self, d)
+  if params ~= nil then self:set_params(params) end
+  return self
+end
+
+local function class(name, defaults, update, validate)
+  local cls = { name = name, _defaults = defaults, _update = update, _validate = validate }
+  cls.__index = cls
+  cls.__name = "rn.optim." .. name
+  return setmetatable(cls, { __index = Optimizer, __call = new })
+end
+
+local function as_tensor(self, v, where)
+  if rn.is_tensor(v) then return v, nil end
+  if type(v) == "table" and rn.is_tensor(v.tensor) then return v.tensor, v.name end
+  err(self, "%s is a %s, not a tensor (or a {name=, tensor=} entry)", where, type(v))
+end
+
+--- opt:add_param_group{params = ..., <options>}: options default to the optimizer's.
+function Optimizer:add_param_group(group)
+  if type(group) ~= "table" or type(group.params) ~= "table" then
+    err(self, "a parameter group must be a table with a params list")
+  end
+  local g = {}
+  for k, v in pairs(self.defaults) do g[k] = v end
+  local o = {}
+  for k, v in pairs(group) do if k ~= "params" then o[k] = v end end
+  for k, v in pairs(check_opts(self, o)) do
+    if k == "betas" then g.betas = { v[1] or g.betas[1], v[2] or g.betas[2] } else g[k] = v end
+  end
+  validate_group(self, g)
+  g.params, g.names, g.ids = {}, {}, {}
+  self._seen = self._seen or {}
+  local list = rn.is_tensor(group.params) and { group.params } or group.params
+  for i, v in ipairs(list) do
+    local t, name = as_tensor(self, v, "parameter " .. i)
+    if not (t.dtype == "float32" or t.dtype == "float64" or t.dtype == "bfloat16" or t.dtype == "float16") then
+      err(self, "parameter %d has dtype %s; only float tensors can be optimized", i, t.dtype)
+    end
+    if not t.is_leaf then err(self, "parameter %d is not a leaf tensor (it has grad history)", i) end
+    if self._seen[t] then err(self, "parameter %d appears in more than one parameter group", i) end
+    self._seen[t] = true
+    self._nparams = self._nparams + 1
+    g.params[#g.params + 1], g.names[#g.params + 1], g.ids[#g.params + 1] = t, name, self._nparams
+  end
+  self.param_groups[#self.param_groups + 1] = g
+  return self
+end
+
+--- opt:set_params(params): adds a list of tensors (or named entries) or a
+--- list of groups.
+function Optimizer:set_params(params)
+  if type(params) ~= "table" then err(self, "params must be a list of tensors or of groups, got %s", type(params)) end
+  if rn.is_tensor(params) then params = { params } end
+  local first = params[1]
+  if type(first) == "table" and not rn.is_tensor(first) and first.params ~= nil then
+    for _, g in ipairs(params) do self:add_param_group(g) end
+  else
+    self:add_param_group({ params = params })
+  end
+  return self
+end
+
+function Optimizer:num_params() return self._nparams end
+
+--- opt:zero_grad(): drops every parameter's gradient (as set_to_none).
+function Optimizer:zero_grad()
+  for _, g in ipairs(self.param_groups) do
+    for _, p in ipairs(g.params) do p:zero_grad() end
+  end
+end
+
+--- opt:get_lr([group = 1]): the lr the next step will use.
+function Optimizer:get_lr(gi)
+  local g = self.param_groups[gi or 1] or self.defaults
+  return resolve_lr(self, g.lr)
+end
+
+local LOW = { bfloat16 = true, float16 = true }
+
+--- opt:step(): one update of every parameter that has a gradient.
+function Optimizer:step()
+  if self._nparams == 0 then
+    err(self, "no parameters to optimize; pass them (rn.optim.%s(model:parameters(), {...})) or "
+      .. "compile a model with this optimizer", self.name)
+  end
+  rn.no_grad(function()
+    for _, g in ipairs(self.param_groups) do
+      local lr = resolve_lr(self, g.lr)
+      g.last_lr = lr
+      for i, p in ipairs(g.params) do
+        local grad = p.grad
+        if grad then
+          local id = g.ids[i]
+          local st = self.state[id]
+          if not st then st = {}; self.state[id] = st end
+          if LOW[p.dtype] then
+            st.master = st.master or p:float()
+            self._update(st.master, grad:float(), st, g, lr)
+            p:copy_(st.master)
+          else
+            self._update(p, grad, st, g, lr)
+          end
+        end
+      end
+    end
+  end)
+  self.iterations = self.iterations + 1
+  return self
+end
+
+-- ---- update rules (torch 1.13, single-tensor path) ------------------------------
+
+local function sgd_update(p, grad, st, g, lr)
+  local d = grad
+  if g.weight_decay ~= 0 then d = d + p * g.weight_decay end
+  if g.momentum ~= 0 then
+    local buf = st.momentum_buffer
+    if buf == nil then
+      buf = d:clone()
+      st.momentum_buffer = buf
+    else
+      buf:mul_(g.momentum):add_(d, 1 - g.dampening)
+    end
+    if g.nesterov then d = d + buf * g.momentum else d = buf end
+  end
+  p:add_(d, -lr)
+end
+
+local function sgd_validate(self, g)
+  for _, k in ipairs({ "momentum", "dampening", "weight_decay" }) do
+    if type(g[k]) ~= "number" or g[k] < 0 then err(self, "%s must be a number >= 0, got %s", k, tostring(g[k])) end
+  end
+  if g.nesterov and (g.momentum <= 0 or g.dampening ~= 0) then
+    err(self, "nesterov needs momentum > 0 and dampening 0")
+  end
+end
+
+local function adam_update_rule(decoupled)
+  return function(p, grad, st, g, lr)
+    st.step = (st.step or 0) + 1
+    local b1, b2 = g.betas[1], g.betas[2]
+    local d = grad
+    if g.weight_decay ~= 0 then
+      if decoupled then p:mul_(1 - lr * g.weight_decay) else d = d + p * g.weight_decay end
+    end
+    if not st.exp_avg then
+      local o = { dtype = p.dtype, device = p.device }
+      st.exp_avg, st.exp_avg_sq = rn.zeros(p:size(), o), rn.zeros(p:size(), o)
+      if g.amsgrad then st.max_exp_avg_sq = rn.zeros(p:size(), o) end
+    end
+    st.exp_avg:mul_(b1):add_(d, 1 - b1)
+    st.exp_avg_sq:mul_(b2):add_(d * d, 1 - b2)
+    local bc1, bc2 = 1 - b1 ^ st.step, 1 - b2 ^ st.step
+    local v = st.exp_avg_sq
+    if g.amsgrad then
+      st.max_exp_avg_sq:copy_(st.max_exp_avg_sq:maximum(v))
+      v = st.max_exp_avg_sq
+    end
+    local denom = v:sqrt() / math.sqrt(bc2) + g.eps
+    p:add_(st.exp_avg / denom, -lr / bc1)
+  end
+end
+
+local function adam_validate(self, g)
+  if type(g.betas) ~= "table" or type(g.betas[1]) ~= "number" or type(g.betas[2]) ~= "number"
+    or g.betas[1] < 0 or g.betas[1] >= 1 or g.betas[2] < 0 or g.betas[2] >= 1 then
+    err(self, "betas must be {b1, b2} with each in [0, 1)")
+  end
+  if type(g.eps) ~= "number" or g.eps < 0 then err(self, "eps must be a number >= 0") end
+  if type(g.weight_decay) ~= "number" or g.weight_decay < 0 then err(self, "weight_decay must be a number >= 0") end
+end
+
+--- SGD(params, {lr=0.01, momentum=0, dampening=0, nesterov=false, weight_decay=0})
+M.SGD = class("SGD", { lr = 0.01, momentum = 0, dampening = 0, nesterov = false, weight_decay = 0 },
+  sgd_update, sgd_validate)
+
+--- Adam(params, {lr=1e-3, betas={0.9, 0.999}, eps=1e-8, weight_decay=0, amsgrad=false})
+--- (torch's eps; Keras' default epsilon is 1e-7 and it is added to sqrt(v_hat) the same way)
+M.Adam = class("Adam", { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-8, weight_decay = 0, amsgrad = false },
+  adam_update_rule(false), adam_validate)
+
+--- AdamW(params, {lr=1e-3, betas={0.9, 0.999}, eps=1e-8, weight_decay=1e-2, amsgrad=false})
+M.AdamW = class("AdamW", { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-8, weight_decay = 1e-2, amsgrad = false },
+  adam_update_rule(true), adam_validate)
+
+--- get(name): an unbound optimizer with default options ("sgd", "adam", "adamw").
+function M.get(name)
+  local n = type(name) == "string" and name:lower()
+  if n == "sgd" then return M.SGD{} end
+  if n == "adam" then return M.Adam{} end
+  if n == "adamw" then return M.AdamW{} end
+  error("optim.get: unknown optimizer " .. tostring(name) .. " (known: sgd, adam, adamw)", 3)
+end
+
+-- ---- state ----------------------------------------------------------------------------
+
+local function clone(v)
+  if rn.is_tensor(v) then return rn.no_grad(function() return v:clone() end) end
+  return v
+end
+
+--- opt:state_dict(): {iterations =, state = {[id] = {step =, momentum_buffer =, exp_avg =, ...}},
+--- param_groups = {{lr = number or nil (a schedule), momentum =, ..., params = {ids}}}}.
+--- Tensors are copies.
+function Optimizer:state_dict()
+  local sd = { iterations = self.iterations, state = {}, param_groups = {}, name = self.name }
+  for id, st in pairs(self.state) do
+    local c = {}
+    for k, v in pairs(st) do c[k] = clone(v) end
+    sd.state[id] = c
+  end
+  for i, g in ipairs(self.param_groups) do
+    local c = { params = {} }
+    for k, v in pairs(g) do
+      if k == "betas" then c.betas = { v[1], v[2] }
+      elseif k == "lr" then c.lr = type(v) == "number" and v or nil
+      elseif type(v) == "number" or type(v) == "boolean" then c[k] = v end
+    end
+    for j, id in ipairs(g.ids) do c.params[j] = id end
+    sd.param_groups[i] = c
+  end
+  return sd
+end
+
+--- opt:load_state_dict(sd): restores what state_dict() saved into an
+--- optimizer over the same parameters (same groups and shapes). A group
+--- whose lr is a schedule keeps it; the schedule resumes from iterations.
+function Optimizer:load_state_dict(sd)
+  if type(sd) ~= "table" or type(sd.param_groups) ~= "table" or type(sd.state) ~= "table" then
+    err(self, "load_state_dict: expected a table from state_dict()")
+  end
+  if #sd.param_groups ~= #self.param_groups then
+    err(self, "load_state_dict: %d parameter groups saved, the optimizer has %d", #sd.param_groups, #self.param_groups)
+  end
+  local shapes = {}
+  for gi, g in ipairs(self.param_groups) do
+    local sg = sd.param_groups[gi]
+    if #sg.params ~= #g.params then
+      err(self, "load_state_dict: group %d has %d parameters saved, %d here", gi, #sg.params, #g.params)
+    end
+    for j, p in ipairs(g.params) do shapes[g.ids[j]] = p end
+  end
+  local state = {}
+  for id, st in pairs(sd.state) do
+    local p = shapes[id]
+    if not p then err(self, "load_state_dict: state for parameter %s, which does not exist", tostring(id)) end
+    local c = {}
+    for k, v in pairs(st) do
+      if rn.is_tensor(v) then
+        local a, b = table.concat(v:size(), ","), table.concat(p:size(), ",")
+        if a ~= b then err(self, "load_state_dict: state '%s' of parameter %d has shape (%s), the parameter (%s)", k, id, a, b) end
+      end
+      c[k] = clone(v)
+    end
+    state[id] = c
+  end
+  for gi, g in ipairs(self.param_groups) do
+    for k, v in pairs(sd.param_groups[gi]) do
+      if k == "betas" then g.betas = { v[1], v[2] }
+      elseif k == "lr" then if type(g.lr) == "number" then g.lr = v end
+      elseif k ~= "params" and k ~= "last_lr" and self._defaults[k] ~= nil then g[k] = v end
+    end
+  end
+  self.state = state
+  self.iterations = sd.iterations or 0
+  return self
+end
+
+return M
