@@ -91,7 +91,11 @@ test-valgrind: deps
 
 run: deps
 	$(MAKE) all
+	@mkdir -p runs
 	./rnlua scripts/resnet_cifar.lua $(RUN_ARGS)
+
+# The main job's default budget: a few minutes on 2 CPU cores.
+RUN_ARGS ?= --epochs 2 --train-limit 10000 --test-limit 2000 --log runs/run.csv --plot runs/run.png
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/rnlua/lua/rn

@@ -1,24 +1,15 @@
 -- resnet_cifar.lua - the seed article's ResNet (3 stages x 7 pre-activation
 -- residual blocks, 16/32/64 channels, 3x3 conv shortcuts; 686,474 params)
--- written as the Keras original reads, plus a training setup.
+-- written as the Keras original reads, and its training on CIFAR-10, or on
+-- Fashion-MNIST (28x28x1 padded to 32x32) where no CIFAR-10 is found.
 --
---   ./rnlua scripts/resnet_cifar.lua                 summary, then a short run
---   ./rnlua scripts/resnet_cifar.lua --summary       summary only (with FLOPs)
---   ./rnlua scripts/resnet_cifar.lua --steps 20 --batch 32 --threads 2
+--   ./rnlua scripts/resnet_cifar.lua --help
+--   ./rnlua scripts/resnet_cifar.lua --data ~/cifar-10-binary.tar.gz --epochs 30
+--   ./rnlua scripts/resnet_cifar.lua --epochs 2 --save run.ckpt     (then --resume run.ckpt)
 --
--- Training data: rn.data.cifar10 when the data pipeline provides it;
--- until then a synthetic learnable set (class k = images whose mean is
--- shifted by k), enough to see the loss go down. Loaded with loadfile from
--- another script (arg[0] not this file), it only returns
+-- Loaded from another script (arg[0] not this file) it only returns
 -- {residual_block =, create_resnet =}.
 local rn = require "rn"
--- temporary, until lua/rn/init.lua exposes these:
-rn.layers = rn.layers or require "rn.layers"
-rn.regularizers = rn.regularizers or require "rn.regularizers"
-rn.Model = rn.Model or require("rn.model").Model
-rn.optim = rn.optim or require "rn.optim"
-rn.losses = rn.losses or require "rn.losses"
-rn.schedules = rn.schedules or require "rn.schedules"
 
 local layers, regularizers = rn.layers, rn.regularizers
 
@@ -74,92 +65,155 @@ end
 
 -- ---- the training setup ---------------------------------------------------------
 
-local opt = { steps = 10, batch = 32, threads = 2, lr = 0.1, seed = 1, summary = false, data = "synthetic" }
+local USAGE = [[
+usage: rnlua scripts/resnet_cifar.lua [options]
+  --data PATH          CIFAR-10: cifar-10-binary.tar.gz or its extracted folder
+                       (default: looks in ./data, ./, ~/data, ~/datasets)
+  --dataset NAME       cifar10 | fashion-mnist (default: cifar10 when found,
+                       else fashion-mnist from /usr/share/datasets/fashion-mnist)
+  --epochs N           epochs to train (default 1)
+  --batch-size B       default 128
+  --lr LR              peak learning rate of SGD momentum 0.9 (default 0.1),
+                       1 epoch of linear warmup, then cosine decay to 0
+  --device DEV         cpu | cuda (default cpu)
+  --threads T          CPU threads (default: all cores)
+  --seed S             seeds weights, shuffling and augmentation (default 1)
+  --train-limit N      use only the first N training images (default all)
+  --test-limit N       evaluate on the first N test images (default all)
+  --steps-per-epoch N  cap the steps of each epoch
+  --save PATH          training state after each epoch (atomic; resumable)
+  --resume PATH        continue a run saved with --save (same options)
+  --log PATH           per-epoch log (.csv, or JSON lines otherwise)
+  --plot PATH          PNG of the training curves, redrawn each epoch
+  --summary            print the model summary with FLOPs and exit
+  --help               this text
+]]
+
+local function die(msg)
+  io.stderr:write("resnet_cifar: ", msg, "\n\n", USAGE)
+  os.exit(2)
+end
+
+local opt = { epochs = 1, ["batch-size"] = 128, lr = 0.1, device = "cpu", seed = 1 }
+local numeric = { epochs = true, ["batch-size"] = true, lr = true, threads = true, seed = true,
+  ["train-limit"] = true, ["test-limit"] = true, ["steps-per-epoch"] = true }
+local strings = { data = true, dataset = true, device = true, save = true, resume = true,
+  log = true, plot = true }
 local i = 1
 while arg[i] do
-  local a = arg[i]
-  local key = a:match("^%-%-(.+)$")
-  if a == "--summary" then
-    opt.summary = true
-  elseif key and key ~= "summary" and opt[key] ~= nil and arg[i + 1] then
-    opt[key] = key == "data" and arg[i + 1] or tonumber(arg[i + 1])
-    if opt[key] == nil then error("option " .. a .. " needs a number") end
+  local key = arg[i]:match("^%-%-([%w-]+)$")
+  if key == "help" then io.write(USAGE); os.exit(0)
+  elseif key == "summary" then opt.summary = true
+  elseif key and (numeric[key] or strings[key]) then
+    local v = arg[i + 1]
+    if v == nil then die("option --" .. key .. " needs a value") end
+    if numeric[key] then
+      v = tonumber(v)
+      if v == nil or v <= 0 or (key ~= "lr" and math.type(v) ~= "integer" and v ~= math.floor(v)) then
+        die(string.format("--%s needs a positive %s, got '%s'", key, key == "lr" and "number" or "integer", arg[i + 1]))
+      end
+      if key ~= "lr" then v = math.tointeger(v) end
+    end
+    opt[key] = v
     i = i + 1
   else
-    io.stderr:write("usage: rnlua scripts/resnet_cifar.lua [--summary] [--steps N] [--batch B] "
-      .. "[--threads T] [--lr LR] [--seed S] [--data synthetic|fashion-mnist|CIFAR-10 path]\n")
-    os.exit(2)
+    die("unknown argument '" .. arg[i] .. "'")
   end
   i = i + 1
 end
-local batch = math.tointeger(opt.batch)
+if opt.device ~= "cpu" and opt.device ~= "cuda" then die("--device must be cpu or cuda, got '" .. opt.device .. "'") end
+if opt.device == "cuda" and not rn.cuda.is_available() then
+  die("--device cuda: " .. tostring(rn.cuda.why_unavailable()))
+end
+if opt.threads then rn.set_num_threads(opt.threads) end
+rn.manual_seed(opt.seed)
 
-rn.set_num_threads(math.tointeger(opt.threads))
-rn.manual_seed(math.tointeger(opt.seed))
+-- ---- data ---------------------------------------------------------------------------
 
--- data: batches of (B, 32, 32, C) float32 images and (B) int64 labels
-local data = rn.data or (package.searchpath("rn.data", package.path) and require "rn.data")
-local images, labels
-if opt.data == "fashion-mnist" and rn.read_idx then
-  local dir = "/usr/share/datasets/fashion-mnist"
-  images = rn.read_idx(dir .. "/train-images-idx3-ubyte.gz")
-  images = images:reshape(images:size(1), 28, 28, 1)
-  labels = rn.read_idx(dir .. "/train-labels-idx1-ubyte.gz", {classes = 10})
-elseif opt.data ~= "synthetic" and opt.data ~= "fashion-mnist" and rn.read_cifar10 then
-  images, labels = rn.read_cifar10(opt.data)
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
 end
 
-local next_batch, channels
-if images and data and data.Loader then
-  channels = images:size(4)
-  local loader = data.Loader(images, labels, {batch_size = batch, seed = math.tointeger(opt.seed),
-                                              out_size = {32, 32}, drop_last = true})
-  local epoch, iter = 0, nil
-  next_batch = function()
-    while true do
-      if iter then
-        local x, y = iter()
-        if x then return x, y end
-      end
-      epoch = epoch + 1
-      iter = loader:epoch(epoch)
+local function find_cifar()
+  if opt.data then return opt.data, { opt.data } end
+  local home = os.getenv("HOME") or "."
+  local looked = {}
+  for _, dir in ipairs({ "data", ".", home .. "/data", home .. "/datasets" }) do
+    for _, name in ipairs({ "cifar-10-binary.tar.gz", "cifar-10-batches-bin/data_batch_1.bin" }) do
+      local p = dir .. "/" .. name
+      looked[#looked + 1] = p
+      if exists(p) then return (p:gsub("/data_batch_1%.bin$", "")), looked end
     end
   end
-  print(string.format("data: %s, %d images", opt.data, images:size(1)))
-else
-  -- synthetic: 10 classes, each image = noise + a class-dependent mean shift
-  channels = 3
-  next_batch = function()
-    local y = (rn.rand({batch}) * 10):long():minimum(9)
-    local shift = (y:float() / 9 - 0.5):reshape(batch, 1, 1, 1)
-    return rn.randn({batch, 32, 32, 3}) * 0.5 + shift, y
+  return nil, looked
+end
+
+local train_x, train_y, test_x, test_y, dataset
+if opt.dataset ~= "fashion-mnist" then
+  local path, looked = find_cifar()
+  if path then
+    train_x, train_y = rn.read_cifar10(path, { split = "train" })
+    test_x, test_y = rn.read_cifar10(path, { split = "test" })
+    dataset = "cifar10"
+    print(string.format("data: CIFAR-10 from %s", path))
+  elseif opt.dataset == "cifar10" then
+    die("no CIFAR-10 found; looked at: " .. table.concat(looked, ", "))
+  else
+    print("data: no CIFAR-10 found (looked at " .. table.concat(looked, ", ") ..
+      "); using Fashion-MNIST, 28x28x1 padded to 32x32")
   end
-  print("data: synthetic (--data fashion-mnist or a CIFAR-10 path reads real images)")
 end
-
-local model = create_resnet({32, 32, channels})
-model:summary({flops = opt.summary})
-if opt.summary then return end
-
--- the paper's recipe: SGD momentum 0.9 (the l2(1e-4) regularizers play the
--- role of weight decay), lr 0.1, /10 at 32k and 48k iterations
-local optimizer = rn.optim.SGD(model:parameters(), {
-  lr = rn.schedules.multistep(opt.lr, {32000, 48000}), momentum = 0.9})
-model:compile({optimizer = optimizer,
-               loss = rn.losses.sparse_categorical_crossentropy(),
-               metrics = {"accuracy"}})
-
-local function now()
-  local p = io.popen("date +%s.%N")
-  local t = p:read("n")
-  p:close()
-  return t
+if not dataset then
+  local dir = "/usr/share/datasets/fashion-mnist"
+  local function idx(name) return rn.read_idx(dir .. "/" .. name, name:match("labels") and { classes = 10 } or nil) end
+  train_x = idx("train-images-idx3-ubyte.gz"):unsqueeze(4)
+  train_y = idx("train-labels-idx1-ubyte.gz")
+  test_x = idx("t10k-images-idx3-ubyte.gz"):unsqueeze(4)
+  test_y = idx("t10k-labels-idx1-ubyte.gz")
+  dataset = "fashion_mnist"
 end
-
-for step = 1, math.tointeger(opt.steps) do
-  local x, y = next_batch()
-  local t0 = now()
-  local logs = model:train_step(x, y)
-  print(string.format("step %3d  loss %.4f  accuracy %.3f  lr %.3g  %.2f s",
-    step, logs.loss, logs.accuracy, optimizer.param_groups[1].last_lr, now() - t0))
+local function limit(x, y, n)
+  if n and n < x:size(1) then return x:narrow(1, 1, n):contiguous(), y:narrow(1, 1, n):contiguous() end
+  return x, y
 end
+train_x, train_y = limit(train_x, train_y, opt["train-limit"])
+test_x, test_y = limit(test_x, test_y, opt["test-limit"])
+local channels = train_x:size(4)
+local bs = opt["batch-size"]
+local train = rn.data.Loader(train_x, train_y, { batch_size = bs, seed = opt.seed, dataset = dataset,
+  out_size = { 32, 32 }, pad_crop = 4, flip = dataset == "cifar10", drop_last = train_x:size(1) > bs })
+local test = rn.data.Loader(test_x, test_y, { batch_size = bs, dataset = dataset, out_size = { 32, 32 },
+  augment = false, shuffle = false })
+print(string.format("train %d images, test %d, batch %d, %d threads", train_x:size(1), test_x:size(1), bs,
+  rn.get_num_threads()))
+
+-- ---- model and training ---------------------------------------------------------------
+
+local model = create_resnet({ 32, 32, channels })
+if opt.summary then model:summary({ flops = true }); return end
+model:summary()
+if opt.device == "cuda" then model:to("cuda") end
+
+-- SGD momentum 0.9 as in the ResNet paper (the l2(1e-4) regularizers play the
+-- role of weight decay), warmup then cosine decay over the planned steps
+local steps = train:num_batches()
+if opt["steps-per-epoch"] then steps = math.min(steps, opt["steps-per-epoch"]) end
+local total = math.max(steps * opt.epochs, 2)
+local warm = math.max(1, math.min(steps, total // 2))
+local schedule = rn.schedules.warmup(rn.schedules.cosine(opt.lr, math.max(1, total - warm)), warm)
+model:compile({ optimizer = rn.optim.SGD(model:parameters(), { lr = schedule, momentum = 0.9 }),
+                loss = rn.losses.sparse_categorical_crossentropy(),
+                metrics = { "accuracy" } })
+
+local t0 = rn._clock()
+local history = model:fit(train, { epochs = opt.epochs, validation = test, save = opt.save,
+  resume = opt.resume, log = opt.log, plot = opt.plot, steps_per_epoch = opt["steps-per-epoch"] })
+local last = history[#history]
+local names = dataset == "cifar10"
+  and { "plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck" }
+  or { "tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot" }
+print(model:confusion_matrix(test, 10):format(names))
+print(string.format("done: %d epochs, test accuracy %.2f%%, %.0f s", #history,
+  100 * (last and last.val_accuracy or 0 / 0), rn._clock() - t0))

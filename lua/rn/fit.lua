@@ -396,15 +396,15 @@ function M.format_confusion(cm, names)
   local n = #cm
   local lines = {}
   local function name(i) return names and names[i] or tostring(i - 1) end
-  local w = 6
+  local w = 10
   for i = 1, n do w = math.max(w, #name(i) + 1) end
   local head = { string.format("%-" .. w .. "s", "true\\pred") }
-  for p = 1, n do head[#head + 1] = string.format("%6s", name(p):sub(1, 6)) end
+  for p = 1, n do head[#head + 1] = string.format("%7s", name(p):sub(1, 6)) end
   head[#head + 1] = "  accuracy"
   lines[1] = table.concat(head)
   for t = 1, n do
     local row = { string.format("%-" .. w .. "s", name(t)) }
-    for p = 1, n do row[#row + 1] = string.format("%6d", cm[t][p]) end
+    for p = 1, n do row[#row + 1] = string.format("%7d", cm[t][p]) end
     row[#row + 1] = string.format("  %7.2f%%", 100 * cm.per_class[t])
     lines[#lines + 1] = table.concat(row)
   end

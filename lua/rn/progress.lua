@@ -47,10 +47,11 @@ local function remember_order(self, values)
   local keys = {}
   for k in pairs(values) do if not seen[k] then keys[#keys + 1] = k end end
   table.sort(keys, function(a, b)
-    -- loss first, then metrics, validation last
+    -- training values before validation ones; in each, loss first
     local va, vb = a:match("^val_") and 1 or 0, b:match("^val_") and 1 or 0
     if va ~= vb then return va < vb end
-    if (a == "loss") ~= (b == "loss") then return a == "loss" end
+    local ba, bb = a:gsub("^val_", ""), b:gsub("^val_", "")
+    if (ba == "loss") ~= (bb == "loss") then return ba == "loss" end
     return a < b
   end)
   for _, k in ipairs(keys) do self.order[#self.order + 1] = k end
