@@ -97,6 +97,13 @@ run: deps
 # The main job's default budget: a few minutes on 2 CPU cores.
 RUN_ARGS ?= --epochs 2 --train-limit 10000 --test-limit 2000 --log runs/run.csv --plot runs/run.png
 
+# GPU benchmark against PyTorch (needs a CUDA device and python3 with torch);
+# the CPU benchmark comes with the CPU-speed work.
+bench: all
+	@if ./rnlua -e 'os.exit(require("rn").cuda.is_available() and 0 or 1)'; then \
+	  ./rnlua scripts/bench_gpu.lua && python3 scripts/bench_gpu_torch.py; \
+	else echo "bench: no CUDA device here ($$(./rnlua -e 'print(require("rn").cuda.why_unavailable())')); GPU benchmark skipped"; fi
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/rnlua/lua/rn
 	install -m 755 rnlua $(DESTDIR)$(PREFIX)/bin/rnlua
@@ -104,3 +111,4 @@ install: all
 
 clean:
 	rm -rf build build-asan rnlua
+include mk/fuzz.mk

@@ -106,6 +106,77 @@ cudaError_t rnk_cross_entropy(int dt, void *loss, void *dlogits, const void *log
                               int64_t C, const void *labels, int ldt, int64_t lstride,
                               double smoothing, unsigned long long *bad, cudaStream_t s);
 
+/* ---- nn.cu --------------------------------------------------------------- */
+/* All float32/float64 (dt), contiguous operands, no other dtype. */
+
+/* Pooling geometry, NHWC: x (N,H,W,C) -> y (N,OH,OW,C); pads resolved. */
+typedef struct {
+  int64_t N, H, W, C, OH, OW;
+  int64_t kh, kw, sh, sw, pt, pl; /* kernel, stride, top/left pad */
+  int64_t cip;                    /* avg: count_include_pad */
+} rnk_pool_geom;
+/* y = max or average over each window (core/cpu/pool.c semantics). */
+cudaError_t rnk_pool2d_fwd(int dt, int max, rnk_pool_geom g, void *y, const void *x,
+                           cudaStream_t s);
+/* gx (N,H,W,C) overwritten from gy (N,OH,OW,C); max needs x and y. */
+cudaError_t rnk_pool2d_bwd(int dt, int max, rnk_pool_geom g, void *gx, const void *gy,
+                           const void *x, const void *y, cudaStream_t s);
+
+/* Batch norm and column sums over (R,C) contiguous rows, in fixed blocks of
+ * RNK_BN_BLK rows: part holds 2*C doubles per block, nblk = ceil(R/BLK). */
+#define RNK_BN_BLK 256
+/* part[b][0][c] = sum (x - shift), part[b][1][c] = sum (x - shift)^2 over
+ * block b's rows; with gy: sum gy and sum gy*(x - shift). shift: (C)
+ * doubles or NULL (0). */
+cudaError_t rnk_bn_partials(int dt, const void *x, const void *gy, const double *shift,
+                            int64_t R, int64_t C, double *part, cudaStream_t s);
+/* dst[i] = (double)src[i], i < n */
+cudaError_t rnk_to_double(int dt, double *dst, const void *src, int64_t n, cudaStream_t s);
+/* From the partials of x - shift: save_mean, save_invstd (C) in dt; the
+ * running stats (may be NULL) updated as running = momentum*running +
+ * (1-momentum)*batch (unbiased variance); coef: 4*C doubles (a, b, m, d)
+ * for rnk_bn_affine. gamma, beta may be NULL (1, 0). */
+cudaError_t rnk_bn_train_stats(int dt, const double *part, int64_t R, int64_t C,
+                               const double *shift, const void *gamma, const void *beta,
+                               void *save_mean, void *save_invstd, void *rmean, void *rvar,
+                               double momentum, double eps, double *coef, cudaStream_t s);
+/* coef for y = (x - rm) * gamma/sqrt(rv + eps) + beta */
+cudaError_t rnk_bn_infer_coef(int dt, int64_t C, const void *gamma, const void *beta,
+                              const void *rm, const void *rv, double eps, double *coef,
+                              cudaStream_t s);
+/* From the partials of (gy, gy*(x - mean)): ggamma, gbeta (may be NULL) and
+ * coef a, b, d for gx = a*gy + b*(x - m) + d; coef's m (coef + 2C) must
+ * already hold the mean. */
+cudaError_t rnk_bn_bwd_coef(int dt, const double *part, int64_t R, int64_t C, const void *gamma,
+                            const void *save_invstd, void *ggamma, void *gbeta, double *coef,
+                            cudaStream_t s);
+/* out (R,C) = a*in + b*(x - m) + d per channel (in may be NULL) */
+cudaError_t rnk_bn_affine(int dt, void *out, const void *in, const void *x, const double *coef,
+                          int64_t R, int64_t C, cudaStream_t s);
+/* out (C) = the folded part[.][0][c] (column sums, e.g. a bias gradient) */
+cudaError_t rnk_colsum_finish(int dt, const double *part, int64_t R, int64_t C, void *out,
+                              cudaStream_t s);
+
+/* xp (N,H+pt+pb,W+pl+pr,C) = x (N,H,W,C) zero-padded */
+cudaError_t rnk_pad_nhwc(int dt, void *xp, const void *x, int64_t N, int64_t H, int64_t W,
+                         int64_t C, int pt, int pb, int pl, int pr, cudaStream_t s);
+/* gx (N,H,W,C) = gxp (N,H+pt+pb,W+pl+pr,C) cropped at (pt,pl) */
+cudaError_t rnk_crop_nhwc(int dt, void *gx, const void *gxp, int64_t N, int64_t H, int64_t W,
+                          int64_t C, int pt, int pb, int pl, int pr, cudaStream_t s);
+/* out (cols,rows) = in (rows,cols) transposed */
+cudaError_t rnk_transpose2d(int dt, void *out, const void *in, int64_t rows, int64_t cols,
+                            cudaStream_t s);
+/* out (contiguous, shape[4]) [i0,i1,i2,i3] = in[sum_k i_k * istride[k]]:
+ * any 4-d permutation of a contiguous tensor (NHWC <-> NCHW, HWIO <-> KCRS) */
+typedef struct {
+  int64_t shape[4];
+  int64_t istride[4];
+} rnk_perm4;
+cudaError_t rnk_permute4(int dt, void *out, const void *in, rnk_perm4 p, cudaStream_t s);
+/* y (rows,C) += b (C) */
+cudaError_t rnk_bias_add(int dt, void *y, const void *b, int64_t rows, int64_t C,
+                         cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

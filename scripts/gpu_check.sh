@@ -12,8 +12,10 @@
 #
 # Steps, each under its own timeout, each logged to OUTDIR/<step>.log:
 #   env        nvidia-smi, nvcc, python3, the binary's shared libraries
-#   libs       dirs of libcublas/libcudnn (python3's nvidia packages, else a
-#              bounded find) put on LD_LIBRARY_PATH, with .gpulibs/ if present
+#   libs       dirs of libcublas/libcudnn (and libnvrtc/libnvJitLink, which
+#              cuDNN's run-time compiled engines load) from python3's nvidia
+#              packages, else a bounded find, put on LD_LIBRARY_PATH, with
+#              .gpulibs/ if present
 #              (logged in env.log)
 #   build      ./rnlua if present (built elsewhere and carried: carry
 #              ["rnlua", ".gpulibs"]) and built with CUDA; else `make` where
@@ -22,10 +24,16 @@
 #   sanitizer  compute-sanitizer memcheck on a light run of the same tests
 #   train      scripts/resnet_cifar.lua briefly, if that file exists
 #              (arguments: $RN_GPU_TRAIN_ARGS)
-#   bench      scripts/bench.lua, if that file exists ($RN_GPU_BENCH_ARGS)
+#   bench      seed ResNet training throughput at batch 128 and 512:
+#              scripts/bench_gpu.lua (rnlua, cuda; $RN_GPU_BENCH_ARGS), then
+#              scripts/bench_gpu_torch.py (PyTorch eager fp32, eager AMP
+#              channels_last, torch.compile; $RN_GPU_TORCH_ARGS) where python3
+#              has torch; their RESULT lines become bench_table.txt (images/s,
+#              s/epoch, rnlua/torch ratios), printed before the summary
 # A summary table comes last. Re-runnable: it only writes OUTDIR (and, for
 # `make`, the build dir). Bounded: every step has a timeout, and all of them
-# together stay within $RN_GPU_BUDGET seconds (default 540).
+# together stay within $RN_GPU_BUDGET seconds (default 540); the timeouts
+# (tests 120, sanitizer 100, train 60, bench 70 + 150) leave room for a build.
 # $RN_GPU_FULL_SUITE=1 also runs the whole suite.
 set -u
 
@@ -139,7 +147,7 @@ try:
     for p in list(nvidia.__path__):
         for d in sorted(os.listdir(p)):
             lib = os.path.join(p, d, "lib")
-            if os.path.isdir(lib) and any(f.startswith(("libcublas", "libcudnn"))
+            if os.path.isdir(lib) and any(f.startswith(("libcublas", "libcudnn", "libnvrtc", "libnvJitLink"))
                                           for f in os.listdir(lib)):
                 if lib not in seen:
                     seen.add(lib)
@@ -191,10 +199,10 @@ fi
 rm -f "$PROBE"
 
 # ---- tests --------------------------------------------------------------------
-step cuda_tests 180 env RN_TEST_VERBOSE=1 ./rnlua tests/run.lua tests/test_cuda.lua
+step cuda_tests 120 env RN_TEST_VERBOSE=1 ./rnlua tests/run.lua tests/test_cuda.lua
 
 if command -v compute-sanitizer >/dev/null; then
-  step sanitizer 240 env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
+  step sanitizer 100 env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
     --print-limit 30 ./rnlua tests/run.lua tests/test_cuda.lua
 else
   skip sanitizer "compute-sanitizer not on PATH"
@@ -207,15 +215,47 @@ fi
 # ---- optional steps -------------------------------------------------------------
 if [ -f scripts/resnet_cifar.lua ]; then
   # shellcheck disable=SC2086
-  step train 180 ./rnlua scripts/resnet_cifar.lua ${RN_GPU_TRAIN_ARGS:---device cuda --epochs 1}
+  step train 60 ./rnlua scripts/resnet_cifar.lua ${RN_GPU_TRAIN_ARGS:---device cuda --epochs 1 \
+    --train-limit 6400 --test-limit 1000}
 else
   skip train "scripts/resnet_cifar.lua not present yet"
 fi
 
-if [ -f scripts/bench.lua ]; then
+# bench_table OUT LOG...: the RESULT lines of the bench logs as a table with
+# s/epoch (50,000 images) and the ratio of rnlua to each PyTorch mode
+bench_table() {
+  local out=$1
+  shift
+  cat "$@" 2>/dev/null | awk '
+    $1 == "RESULT" { key = $2 " " $3; ips[key, $4] = $5; if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+                     if (!($4 in bs)) { bs[$4] = 1; border[++nb] = $4 }
+                     if ($2 == "rnlua" && ref == "") ref = key }
+    END {
+      if (n == 0) { print "no benchmark results"; exit }
+      printf "%-22s %6s %12s %10s %14s\n", "run", "batch", "images/s", "s/epoch", "rnlua/this"
+      for (i = 1; i <= n; i++) for (j = 1; j <= nb; j++) if ((order[i], border[j]) in ips) {
+        b = border[j]
+        v = ips[order[i], b]; r = (ref != "" && (ref, b) in ips) ? ips[ref, b] / v : 0
+        printf "%-22s %6d %12.1f %10.2f %14s\n", order[i], b, v, 50000 / v, r ? sprintf("%.3f", r) : "-"
+      }
+    }' | tee "$out"
+}
+
+if [ -f scripts/bench_gpu.lua ]; then
   # shellcheck disable=SC2086
-  step bench 120 ./rnlua scripts/bench.lua ${RN_GPU_BENCH_ARGS:---device cuda}
+  # cuDNN algorithms measured (RN_CUDNN_FIND=1), as torch.backends.cudnn.benchmark below
+  step bench 70 env RN_CUDNN_FIND="${RN_CUDNN_FIND:-1}" ./rnlua scripts/bench_gpu.lua \
+    ${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 60}
+  if command -v python3 >/dev/null && timeout 60 python3 -c 'import torch' 2>/dev/null; then
+    # shellcheck disable=SC2086
+    step bench_torch 150 python3 scripts/bench_gpu_torch.py ${RN_GPU_TORCH_ARGS:---batch-sizes \
+      128,512 --warmup 3 --steps 15 --budget 140}
+  else
+    skip bench_torch "python3 with torch not found"
+  fi
+  echo "== bench table (rnlua/this > 1: rnlua is faster)"
+  bench_table "$OUTDIR/bench_table.txt" "$OUTDIR/bench.log" "$OUTDIR/bench_torch.log"
 else
-  skip bench "scripts/bench.lua not present yet"
+  skip bench "scripts/bench_gpu.lua not present"
 fi
 exit 0

@@ -3,8 +3,10 @@
 -- tensors where there is no device, and the support query. With a device:
 -- CPU-vs-GPU parity of every filled CUDA slot on random inputs (contiguous,
 -- permuted, narrowed, broadcast; forward and backward, float32 atol = rtol
--- = 1e-3, float64 1e-9), the allocator's statistics, and the out-of-memory
--- path. Without a device every GPU test skips with the reason.
+-- = 1e-3, float64 1e-9): elementwise, reductions, losses, gemm, conv2d
+-- (cuDNN), pooling, batch norm (with running statistics), a tiny Model
+-- trained on the device against the CPU, the allocator's statistics, and the
+-- out-of-memory path. Without a device every GPU test skips with the reason.
 --
 -- RN_CUDA_TEST_ON_CPU=1 runs the parity tests with "cpu" as the second
 -- device: a check of the tests themselves on a machine without a GPU.
@@ -174,7 +176,9 @@ T.test("cuda: device facts", function()
   T.eq(rn.backend_supports("cuda", "binary"), true)
   for _, slot in ipairs({"alloc", "free", "to_host", "from_host", "copy", "fill", "unary",
                          "unary_backward", "binary", "axpy", "reduce", "argmax", "softmax",
-                         "softmax_backward", "cross_entropy", "gemm"}) do
+                         "softmax_backward", "cross_entropy", "gemm", "conv2d_fwd",
+                         "conv2d_bwd_data", "conv2d_bwd_filter", "pool2d_fwd", "pool2d_bwd",
+                         "bn_fwd_train", "bn_fwd_infer", "bn_bwd"}) do
     T.eq(rn.backend_supports("cuda", slot), true, slot)
   end
   core.cuda_synchronize()
@@ -517,6 +521,216 @@ T.test("cuda: an MLP training step matches the CPU", function()
     local h = rn.linear(xx, a, b):relu()
     return rn.cross_entropy(rn.linear(h, c, d), ll, {label_smoothing = 0.1})
   end, {x, l, w1, b1, w2, b2}, {grad = true})
+end)
+
+-- ---- with a device: convolution (cuDNN), pooling, batch norm -----------------------
+
+T.test("cuda: conv2d through cuDNN, forward and backward (x, w, b)", function()
+  need_gpu()
+  if not rn.conv2d then T.skip("rn.conv2d is not bound yet") end
+  local N = LIGHT and 1 or 2
+  -- {label, x shape (N,H,W,Cin), w shape (KH,KW,Cin,Cout), options, bias?}
+  local cases = {
+    {"3x3 same", {N, 7, 9, 3}, {3, 3, 3, 5}, {padding = "same"}, true},
+    {"3x3 valid, no bias", {N, 7, 9, 3}, {3, 3, 3, 5}, {padding = "valid"}, false},
+    {"3x3 stride 2 same (asymmetric pads)", {N, 8, 8, 3}, {3, 3, 3, 4},
+     {padding = "same", stride = 2}, true},
+    {"3x3 stride 2 same, odd size (symmetric pads)", {N, 7, 9, 2}, {3, 3, 2, 4},
+     {padding = "same", stride = 2}, true},
+    {"explicit asymmetric pads {1,2,0,1}", {N, 6, 7, 3}, {3, 3, 3, 2},
+     {padding = {1, 2, 0, 1}}, true},
+    {"4x4 same (pads 1 top, 2 bottom)", {N, 6, 6, 2}, {4, 4, 2, 3}, {padding = "same"}, false},
+    {"dilation 2 same", {N, 9, 9, 3}, {3, 3, 3, 4}, {padding = "same", dilation = 2}, true},
+    {"dilation {2,1}, stride {1,2}", {N, 9, 10, 2}, {3, 3, 2, 3},
+     {padding = 1, dilation = {2, 1}, stride = {1, 2}}, true},
+    {"1x1", {N, 5, 6, 8}, {1, 1, 8, 4}, {}, true},
+    {"1x1 stride 2 (shortcut)", {N, 6, 6, 4}, {1, 1, 4, 8}, {stride = 2}, false},
+    {"5x3 rectangular, padding {2,1}", {N, 8, 7, 3}, {5, 3, 3, 2}, {padding = {2, 1}}, true},
+    {"16 -> 32 channels (ResNet stage)", {N, 8, 8, 16}, {3, 3, 16, 32},
+     {padding = "same", stride = 2}, false},
+  }
+  for _, c in ipairs(cases) do
+    local x, w = rn.randn(c[2]), rn.randn(c[3]) * 0.3
+    local b = c[5] and rn.randn({c[3][4]}) or nil
+    local opts = c[4]
+    if b then
+      parity("conv2d " .. c[1], function(xx, ww, bb) return rn.conv2d(xx, ww, bb, opts) end,
+             {x, w, b}, {grad = true})
+    else
+      parity("conv2d " .. c[1], function(xx, ww) return rn.conv2d(xx, ww, nil, opts) end,
+             {x, w}, {grad = true})
+    end
+  end
+  -- non-contiguous inputs: x stored NCHW and permuted to NHWC, w transposed
+  local xs = rn.randn({N, 3, 7, 8})
+  local ws = rn.randn({5, 3, 3, 3}) * 0.3 -- (Cout, KH, KW, Cin)
+  parity("conv2d of permuted x and w", function(xx, ww, bb)
+    return rn.conv2d(xx:permute(1, 3, 4, 2), ww:permute(2, 3, 4, 1), bb,
+                     {padding = "same", stride = 2})
+  end, {xs, ws, rn.randn({5})}, {grad = true})
+  parity("conv2d of a narrowed x", function(xx, ww)
+    return rn.conv2d(xx:narrow(2, 2, 5), ww, nil, {padding = "same"})
+  end, {rn.randn({N, 7, 6, 3}), rn.randn({3, 3, 3, 4}) * 0.3}, {grad = true})
+  -- float64
+  parity("conv2d float64 same stride 2", function(xx, ww, bb)
+    return rn.conv2d(xx, ww, bb, {padding = "same", stride = 2})
+  end, {rn.randn({N, 7, 8, 3}, {dtype = "float64"}), rn.randn({3, 3, 3, 4}, {dtype = "float64"}),
+        rn.randn({4}, {dtype = "float64"})}, {grad = true})
+  -- 16-bit floats have no cuda convolution: a clear error, not a crash
+  if not ON_CPU then
+    local xh = to_dev(rn.randn({1, 4, 4, 2})):to("float16")
+    local wh = to_dev(rn.randn({3, 3, 2, 2})):to("float16")
+    T.raises(function() return rn.conv2d(xh, wh, nil, {padding = "same"}) end,
+             "not supported on cuda")
+  end
+  -- a batch of one image with many rows, and the same shape again (cached algorithm)
+  for i = 1, 2 do
+    parity("conv2d 32x32, call " .. i, function(xx, ww)
+      return rn.conv2d(xx, ww, nil, {padding = "same"})
+    end, {rn.randn({1, 32, 32, 3}), rn.randn({3, 3, 3, 16}) * 0.3}, {grad = true})
+  end
+end)
+
+T.test("cuda: max and average pooling, forward and backward", function()
+  need_gpu()
+  if not rn.max_pool2d then T.skip("rn.max_pool2d is not bound yet") end
+  local N = LIGHT and 1 or 2
+  local cases = {
+    {"2x2 stride 2", {N, 8, 8, 3}, 2, {}},
+    {"3x3 stride 2 same (asymmetric)", {N, 8, 9, 4}, 3, {stride = 2, padding = "same"}},
+    {"3x3 stride 1 padding 1 (overlapping)", {N, 6, 7, 2}, 3, {stride = 1, padding = 1}},
+    {"{2,3} stride {1,2} pads {1,0,0,2}", {N, 7, 7, 3}, {2, 3},
+     {stride = {1, 2}, padding = {1, 0, 0, 2}}},
+    {"2x2 stride 2 same, odd size", {N, 7, 5, 3}, 2, {padding = "same"}},
+  }
+  for _, c in ipairs(cases) do
+    local x = rn.randn(c[2])
+    parity("max_pool2d " .. c[1], function(a) return rn.max_pool2d(a, c[3], c[4]) end, {x},
+           {grad = true})
+    parity("avg_pool2d " .. c[1], function(a) return rn.avg_pool2d(a, c[3], c[4]) end, {x},
+           {grad = true})
+    local o = {count_include_pad = true}
+    for k, v in pairs(c[4]) do o[k] = v end
+    parity("avg_pool2d count_include_pad " .. c[1], function(a) return rn.avg_pool2d(a, c[3], o) end,
+           {x}, {grad = true})
+  end
+  -- non-contiguous input, float64
+  parity("max_pool2d of a permuted x", function(a)
+    return rn.max_pool2d(a:permute(1, 3, 4, 2), 3, {stride = 2, padding = "same"})
+  end, {rn.randn({N, 3, 9, 8})}, {grad = true})
+  parity("avg_pool2d float64", function(a) return rn.avg_pool2d(a, 3, {stride = 2, padding = 1}) end,
+         {rn.randn({N, 7, 7, 2}, {dtype = "float64"})}, {grad = true})
+  -- ties: max backward routes to the first maximum of each window, as the CPU
+  local t = rn.ones({1, 4, 4, 2})
+  parity("max_pool2d ties", function(a) return rn.max_pool2d(a, 3, {stride = 1}) end, {t},
+         {grad = true})
+  local gc = to_dev(t):detach():requires_grad_()
+  rn.max_pool2d(gc, 2):sum():backward()
+  local first = rn.zeros({1, 4, 4, 2})
+  for _, ij in ipairs({{1, 1}, {1, 3}, {3, 1}, {3, 3}}) do
+    first:narrow(2, ij[1], 1):narrow(3, ij[2], 1):fill_(1)
+  end
+  T.eq(gc.grad:cpu():totable(), first:totable(), "ties: the first cell of each window")
+end)
+
+T.test("cuda: batch_norm training, running statistics, backward", function()
+  need_gpu()
+  if not rn.batch_norm then T.skip("rn.batch_norm is not bound yet") end
+  local sizes = LIGHT and {{2, 3, 3, 4}} or {{2, 5, 6, 4}, {8, 16, 16, 8}, {37, 5}, {1, 3}}
+  for _, sz in ipairs(sizes) do
+    for _, dt in ipairs({"float32", "float64"}) do
+      local C = sz[#sz]
+      local x = rn.randn(sz, {dtype = dt}) * 2 + 0.5
+      local g, b = rn.randn({C}, {dtype = dt}), rn.randn({C}, {dtype = dt})
+      local rm0, rv0 = rn.randn({C}, {dtype = dt}), rn.rand({C}, {dtype = dt}) + 0.5
+      local stats = {{rm0:clone(), rv0:clone()}, {to_dev(rm0), to_dev(rv0)}}
+      local calls = 0
+      local label = string.format("batch_norm train %s %s", table.concat(sz, "x"), dt)
+      parity(label, function(xx, gg, bb)
+        calls = calls + 1
+        local s = stats[calls]
+        return rn.batch_norm(xx, gg, bb, s[1], s[2], {momentum = 0.9, eps = 1e-3})
+      end, {x, g, b}, {grad = true})
+      T.eq(stats[2][1].device, DEV)
+      near(stats[2][1], stats[1][1], label .. ": running_mean")
+      near(stats[2][2], stats[1][2], label .. ": running_var (unbiased)")
+    end
+  end
+  -- without gamma/beta/running stats; a permuted x; a large mean in float32
+  parity("batch_norm train, no parameters", function(xx) return rn.batch_norm(xx) end,
+         {rn.randn({4, 3, 3, 5})}, {grad = true})
+  parity("batch_norm train of a permuted x", function(xx, gg)
+    return rn.batch_norm(xx:permute(1, 3, 4, 2), gg, nil)
+  end, {rn.randn({3, 6, 4, 5}), rn.randn({6})}, {grad = true})
+  parity("batch_norm float32 with a large mean", function(xx) return rn.batch_norm(xx) end,
+         {rn.randn({64, 6}) * 0.01 + 1000})
+  -- Keras default momentum (0.99) on the device
+  local rm, rv = to_dev(rn.zeros({3})), to_dev(rn.ones({3}))
+  local x = rn.randn({10, 3})
+  rn.batch_norm(to_dev(x), nil, nil, rm, rv)
+  local m = x:mean(1)
+  near(rm, m * 0.01, "running_mean after one step of momentum 0.99")
+end)
+
+T.test("cuda: batch_norm inference, forward and backward", function()
+  need_gpu()
+  if not rn.batch_norm then T.skip("rn.batch_norm is not bound yet") end
+  for _, dt in ipairs({"float32", "float64"}) do
+    local C = 6
+    local rm, rv = rn.randn({C}, {dtype = dt}), rn.rand({C}, {dtype = dt}) + 0.5
+    local rmg, rvg = to_dev(rm), to_dev(rv)
+    local calls = 0
+    parity("batch_norm inference " .. dt, function(xx, gg, bb)
+      calls = calls + 1
+      if calls == 1 then return rn.batch_norm(xx, gg, bb, rm, rv, {training = false}) end
+      return rn.batch_norm(xx, gg, bb, rmg, rvg, {training = false})
+    end, {rn.randn({3, 4, 5, C}, {dtype = dt}), rn.randn({C}, {dtype = dt}),
+          rn.randn({C}, {dtype = dt})}, {grad = true})
+    near(rmg, rm, "inference leaves running_mean alone")
+    near(rvg, rv, "inference leaves running_var alone")
+  end
+end)
+
+T.test("cuda: a tiny Conv2D/BatchNormalization/Dense Model trains on the device like on the CPU",
+       function()
+  need_gpu()
+  local L = rn.layers
+  if not (L and rn.Model and rn.optim) then T.skip("rn.layers / rn.Model not available") end
+  local function make()
+    rn.manual_seed(7)
+    local inp = L.Input({8, 8, 3})
+    local h = L.Conv2D(6, 3, {padding = "same"})(inp)
+    h = L.BatchNormalization()(h)
+    h = L.ReLU()(h)
+    h = L.Conv2D(8, 3, {strides = 2, padding = "same"})(h)
+    h = L.BatchNormalization()(h)
+    h = L.ReLU()(h)
+    h = L.GlobalAveragePooling2D()(h)
+    return rn.Model(inp, L.Dense(4, {activation = "softmax"})(h))
+  end
+  local mc, mg = make(), make()
+  mg:to(DEV)
+  for _, m in ipairs({mc, mg}) do
+    m:compile({optimizer = rn.optim.SGD(m:parameters(), {lr = 0.05, momentum = 0.9}),
+               loss = "sparse_categorical_crossentropy"})
+  end
+  rn.manual_seed(3)
+  local x, y
+  for step = 1, 4 do
+    x, y = rn.randn({16, 8, 8, 3}), (rn.rand({16}) * 4):long()
+    local lc = mc:train_step(x, y).loss
+    local lg = mg:train_step(to_dev(x), to_dev(y)).loss
+    T.truthy(lc == lc, "finite CPU loss")
+    T.near(lg, lc, 1e-3, 1e-3, "loss at step " .. step)
+  end
+  -- the weights and running statistics moved alike; inference agrees
+  local wc, wg = mc:weights(), mg:weights()
+  T.eq(#wg, #wc)
+  for i = 1, #wc do
+    T.eq(wg[i].tensor.device, DEV, wg[i].name)
+    near(wg[i].tensor, wc[i].tensor, "weight " .. wc[i].name, 2e-3)
+  end
+  near(mg:predict(to_dev(x)), mc:predict(x), "predict after training", 2e-3)
 end)
 
 -- ---- with a device: the allocator ------------------------------------------------------

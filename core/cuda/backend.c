@@ -2,8 +2,8 @@
  * rn_cuda_backend(), which core/backend.c calls for RN_CUDA: the table once
  * a device is found, else NULL with the reason (device.c).
  *
- * Slots left NULL: conv2d_*, pool2d_*, bn_* (they come with cuDNN); the
- * front ends then report "conv2d_fwd is not implemented on cuda". */
+ * Every slot is filled: conv2d_* through cuDNN (cudnn.c), pool2d_* and bn_*
+ * with kernels/nn.cu (nn.c). */
 #include "cuda.h"
 
 /* kernels/kernels.h repeats the core's enum values as plain ints */
@@ -64,7 +64,14 @@ static const rn_backend cuda_backend = {
   .softmax_backward = rn_cuda_softmax_backward,
   .cross_entropy = rn_cuda_cross_entropy,
   .gemm = rn_cuda_gemm,
-  /* conv2d_*, pool2d_*, bn_*: NULL until the cuDNN slots land */
+  .conv2d_fwd = rn_cuda_conv2d_fwd,
+  .conv2d_bwd_data = rn_cuda_conv2d_bwd_data,
+  .conv2d_bwd_filter = rn_cuda_conv2d_bwd_filter,
+  .pool2d_fwd = rn_cuda_pool2d_fwd,
+  .pool2d_bwd = rn_cuda_pool2d_bwd,
+  .bn_fwd_train = rn_cuda_bn_fwd_train,
+  .bn_fwd_infer = rn_cuda_bn_fwd_infer,
+  .bn_bwd = rn_cuda_bn_bwd,
 };
 
 const rn_backend *rn_cuda_backend(void) {

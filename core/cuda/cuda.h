@@ -2,7 +2,8 @@
  * and error checks (device.c), the caching allocator (alloc.c), run-time
  * loading of NVIDIA libraries (dlib.c), cuBLAS gemm (blas.c), operand
  * geometry for the kernels (geom.c), and the backend slots (elementwise.c,
- * reduce.c, loss.c, backend.c).
+ * reduce.c, loss.c, nn.c: pooling and batch norm, cudnn.c: convolutions
+ * through cuDNN loaded at run time, backend.c).
  *
  * Everything runs on one CUDA stream (rn_cuda_stream()): kernels, cuBLAS,
  * and the copies, which synchronize that stream before returning to the
@@ -118,5 +119,39 @@ int rn_cuda_cross_entropy(rn_tensor *loss, rn_tensor *dlogits, const rn_tensor *
 int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
                  const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
                  int64_t ldc);
+
+/* pooling (NHWC) and batch norm ((R,C) channels last) with kernels/nn.cu
+ * (nn.c): the CPU's semantics (core/cpu/pool.c, core/cpu/norm.c), float32
+ * and float64, contiguous operands, statistics in double */
+int rn_cuda_pool2d_fwd(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
+int rn_cuda_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
+                       const rn_tensor *y, const rn_pool_params *p);
+int rn_cuda_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                         const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                         rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                         double eps);
+int rn_cuda_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                         const rn_tensor *beta, const rn_tensor *running_mean,
+                         const rn_tensor *running_var, double eps);
+int rn_cuda_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                   const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
+                   const rn_tensor *save_invstd);
+
+/* ---- cuDNN convolutions (cudnn.c) ---------------------------------------- */
+
+/* conv2d slots, NHWC activations, HWIO weights (core/backend.h). cuDNN
+ * (libcudnn.so.9) is opened on the first call with rn_dlib_open; every
+ * cuDNN call is checked: rn_err("cudnn: <call> failed: <status> (file:line)").
+ * Algorithms are chosen once per shape (cached); workspaces come from
+ * rn_cuda_alloc. fp32 runs without TF32 unless $RN_CUDA_TF32=1. */
+int rn_cuda_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
+                       const rn_conv_params *p);
+int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
+                            const rn_conv_params *p);
+int rn_cuda_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
+                              const rn_tensor *x, const rn_conv_params *p);
+/* The loaded cuDNN's path and version ("" / 0 before the first conv). */
+const char *rn_cuda_cudnn_path(void);
+size_t rn_cuda_cudnn_version(void);
 
 #endif

@@ -304,6 +304,18 @@ local function averages(sums, seen)
   return out
 end
 
+-- The device of the model's weights: batches are moved there (a loader
+-- prepares them on the CPU).
+local function model_device(model)
+  local ws = model:weights()
+  return ws[1] and ws[1].tensor.device or "cpu"
+end
+
+local function on(dev, t)
+  if rn.is_tensor(t) and t.device ~= dev then return t:to(dev) end
+  return t
+end
+
 local function batch_size_of(y)
   return rn.is_tensor(y) and y:size(1) or 1
 end
@@ -319,9 +331,10 @@ function M.evaluate(model, loader, opts)
   if opts.steps then total = math.min(total, opts.steps) end
   local bar = opts.verbose and Progress.new { total = total, title = "Evaluate" } or nil
   local sums, seen, step = {}, 0, 0
+  local dev = model_device(model)
   for x, y in loader:epoch(opts.epoch or 1) do
     step = step + 1
-    local logs = model:test_step(x, y)
+    local logs = model:test_step(on(dev, x), on(dev, y))
     local n = batch_size_of(y)
     add_logs(sums, logs, n)
     seen = seen + n
@@ -339,9 +352,10 @@ function M.predict_all(model, loader, opts)
   opts = check_opts("predict_all", opts, { "steps" })
   check_loader("predict_all", loader, "the data")
   local outs, labels, step = {}, {}, 0
+  local dev = model_device(model)
   for x, y in loader:epoch(1) do
     step = step + 1
-    outs[#outs + 1] = model:predict(x)
+    outs[#outs + 1] = model:predict(on(dev, x)):cpu()
     if rn.is_tensor(y) then labels[#labels + 1] = y end
     if opts.steps and step >= opts.steps then break end
   end
@@ -364,9 +378,10 @@ function M.confusion_matrix(model, loader, num_classes, opts)
   local total, right = 0, 0
   opts = check_opts("confusion_matrix", opts, { "steps" })
   local step = 0
+  local dev = model_device(model)
   for x, y in loader:epoch(1) do
     step = step + 1
-    local pred = model:predict(x):argmax(-1):totable()
+    local pred = model:predict(on(dev, x)):argmax(-1):totable()
     local truth = y:totable()
     for i, t in ipairs(truth) do
       local p = pred[i]
@@ -469,10 +484,11 @@ function M.fit(model, loader, opts)
     local bar = verbose and Progress.new { total = steps, title = string.format("Epoch %d/%d", epoch, epochs), out = out } or nil
     local step, t0 = skip, rn._clock()
     local seen0 = seen
+    local dev = model_device(model)
     if step < steps then
       for x, y in loader:epoch(epoch, skip) do
         step = step + 1
-        local logs = model:train_step(x, y)
+        local logs = model:train_step(on(dev, x), on(dev, y))
         if stop_on_nan and not finite(logs.loss) then
           error(string.format("fit: the loss is %s at epoch %d, step %d; stopping (pass stop_on_nan = false to go on)",
             fmt_num(logs.loss), epoch, step), 0)

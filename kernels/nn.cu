@@ -1,0 +1,512 @@
+/* nn.cu - CUDA kernels for pooling, batch normalization and the layout
+ * helpers of the cuDNN convolution (core/cuda/cudnn.c), channels-last.
+ *
+ * Pooling, NHWC: x (N,H,W,C) -> y (N,OH,OW,C), one thread per output (fwd)
+ * or per input cell (bwd, a gather over the windows that hold the cell, so
+ * no atomics and a fixed order). Semantics and summation order are those of
+ * core/cpu/pool.c: padded cells never win a max and NaN propagates; an
+ * average divides by the real cells, or by kh*kw with count_include_pad; max
+ * backward routes gy to the first cell of the window (in (kh,kw) order) that
+ * equals y (a NaN max to the first NaN); the gathers add the windows in
+ * (oh,ow) order, as the CPU's scatter does.
+ *
+ * Batch norm over (R,C) contiguous rows: the per-channel sums are taken as
+ * in core/cpu/norm.c, in double, over fixed blocks of RNK_BN_BLK rows (one
+ * thread per (block, channel), rows in order), then the blocks are folded by
+ * one warp per channel (lanes over blocks, then a shuffle sum: a fixed order,
+ * so the result is deterministic, and within double rounding of the CPU's
+ * sequential fold). The elementwise passes run in the data's type with
+ * float coefficients, as the CPU does.
+ *
+ * Layout helpers: zero padding / cropping of NHWC images, a tiled 2-D
+ * transpose (HWIO (K,Cout) <-> cuDNN's KRSC (Cout,K)), a 4-d permute (the
+ * NCHW/KCRS copies of the float64 convolutions) and a bias add.
+ * float32 and float64 everywhere (dt = RNK_F32 / RNK_F64).
+ */
+#include <math.h>
+
+#include "common.cuh"
+
+using namespace rnk;
+
+namespace {
+
+/* ---- pooling ------------------------------------------------------------- */
+
+/* real cells of the window of output (oh,ow): [ih0,ih1) x [iw0,iw1) */
+__device__ __forceinline__ void pool_window(const rnk_pool_geom &g, int64_t oh, int64_t ow,
+                                            int64_t *ih0, int64_t *ih1, int64_t *iw0,
+                                            int64_t *iw1) {
+  int64_t h0 = oh * g.sh - g.pt, w0 = ow * g.sw - g.pl;
+  *ih0 = h0 < 0 ? 0 : h0;
+  *ih1 = h0 + g.kh < g.H ? h0 + g.kh : g.H;
+  *iw0 = w0 < 0 ? 0 : w0;
+  *iw1 = w0 + g.kw < g.W ? w0 + g.kw : g.W;
+}
+
+/* y (N,OH,OW,C): one thread per element */
+template <typename T>
+__global__ void pool_fwd_kernel(rnk_pool_geom g, int max, T *y, const T *x) {
+  const int64_t n_out = g.N * g.OH * g.OW * g.C;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_out; i += step) {
+    int64_t c = i % g.C, r = i / g.C;
+    int64_t ow = r % g.OW;
+    r /= g.OW;
+    int64_t oh = r % g.OH, n = r / g.OH;
+    int64_t ih0, ih1, iw0, iw1;
+    pool_window(g, oh, ow, &ih0, &ih1, &iw0, &iw1);
+    int64_t cnt = (ih1 > ih0 && iw1 > iw0) ? (ih1 - ih0) * (iw1 - iw0) : 0;
+    if (cnt == 0) {
+      y[i] = 0;
+      continue;
+    }
+    const T *xn = x + n * g.H * g.W * g.C + c;
+    if (max) {
+      T m = xn[(ih0 * g.W + iw0) * g.C];
+      for (int64_t ih = ih0; ih < ih1; ih++)
+        for (int64_t iw = iw0; iw < iw1; iw++) {
+          T v = xn[(ih * g.W + iw) * g.C];
+          m = (v > m || v != v) ? v : m;
+        }
+      y[i] = m;
+    } else {
+      T s = 0;
+      for (int64_t ih = ih0; ih < ih1; ih++)
+        for (int64_t iw = iw0; iw < iw1; iw++) s += xn[(ih * g.W + iw) * g.C];
+      T inv = (T)1 / (T)(g.cip ? (int64_t)g.kh * g.kw : cnt);
+      y[i] = s * inv;
+    }
+  }
+}
+
+/* The output rows/cols whose windows hold input row ih: [lo, hi] clipped. */
+__device__ __forceinline__ void windows_of(int64_t i, int64_t pad, int64_t k, int64_t s,
+                                           int64_t nout, int64_t *lo, int64_t *hi) {
+  /* o*s - pad <= i < o*s - pad + k  <=>  (i + pad - k + 1)/s <= o <= (i + pad)/s */
+  int64_t a = i + pad - k + 1;
+  int64_t l = a <= 0 ? 0 : (a + s - 1) / s;
+  int64_t h = (i + pad) / s; /* i + pad >= 0 */
+  *lo = l;
+  *hi = h < nout - 1 ? h : nout - 1;
+}
+
+/* gx (N,H,W,C): one thread per element, gathering the windows that hold it */
+template <typename T>
+__global__ void pool_bwd_kernel(rnk_pool_geom g, int max, T *gx, const T *gy, const T *x,
+                                const T *y) {
+  const int64_t n_in = g.N * g.H * g.W * g.C;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_in; i += step) {
+    int64_t c = i % g.C, r = i / g.C;
+    int64_t iw = r % g.W;
+    r /= g.W;
+    int64_t ih = r % g.H, n = r / g.H;
+    int64_t oh0, oh1, ow0, ow1;
+    windows_of(ih, g.pt, g.kh, g.sh, g.OH, &oh0, &oh1);
+    windows_of(iw, g.pl, g.kw, g.sw, g.OW, &ow0, &ow1);
+    const int64_t cell = ih * g.W + iw;
+    const T *xn = max ? x + n * g.H * g.W * g.C + c : NULL;
+    T acc = 0;
+    for (int64_t oh = oh0; oh <= oh1; oh++)
+      for (int64_t ow = ow0; ow <= ow1; ow++) {
+        int64_t o = ((n * g.OH + oh) * g.OW + ow) * g.C + c;
+        int64_t ih0, ih1, iw0, iw1;
+        pool_window(g, oh, ow, &ih0, &ih1, &iw0, &iw1);
+        int64_t cnt = (ih1 > ih0 && iw1 > iw0) ? (ih1 - ih0) * (iw1 - iw0) : 0;
+        if (cnt == 0) continue;
+        if (max) {
+          /* does the window's first match (in (kh,kw) order) sit at this cell? */
+          T yv = y[o];
+          bool ynan = yv != yv;
+          int64_t first = -1;
+          for (int64_t h = ih0; h < ih1 && first < 0; h++)
+            for (int64_t w = iw0; w < iw1; w++) {
+              T v = xn[(h * g.W + w) * g.C];
+              if (v == yv || (v != v && ynan)) {
+                first = h * g.W + w;
+                break;
+              }
+            }
+          if (first == cell) acc += gy[o];
+        } else {
+          T inv = (T)1 / (T)(g.cip ? (int64_t)g.kh * g.kw : cnt);
+          acc += gy[o] * inv;
+        }
+      }
+    gx[i] = acc;
+  }
+}
+
+/* ---- batch norm ---------------------------------------------------------- */
+
+template <typename T> __device__ __forceinline__ double ld(const T *p, int64_t i) {
+  return p ? (double)p[i] : 0.0;
+}
+
+/* part[(b*2 + k)*C + c], b < nblk = ceil(R / RNK_BN_BLK): over the rows of
+ * block b, k = 0: sum (x - shift), k = 1: sum (x - shift)^2; with gy:
+ * k = 0: sum gy, k = 1: sum gy*(x - shift). shift NULL: 0. */
+template <typename T>
+__global__ void bn_partials_kernel(const T *x, const T *gy, const double *shift, int64_t R,
+                                   int64_t C, int64_t nblk, double *part) {
+  const int64_t n = nblk * C, step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+    int64_t b = i / C, c = i % C;
+    int64_t r0 = b * RNK_BN_BLK, r1 = r0 + RNK_BN_BLK < R ? r0 + RNK_BN_BLK : R;
+    double sh = shift ? shift[c] : 0.0, s1 = 0, s2 = 0;
+    if (gy) {
+      for (int64_t r = r0; r < r1; r++) {
+        double g = (double)gy[r * C + c];
+        s1 += g;
+        s2 += g * ((double)x[r * C + c] - sh);
+      }
+    } else {
+      for (int64_t r = r0; r < r1; r++) {
+        double d = (double)x[r * C + c] - sh;
+        s1 += d;
+        s2 += d * d;
+      }
+    }
+    part[(b * 2) * C + c] = s1;
+    part[(b * 2 + 1) * C + c] = s2;
+  }
+}
+
+/* dst[i] = (double)src[i], i < n */
+template <typename T> __global__ void to_double_kernel(double *dst, const T *src, int64_t n) {
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
+    dst[i] = (double)src[i];
+}
+
+/* The per-channel kernels below run one warp per channel: c = the warp's
+ * index, lane = the thread's lane; a warp past C leaves as a whole. */
+#define CHANNEL_WARP(C)                                                             \
+  const int64_t c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;          \
+  const int lane = threadIdx.x & 31;                                                \
+  if (c >= (C)) return
+
+/* block sums of channel c folded by the warp (all 32 lanes get the result):
+ * s1 = sum_b part[b][0][c], s2 = sum_b part[b][1][c] */
+__device__ __forceinline__ void fold(const double *part, int64_t nblk, int64_t C, int64_t c,
+                                     int lane, double *s1, double *s2) {
+  double a = 0, b = 0;
+  for (int64_t k = lane; k < nblk; k += 32) {
+    a += part[(k * 2) * C + c];
+    b += part[(k * 2 + 1) * C + c];
+  }
+  *s1 = warp_sum(a);
+  *s2 = warp_sum(b);
+}
+
+/* Training statistics per channel; coef: 4 arrays of C doubles (a, b, m, d)
+ * for out = a*in + b*(x - m) + d. */
+template <typename T>
+__global__ void bn_train_stats_kernel(const double *part, int64_t nblk, int64_t R, int64_t C,
+                                      const double *shift, const T *gamma, const T *beta,
+                                      T *save_mean, T *save_invstd, T *rmean, T *rvar,
+                                      double momentum, double eps, double *coef) {
+  CHANNEL_WARP(C);
+  double s1, s2;
+  fold(part, nblk, C, c, lane, &s1, &s2);
+  if (lane) return;
+  double dm = s1 / (double)R;
+  double mean = shift[c] + dm;
+  double var = s2 / (double)R - dm * dm;
+  if (var < 0) var = 0;
+  double invstd = 1.0 / sqrt(var + eps);
+  double g = gamma ? (double)gamma[c] : 1.0, be = beta ? (double)beta[c] : 0.0;
+  save_mean[c] = (T)mean;
+  save_invstd[c] = (T)invstd;
+  coef[c] = 0;
+  coef[C + c] = g * invstd;
+  coef[2 * C + c] = mean;
+  coef[3 * C + c] = be;
+  double v = R > 1 ? var * (double)R / (double)(R - 1) : var; /* unbiased */
+  if (rmean) rmean[c] = (T)(momentum * (double)rmean[c] + (1 - momentum) * mean);
+  if (rvar) rvar[c] = (T)(momentum * (double)rvar[c] + (1 - momentum) * v);
+}
+
+template <typename T>
+__global__ void bn_infer_coef_kernel(int64_t C, const T *gamma, const T *beta, const T *rm,
+                                     const T *rv, double eps, double *coef) {
+  int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double g = gamma ? (double)gamma[c] : 1.0;
+  coef[c] = 0;
+  coef[C + c] = g / sqrt((double)rv[c] + eps);
+  coef[2 * C + c] = (double)rm[c];
+  coef[3 * C + c] = beta ? (double)beta[c] : 0.0;
+}
+
+/* Backward per channel from part (sum gy, sum gy*(x - mean)); coef[2C..3C)
+ * already holds mean (double). */
+template <typename T>
+__global__ void bn_bwd_coef_kernel(const double *part, int64_t nblk, int64_t R, int64_t C,
+                                   const T *gamma, const T *save_invstd, T *ggamma, T *gbeta,
+                                   double *coef) {
+  CHANNEL_WARP(C);
+  double sg, sgx;
+  fold(part, nblk, C, c, lane, &sg, &sgx);
+  if (lane) return;
+  double is = (double)save_invstd[c], g = gamma ? (double)gamma[c] : 1.0;
+  double gg = sgx * is;
+  if (ggamma) ggamma[c] = (T)gg;
+  if (gbeta) gbeta[c] = (T)sg;
+  double k = g * is;
+  coef[c] = k;
+  coef[C + c] = R ? -k * is * gg / (double)R : 0;
+  coef[3 * C + c] = R ? -k * sg / (double)R : 0;
+}
+
+/* out = a*in + b*(x - m) + d per channel, in T with T coefficients (the
+ * CPU's float path); in may be NULL (no a term). (R,C) contiguous. */
+template <typename T>
+__global__ void bn_affine_kernel(T *out, const T *in, const T *x, const double *coef, int64_t R,
+                                 int64_t C) {
+  const int64_t n = R * C, step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+    int64_t c = i % C;
+    T a = (T)coef[c], b = (T)coef[C + c], m = (T)coef[2 * C + c], d = (T)coef[3 * C + c];
+    T v = b * (x[i] - m) + d;
+    out[i] = in ? a * in[i] + v : v;
+  }
+}
+
+/* out[c] = (T) sum over blocks of part[b][0][c] (the bias gradient) */
+template <typename T>
+__global__ void colsum_finish_kernel(const double *part, int64_t nblk, int64_t C, T *out) {
+  CHANNEL_WARP(C);
+  double s1, s2;
+  fold(part, nblk, C, c, lane, &s1, &s2);
+  if (lane == 0) out[c] = (T)s1;
+}
+
+/* ---- layout helpers ------------------------------------------------------ */
+
+/* xp (N,H+pt+pb,W+pl+pr,C) = x (N,H,W,C) with zero borders */
+template <typename T>
+__global__ void pad_kernel(T *xp, const T *x, int64_t N, int64_t H, int64_t W, int64_t C,
+                           int64_t pt, int64_t pl, int64_t Hp, int64_t Wp) {
+  const int64_t n_out = N * Hp * Wp * C, step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_out; i += step) {
+    int64_t c = i % C, r = i / C;
+    int64_t w = r % Wp - pl;
+    r /= Wp;
+    int64_t h = r % Hp - pt, n = r / Hp;
+    xp[i] = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * H + h) * W + w) * C + c] : (T)0;
+  }
+}
+
+/* gx (N,H,W,C) = the interior of gxp (N,Hp,Wp,C) at offset (pt,pl) */
+template <typename T>
+__global__ void crop_kernel(T *gx, const T *gxp, int64_t N, int64_t H, int64_t W, int64_t C,
+                            int64_t pt, int64_t pl, int64_t Hp, int64_t Wp) {
+  const int64_t n_out = N * H * W * C, step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_out; i += step) {
+    int64_t c = i % C, r = i / C;
+    int64_t w = r % W;
+    r /= W;
+    int64_t h = r % H, n = r / H;
+    gx[i] = gxp[((n * Hp + h + pt) * Wp + w + pl) * C + c];
+  }
+}
+
+constexpr int kTile = 32;
+
+/* out (cols,rows) = in (rows,cols)^T; 32x32 tiles through shared memory,
+ * blocks of 32x8 threads; grid-stride over the tiles */
+template <typename T>
+__global__ void transpose_kernel(T *out, const T *in, int64_t rows, int64_t cols) {
+  __shared__ T tile[kTile][kTile + 1];
+  const int64_t trows = (rows + kTile - 1) / kTile, tcols = (cols + kTile - 1) / kTile;
+  for (int64_t t = blockIdx.x; t < trows * tcols; t += gridDim.x) {
+    int64_t r0 = (t / tcols) * kTile, c0 = (t % tcols) * kTile;
+    for (int k = threadIdx.y; k < kTile; k += blockDim.y) {
+      int64_t r = r0 + k, c = c0 + threadIdx.x;
+      if (r < rows && c < cols) tile[k][threadIdx.x] = in[r * cols + c];
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < kTile; k += blockDim.y) {
+      int64_t c = c0 + k, r = r0 + threadIdx.x; /* out row c, col r */
+      if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x][k];
+    }
+    __syncthreads();
+  }
+}
+
+/* out (contiguous, shape p.shape) [i0,i1,i2,i3] = in[sum_k i_k * p.istride[k]] */
+template <typename T> __global__ void permute4_kernel(T *out, const T *in, rnk_perm4 p) {
+  const int64_t n = p.shape[0] * p.shape[1] * p.shape[2] * p.shape[3];
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+    int64_t r = i, off = 0;
+    for (int d = 3; d >= 0; d--) {
+      off += (r % p.shape[d]) * p.istride[d];
+      r /= p.shape[d];
+    }
+    out[i] = in[off];
+  }
+}
+
+/* y (rows,C) += b (C) */
+template <typename T> __global__ void bias_add_kernel(T *y, const T *b, int64_t rows, int64_t C) {
+  const int64_t n = rows * C, step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
+    y[i] += b[i % C];
+}
+
+unsigned grid(int64_t n) { return blocks_for(n, kThreads); }
+/* one thread per channel (chan_blocks) or one warp per channel (warp_blocks) */
+unsigned chan_blocks(int64_t C) { return (unsigned)((C + kThreads - 1) / kThreads); }
+unsigned warp_blocks(int64_t C) { return (unsigned)((C * 32 + kThreads - 1) / kThreads); }
+
+} // namespace
+
+/* dispatch on dt: F(float) or F(double); anything else is an invalid value */
+#define RNK_DISPATCH(dt, CALL)                                                     \
+  do {                                                                             \
+    if ((dt) == RNK_F32) {                                                         \
+      typedef float T;                                                             \
+      CALL;                                                                        \
+    } else if ((dt) == RNK_F64) {                                                  \
+      typedef double T;                                                            \
+      CALL;                                                                        \
+    } else {                                                                       \
+      return cudaErrorInvalidValue;                                                \
+    }                                                                              \
+  } while (0)
+
+extern "C" cudaError_t rnk_pool2d_fwd(int dt, int max, rnk_pool_geom g, void *y, const void *x,
+                                      cudaStream_t s) {
+  int64_t n = g.N * g.OH * g.OW * g.C;
+  if (n <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (pool_fwd_kernel<T><<<grid(n), kThreads, 0, s>>>(g, max, (T *)y,
+                                                                    (const T *)x)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_pool2d_bwd(int dt, int max, rnk_pool_geom g, void *gx, const void *gy,
+                                      const void *x, const void *y, cudaStream_t s) {
+  int64_t n = g.N * g.H * g.W * g.C;
+  if (n <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (pool_bwd_kernel<T><<<grid(n), kThreads, 0, s>>>(
+                       g, max, (T *)gx, (const T *)gy, (const T *)x, (const T *)y)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_bn_partials(int dt, const void *x, const void *gy, const double *shift,
+                                       int64_t R, int64_t C, double *part, cudaStream_t s) {
+  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  if (nblk * C <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
+                       (const T *)x, (const T *)gy, shift, R, C, nblk, part)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_to_double(int dt, double *dst, const void *src, int64_t n,
+                                     cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (to_double_kernel<T><<<grid(n), kThreads, 0, s>>>(dst, (const T *)src, n)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_bn_train_stats(int dt, const double *part, int64_t R, int64_t C,
+                                          const double *shift, const void *gamma,
+                                          const void *beta, void *save_mean, void *save_invstd,
+                                          void *rmean, void *rvar, double momentum, double eps,
+                                          double *coef, cudaStream_t s) {
+  if (C <= 0) return cudaSuccess;
+  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  RNK_DISPATCH(dt, (bn_train_stats_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
+                       part, nblk, R, C, shift, (const T *)gamma, (const T *)beta,
+                       (T *)save_mean, (T *)save_invstd, (T *)rmean, (T *)rvar, momentum, eps,
+                       coef)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_bn_infer_coef(int dt, int64_t C, const void *gamma, const void *beta,
+                                         const void *rm, const void *rv, double eps,
+                                         double *coef, cudaStream_t s) {
+  if (C <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (bn_infer_coef_kernel<T><<<chan_blocks(C), kThreads, 0, s>>>(
+                       C, (const T *)gamma, (const T *)beta, (const T *)rm, (const T *)rv, eps,
+                       coef)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_bn_bwd_coef(int dt, const double *part, int64_t R, int64_t C,
+                                       const void *gamma, const void *save_invstd, void *ggamma,
+                                       void *gbeta, double *coef, cudaStream_t s) {
+  if (C <= 0) return cudaSuccess;
+  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  RNK_DISPATCH(dt, (bn_bwd_coef_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
+                       part, nblk, R, C, (const T *)gamma, (const T *)save_invstd, (T *)ggamma,
+                       (T *)gbeta, coef)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_bn_affine(int dt, void *out, const void *in, const void *x,
+                                     const double *coef, int64_t R, int64_t C, cudaStream_t s) {
+  if (R * C <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (bn_affine_kernel<T><<<grid(R * C), kThreads, 0, s>>>(
+                       (T *)out, (const T *)in, (const T *)x, coef, R, C)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_colsum_finish(int dt, const double *part, int64_t R, int64_t C,
+                                         void *out, cudaStream_t s) {
+  if (C <= 0) return cudaSuccess;
+  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  RNK_DISPATCH(dt, (colsum_finish_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(part, nblk, C,
+                                                                                (T *)out)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_pad_nhwc(int dt, void *xp, const void *x, int64_t N, int64_t H,
+                                    int64_t W, int64_t C, int pt, int pb, int pl, int pr,
+                                    cudaStream_t s) {
+  int64_t Hp = H + pt + pb, Wp = W + pl + pr, n = N * Hp * Wp * C;
+  if (n <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (pad_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)xp, (const T *)x, N, H, W, C,
+                                                               pt, pl, Hp, Wp)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_crop_nhwc(int dt, void *gx, const void *gxp, int64_t N, int64_t H,
+                                     int64_t W, int64_t C, int pt, int pb, int pl, int pr,
+                                     cudaStream_t s) {
+  int64_t Hp = H + pt + pb, Wp = W + pl + pr, n = N * H * W * C;
+  if (n <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (crop_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)gx, (const T *)gxp, N, H, W,
+                                                                C, pt, pl, Hp, Wp)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_transpose2d(int dt, void *out, const void *in, int64_t rows,
+                                       int64_t cols, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  int64_t tiles = ((rows + kTile - 1) / kTile) * ((cols + kTile - 1) / kTile);
+  unsigned b = tiles > (int64_t)kMaxBlocks ? kMaxBlocks : (unsigned)tiles;
+  dim3 block(kTile, 8);
+  RNK_DISPATCH(dt, (transpose_kernel<T><<<b, block, 0, s>>>((T *)out, (const T *)in, rows,
+                                                            cols)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_bias_add(int dt, void *y, const void *b, int64_t rows, int64_t C,
+                                    cudaStream_t s) {
+  if (rows * C <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (bias_add_kernel<T><<<grid(rows * C), kThreads, 0, s>>>((T *)y, (const T *)b,
+                                                                           rows, C)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_permute4(int dt, void *out, const void *in, rnk_perm4 p,
+                                    cudaStream_t s) {
+  int64_t n = p.shape[0] * p.shape[1] * p.shape[2] * p.shape[3];
+  if (n <= 0) return cudaSuccess;
+  RNK_DISPATCH(dt, (permute4_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)out, (const T *)in, p)));
+  return cudaGetLastError();
+}
