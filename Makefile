@@ -111,4 +111,4 @@ install: all
 
 clean:
 	rm -rf build build-asan rnlua
-include mk/fuzz.mk
+-include mk/fuzz.mk
