@@ -91,7 +91,9 @@ T.test("seed ResNet: eager forward, regularization, train/eval switching", funct
   model:train()
 end)
 
-T.test("seed ResNet trains on 384 Fashion-MNIST images, 2 threads, well under a minute", function()
+-- (about 7 s on 2 idle cores; the time is printed, never asserted: speed is
+-- measured by benchmarks, not tests)
+T.test("seed ResNet trains on 384 Fashion-MNIST images, 2 threads", function()
   if not fmnist.available() then T.skip("Fashion-MNIST not found in " .. fmnist.dir) end
   local threads = rn.get_num_threads()
   -- 2 threads; 1 when other processes already load the cores (see below)
@@ -123,17 +125,6 @@ T.test("seed ResNet trains on 384 Fashion-MNIST images, 2 threads, well under a 
   io.write(string.format("  [resnet fashion-mnist: %d steps of batch %d in %.1f s (%.3f s/step, %d threads); "
     .. "loss %.3f -> %.3f]\n", steps, B, dt, dt / steps, nthreads, before, after))
   T.truthy(after < 0.7 * before, string.format("loss %.3f -> %.3f", before, after))
-  -- about 7 s on 2 idle cores. Other processes on these cores slow OpenMP's
-  -- spinning barriers down many times over, so a slow run on a busy machine
-  -- is reported, not failed.
-  if dt >= 40 then
-    local load = busy()
-    if load > cores + 0.5 then
-      io.write(string.format("  [not timed: load average %.1f on %d cores during the run]\n", load, cores))
-    else
-      T.truthy(false, string.format("%.1f s for %d steps (load average %.1f)", dt, steps, load))
-    end
-  end
 end)
 
 -- ---- the document -------------------------------------------------------------------------
