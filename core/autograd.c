@@ -1,6 +1,7 @@
 /* autograd.c - the eager tape: grad mode, node creation and lifetime, and the
  * reverse pass (Kahn order over the nodes reachable from the root, gradient
  * accumulation into .grad of leaves, saved tensors freed once used). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +11,33 @@
 
 static _Thread_local bool grad_on = true;
 const char *(*rn_where_hook)(void) = NULL;
+static bool anomaly_on = false;
 
 bool rn_grad_enabled(void) { return grad_on; }
 void rn_set_grad_enabled(bool on) { grad_on = on; }
+bool rn_anomaly_enabled(void) { return anomaly_on; }
+void rn_set_anomaly(bool on) { anomaly_on = on; }
+
+int rn_nonfinite(rn_tensor *t) {
+  if (!t || !rn_dtype_is_float(t->dtype) || rn_numel(t) == 0) return 0;
+  bool saved = grad_on;
+  grad_on = false;
+  rn_tensor *h = rn_device(t) != RN_CPU ? rn_to_device(t, RN_CPU) : t;
+  rn_tensor *c = h ? rn_contiguous(h) : NULL;
+  if (h != t) rn_release(h);
+  grad_on = saved;
+  if (!c) return -1;
+  int found = 0;
+  const char *p = rn_ptr(c);
+  size_t es = rn_dtype_size(c->dtype);
+  for (int64_t i = 0, n = rn_numel(c); i < n && found != RN_NONFINITE_NAN + RN_NONFINITE_INF; i++) {
+    double v = rn_load(p + (size_t)i * es, c->dtype);
+    if (isnan(v)) found |= RN_NONFINITE_NAN;
+    else if (isinf(v)) found |= RN_NONFINITE_INF;
+  }
+  rn_release(c);
+  return found;
+}
 
 bool rn_needs_grad(int n, rn_tensor *const *ins) {
   if (!grad_on) return false;
@@ -170,6 +195,17 @@ static int run_node(rn_node *n, nodevec *ready, bool retain) {
       snprintf(msg, sizeof msg, "%s", rn_errmsg());
       rn_err("%s backward: %s", n->name, msg);
     }
+    /* anomaly mode: a kind of non-finite value the output gradient lacks */
+    int gout_bad = anomaly_on && rc == 0 ? rn_nonfinite(n->gbuf) : 0;
+    for (int i = 0; anomaly_on && rc == 0 && gout_bad >= 0 && i < n->nin; i++) {
+      int bad = gin[i] && n->needs[i] ? rn_nonfinite(gin[i]) : 0;
+      if (bad < 0) rc = -1;
+      else if (bad & ~gout_bad)
+        rc = rn_err("anomaly: backward of %s (forward at %s) produced %s", n->name,
+                    n->where ? n->where : "an unknown line",
+                    (bad & ~gout_bad) & RN_NONFINITE_NAN ? "nan" : "inf");
+    }
+    if (gout_bad < 0) rc = -1;
   }
   for (int i = 0; i < n->nin; i++) {
     rn_tensor *g = gin[i];

@@ -65,4 +65,16 @@ int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph);
 /* Set by the binding: returns "file:line" of the Lua caller, or NULL. */
 extern const char *(*rn_where_hook)(void);
 
+/* Anomaly mode (off by default): the reverse pass fails with "anomaly:
+ * backward of OP (forward at FILE:LINE) produced nan|inf" when a node turns a
+ * finite output gradient into a non-finite input gradient; the binding checks
+ * forward results (core/lua/l_anomaly.c). */
+bool rn_anomaly_enabled(void);
+void rn_set_anomaly(bool on);
+/* What non-finite values t holds: 0 none (or not a float dtype), a sum of the
+ * flags below, -1 on an error (message set). Copies to the CPU if needed. */
+#define RN_NONFINITE_NAN 1
+#define RN_NONFINITE_INF 2
+int rn_nonfinite(rn_tensor *t);
+
 #endif

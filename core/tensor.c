@@ -74,7 +74,7 @@ int rn_check_shape(int ndim, const int64_t *shape, const char *op) {
                     (long long)shape[i], i + 1);
     if (shape[i] && n > RN_MAX_NUMEL / shape[i])
       return rn_err("%s: shape has more than 2^40 elements", op);
-    n *= shape[i];
+    if (shape[i]) n *= shape[i]; /* zeros skipped: strides must not overflow either */
   }
   return 0;
 }

@@ -18,9 +18,22 @@ __attribute__((constructor)) static void tune_malloc(void) {
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
 }
 
+#ifdef RN_ALLOC_FAIL
+/* Test builds only (make test-allocfail): RN_FAIL_ALLOC_AT=n makes the n-th
+ * CPU tensor allocation of the process fail (tests/alloc_sweep.lua). */
+static long alloc_calls, alloc_fail_at = -1;
+__attribute__((constructor)) static void alloc_fail_init(void) {
+  const char *e = getenv("RN_FAIL_ALLOC_AT");
+  if (e) alloc_fail_at = atol(e);
+}
+#define ALLOC_INJECTED() (__atomic_add_fetch(&alloc_calls, 1, __ATOMIC_RELAXED) == alloc_fail_at)
+#else
+#define ALLOC_INJECTED() 0
+#endif
+
 void *rn_cpu_alloc(size_t nbytes) {
   void *p = NULL;
-  if (posix_memalign(&p, 64, (nbytes + 63) & ~(size_t)63) != 0 || !p) {
+  if (ALLOC_INJECTED() || posix_memalign(&p, 64, (nbytes + 63) & ~(size_t)63) != 0 || !p) {
     rn_err("out of memory: could not allocate %zu bytes on the cpu", nbytes);
     return NULL;
   }

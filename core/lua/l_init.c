@@ -27,6 +27,7 @@ int luaopen_rn_core(lua_State *L) {
   if (open_io) open_io(L, rn_idx, methods_idx);
   if (open_data) open_data(L, rn_idx, methods_idx);
   if (open_plot) open_plot(L, rn_idx, methods_idx);
+  rnl_open_anomaly(L, rn_idx, methods_idx);
 #ifdef RN_WITH_CUDA
   rnl_open_cuda(L, rn_idx);
 #endif

@@ -45,6 +45,7 @@ void rnl_push(lua_State *L, rn_tensor *t) {
   *box = NULL; /* owned only once the metatable is set */
   luaL_setmetatable(L, RNL_TENSOR);
   *box = t;
+  if (rn_anomaly_enabled()) rnl_anomaly_check(L, t); /* may raise; t is boxed */
   if (t->st->refcount == 1) {
     unseen_bytes += t->st->nbytes;
     if (unseen_bytes > GC_EVERY) {

@@ -60,6 +60,13 @@ void rnl_open_nn(lua_State *L, int rn_idx, int methods_idx);   /* bn, losses, de
 void rnl_open_io(lua_State *L, int rn_idx, int methods_idx);   /* files: datasets, checkpoints */
 void rnl_open_data(lua_State *L, int rn_idx, int methods_idx); /* batches, augmentation */
 void rnl_open_plot(lua_State *L, int rn_idx, int methods_idx); /* PNG canvas */
+void rnl_open_anomaly(lua_State *L, int rn_idx, int methods_idx); /* l_anomaly.c */
+/* Anomaly mode's check of an op result just pushed (l_anomaly.c): raises when
+ * it holds a non-finite kind none of the op's tensor arguments held. */
+void rnl_anomaly_check(lua_State *L, rn_tensor *t);
+/* Test builds (-DRN_ALLOC_FAIL): RN_FAIL_LUA_ALLOC_AT=n fails the n-th Lua
+ * allocation (l_allocfail.c); otherwise does nothing. */
+void rnl_allocfail_install(lua_State *L);
 #ifdef RN_WITH_CUDA
 void rnl_open_cuda(lua_State *L, int rn_idx); /* rn.core.cuda_* (core/lua/l_cuda.c) */
 #endif
