@@ -148,6 +148,11 @@ T.test("errors: shapes, dims, dtypes, options", function()
   T.raises(function() rn.zeros(2):item() end, "has 2 elements; item needs exactly 1")
   T.raises(function() rn.tensor({{1, 2}, {3}}) end, "ragged")
   T.raises(function() rn.tensor({{1, "a"}}) end, "t%[1%]%[2%] is a string")
+  -- a small ragged table whose first row is long: refused before allocating
+  local wide = {{}}
+  for i = 1, 100000 do wide[1][i] = 1 end
+  for i = 2, 100000 do wide[i] = 1 end
+  T.raises(function() rn.tensor(wide) end, "a number where a table of 100000 was expected")
   T.raises(function() rn.zeros(2):add_(rn.zeros(3)) end, "expand")
   T.raises(function() rn.zeros(2, {dtype = "int32", requires_grad = true}) end, "requires_grad needs a float dtype")
   T.raises(function() rn.zeros(2):t() end, "t: needs a 2%-d tensor")

@@ -49,10 +49,11 @@ static hold_box *new_hold(lua_State *L) {
 
 /* Pushes h->a then h->b (the hold at hidx is removed); leak-free if a push raises. */
 static void push_held_pair(lua_State *L, int hidx, hold_box *h) {
-  rnl_push(L, h->a);
-  h->a = NULL;
-  rnl_push(L, h->b);
+  rn_tensor *a = h->a, *b = h->b;
+  h->a = NULL; /* rnl_push owns a now, even if boxing fails */
+  rnl_push(L, a);
   h->b = NULL;
+  rnl_push(L, b); /* if a's push raised, b is still held: release it there */
   lua_remove(L, hidx);
 }
 

@@ -3,18 +3,6 @@
  * build's facts (version, CUDA built in). */
 #include "rnl.h"
 
-/* Until their files land, the families that are not yet written register
- * nothing (weak: a defined family replaces these). */
-#pragma weak rnl_open_conv
-#pragma weak rnl_open_nn
-#pragma weak rnl_open_io
-#pragma weak rnl_open_data
-#pragma weak rnl_open_plot
-typedef void (*open_fn)(lua_State *, int, int);
-static open_fn volatile open_conv = rnl_open_conv, open_nn = rnl_open_nn,
-                        open_io = rnl_open_io, open_data = rnl_open_data,
-                        open_plot = rnl_open_plot;
-
 int luaopen_rn_core(lua_State *L) {
   lua_newtable(L); /* rn.core */
   int rn_idx = lua_gettop(L);
@@ -22,11 +10,11 @@ int luaopen_rn_core(lua_State *L) {
   int methods_idx = lua_gettop(L);
   rnl_open_tensor(L, rn_idx, methods_idx);
   rnl_open_ops(L, rn_idx, methods_idx);
-  if (open_conv) open_conv(L, rn_idx, methods_idx);
-  if (open_nn) open_nn(L, rn_idx, methods_idx);
-  if (open_io) open_io(L, rn_idx, methods_idx);
-  if (open_data) open_data(L, rn_idx, methods_idx);
-  if (open_plot) open_plot(L, rn_idx, methods_idx);
+  rnl_open_conv(L, rn_idx, methods_idx);
+  rnl_open_nn(L, rn_idx, methods_idx);
+  rnl_open_io(L, rn_idx, methods_idx);
+  rnl_open_data(L, rn_idx, methods_idx);
+  rnl_open_plot(L, rn_idx, methods_idx);
   rnl_open_anomaly(L, rn_idx, methods_idx);
 #ifdef RN_WITH_CUDA
   rnl_open_cuda(L, rn_idx);

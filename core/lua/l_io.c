@@ -65,8 +65,9 @@ static int l_read_cifar10(lua_State *L) {
   hold *h = new_hold(L);
   if (rn_read_cifar10(path, train, &h->t[0], &h->t[1]) < 0) return rnl_error(L);
   for (int i = 0; i < 2; i++) {
-    rnl_push(L, h->t[i]);
-    h->t[i] = NULL;
+    rn_tensor *t = h->t[i];
+    h->t[i] = NULL; /* rnl_push owns it now, even if boxing fails */
+    rnl_push(L, t);
   }
   return 2;
 }
@@ -131,8 +132,9 @@ static int l_save_checkpoint(lua_State *L) {
 static void push_set(lua_State *L, hold *h) {
   lua_createtable(L, 0, h->set.n);
   for (int i = 0; i < h->set.n; i++) {
-    rnl_push(L, h->set.ts[i]);
-    h->set.ts[i] = NULL;
+    rn_tensor *t = h->set.ts[i];
+    h->set.ts[i] = NULL; /* rnl_push owns it now, even if boxing fails */
+    rnl_push(L, t);
     lua_setfield(L, -2, h->set.names[i]);
   }
 }

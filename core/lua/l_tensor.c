@@ -154,6 +154,26 @@ static void nested_fill(lua_State *L, int idx, int d, int nd, const int64_t *sha
   }
 }
 
+/* Checks that every table at depth d has shape[d] entries, before anything
+ * is allocated: the shape comes from the first entry of each level, so a
+ * small ragged table must not make us allocate for a huge one. */
+static void nested_check(lua_State *L, int idx, int d, int nd, const int64_t *shape) {
+  if (d == nd) return;
+  if (!lua_istable(L, idx))
+    rnl_errorf(L, "tensor: a %s where a table of %lld was expected (ragged nesting)",
+               luaL_typename(L, idx), (long long)shape[d]);
+  if (luaL_len(L, idx) != shape[d])
+    rnl_errorf(L, "tensor: a table of %lld entries where %lld were expected at depth %d "
+               "(ragged nesting)", (long long)luaL_len(L, idx), (long long)shape[d], d + 1);
+  if (d + 1 == nd) return;
+  luaL_checkstack(L, 2, "tensor");
+  for (int64_t i = 1; i <= shape[d]; i++) {
+    lua_geti(L, idx, i);
+    nested_check(L, lua_gettop(L), d + 1, nd, shape);
+    lua_pop(L, 1);
+  }
+}
+
 static int l_tensor(lua_State *L) {
   create_opts_t o = get_create_opts(L, 2, "tensor");
   if (lua_type(L, 1) == LUA_TNUMBER)
@@ -170,7 +190,8 @@ static int l_tensor(lua_State *L) {
   int nd = 0;
   nested_shape(L, 1, 0, shape, &nd);
   if (rn_check_shape(nd, shape, "tensor") < 0) return rnl_error(L);
-  /* box first, fill after: a ragged-nesting error then frees it via __gc */
+  nested_check(L, 1, 0, nd, shape);
+  /* box first, fill after: an error in an element then frees it via __gc */
   rnl_push(L, rn_empty(nd, shape, o.dtype, RN_CPU));
   rn_tensor *t = rnl_test(L, -1);
   int64_t pos = 0;

@@ -39,11 +39,23 @@ int rnl_error(lua_State *L) { return luaL_error(L, "%s", rn_errmsg()); }
 static size_t unseen_bytes = 0;
 #define GC_EVERY ((size_t)256 << 20)
 
-void rnl_push(lua_State *L, rn_tensor *t) {
-  if (!t) rnl_error(L);
+/* Makes an empty box; run in a protected call so that a memory error while
+ * boxing cannot lose the tensor reference rnl_push was handed. */
+static int new_box(lua_State *L) {
   rn_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL; /* owned only once the metatable is set */
   luaL_setmetatable(L, RNL_TENSOR);
+  return 1;
+}
+
+void rnl_push(lua_State *L, rn_tensor *t) {
+  if (!t) rnl_error(L);
+  lua_pushcfunction(L, new_box); /* a light C function: no allocation */
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    rn_release(t);
+    lua_error(L);
+  }
+  rn_tensor **box = lua_touserdata(L, -1);
   *box = t;
   if (rn_anomaly_enabled()) rnl_anomaly_check(L, t); /* may raise; t is boxed */
   if (t->st->refcount == 1) {

@@ -11,24 +11,26 @@ package.loaded.rn = rn
 
 --- Runs fn(...) with gradient recording off; restores the mode even if fn
 --- raises. Returns fn's results.
+-- Restores the grad mode before anything else can fail (no table is built).
+local function finish(prev, ok, ...)
+  core.set_grad_enabled(prev)
+  if not ok then error((...), 0) end
+  return ...
+end
+
 function rn.no_grad(fn, ...)
   if type(fn) ~= "function" then
     error("no_grad: expected a function, got " .. type(fn), 2)
   end
-  local prev = core.set_grad_enabled(false)
-  local res = table.pack(pcall(fn, ...))
-  core.set_grad_enabled(prev)
-  if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
+  return finish(core.set_grad_enabled(false), pcall(fn, ...))
 end
 
 --- rn.enable_grad(fn, ...): the opposite of no_grad.
 function rn.enable_grad(fn, ...)
-  local prev = core.set_grad_enabled(true)
-  local res = table.pack(pcall(fn, ...))
-  core.set_grad_enabled(prev)
-  if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
+  if type(fn) ~= "function" then
+    error("enable_grad: expected a function, got " .. type(fn), 2)
+  end
+  return finish(core.set_grad_enabled(true), pcall(fn, ...))
 end
 
 local function no_cuda(name)
@@ -49,19 +51,27 @@ rn.cuda = {
   synchronize = core.cuda_synchronize or no_cuda("synchronize"),
 }
 
-rn.initializers = require "rn.initializers"
-rn.regularizers = require "rn.regularizers"
-rn.layers = require "rn.layers"
-rn.Model = require("rn.model").Model
-rn.Sequential = require("rn.model").Sequential
-rn.losses = require "rn.losses"
-rn.metrics = require "rn.metrics"
-rn.optim = require "rn.optim"
-rn.schedules = require "rn.schedules"
-rn.checkpoint = require "rn.checkpoint"
-rn.plot = require "rn.plot"
-rn.data = require "rn.data"
-rn.fit = require "rn.fit"
-rn.fit.install(rn.Model)
+-- The Lua library. If one part fails to load, forget the half-built table so
+-- that a later require does not return it.
+local ok, err = pcall(function()
+  rn.initializers = require "rn.initializers"
+  rn.regularizers = require "rn.regularizers"
+  rn.layers = require "rn.layers"
+  rn.Model = require("rn.model").Model
+  rn.Sequential = require("rn.model").Sequential
+  rn.losses = require "rn.losses"
+  rn.metrics = require "rn.metrics"
+  rn.optim = require "rn.optim"
+  rn.schedules = require "rn.schedules"
+  rn.checkpoint = require "rn.checkpoint"
+  rn.plot = require "rn.plot"
+  rn.data = require "rn.data"
+  rn.fit = require "rn.fit"
+  rn.fit.install(rn.Model)
+end)
+if not ok then
+  package.loaded.rn = nil
+  error(err, 0)
+end
 
 return rn
