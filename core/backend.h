@@ -8,7 +8,9 @@
  *
  * Kernel contract: outputs are preallocated by the front end with the right
  * shape/dtype on the same device; inputs are contiguous unless the slot says
- * "strided"; a kernel returns 0, or -1 after rn_err().
+ * "strided"; convolution and pooling params arrive with explicit pads
+ * (`same` already resolved by core/ops/conv.c and pool.c, never seen by a
+ * kernel); a kernel returns 0, or -1 after rn_err().
  */
 #ifndef RN_BACKEND_H
 #define RN_BACKEND_H

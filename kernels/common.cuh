@@ -167,4 +167,18 @@ template <typename T> __device__ __forceinline__ T warp_max(T v) {
 
 } // namespace rnk
 
+/* Runs the statements (which must return) with T bound to the element type
+ * of dtype code dt. */
+#define RNK_DISPATCH(dt, T, ...)                            \
+  switch (dt) {                                             \
+  case RNK_F32: { typedef float T; __VA_ARGS__; }           \
+  case RNK_F64: { typedef double T; __VA_ARGS__; }          \
+  case RNK_U8: { typedef uint8_t T; __VA_ARGS__; }          \
+  case RNK_I32: { typedef int32_t T; __VA_ARGS__; }         \
+  case RNK_I64: { typedef int64_t T; __VA_ARGS__; }         \
+  case RNK_BF16: { typedef rnk::bf16 T; __VA_ARGS__; }      \
+  case RNK_F16: { typedef rnk::f16 T; __VA_ARGS__; }        \
+  default: return cudaErrorInvalidValue;                    \
+  }
+
 #endif

@@ -364,8 +364,9 @@ unsigned warp_blocks(int64_t C) { return (unsigned)((C * 32 + kThreads - 1) / kT
 
 } // namespace
 
-/* dispatch on dt: F(float) or F(double); anything else is an invalid value */
-#define RNK_DISPATCH(dt, CALL)                                                     \
+/* dispatch on dt, float types only (RNK_DISPATCH in common.cuh takes all):
+ * CALL with T = float or double; anything else is an invalid value */
+#define RNK_FLOAT_DISPATCH(dt, CALL)                                                     \
   do {                                                                             \
     if ((dt) == RNK_F32) {                                                         \
       typedef float T;                                                             \
@@ -382,7 +383,7 @@ extern "C" cudaError_t rnk_pool2d_fwd(int dt, int max, rnk_pool_geom g, void *y,
                                       cudaStream_t s) {
   int64_t n = g.N * g.OH * g.OW * g.C;
   if (n <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (pool_fwd_kernel<T><<<grid(n), kThreads, 0, s>>>(g, max, (T *)y,
+  RNK_FLOAT_DISPATCH(dt, (pool_fwd_kernel<T><<<grid(n), kThreads, 0, s>>>(g, max, (T *)y,
                                                                     (const T *)x)));
   return cudaGetLastError();
 }
@@ -391,7 +392,7 @@ extern "C" cudaError_t rnk_pool2d_bwd(int dt, int max, rnk_pool_geom g, void *gx
                                       const void *x, const void *y, cudaStream_t s) {
   int64_t n = g.N * g.H * g.W * g.C;
   if (n <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (pool_bwd_kernel<T><<<grid(n), kThreads, 0, s>>>(
+  RNK_FLOAT_DISPATCH(dt, (pool_bwd_kernel<T><<<grid(n), kThreads, 0, s>>>(
                        g, max, (T *)gx, (const T *)gy, (const T *)x, (const T *)y)));
   return cudaGetLastError();
 }
@@ -400,7 +401,7 @@ extern "C" cudaError_t rnk_bn_partials(int dt, const void *x, const void *gy, co
                                        int64_t R, int64_t C, double *part, cudaStream_t s) {
   int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
   if (nblk * C <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
+  RNK_FLOAT_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
                        (const T *)x, (const T *)gy, shift, R, C, nblk, part)));
   return cudaGetLastError();
 }
@@ -408,7 +409,7 @@ extern "C" cudaError_t rnk_bn_partials(int dt, const void *x, const void *gy, co
 extern "C" cudaError_t rnk_to_double(int dt, double *dst, const void *src, int64_t n,
                                      cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (to_double_kernel<T><<<grid(n), kThreads, 0, s>>>(dst, (const T *)src, n)));
+  RNK_FLOAT_DISPATCH(dt, (to_double_kernel<T><<<grid(n), kThreads, 0, s>>>(dst, (const T *)src, n)));
   return cudaGetLastError();
 }
 
@@ -419,7 +420,7 @@ extern "C" cudaError_t rnk_bn_train_stats(int dt, const double *part, int64_t R,
                                           double *coef, cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
   int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
-  RNK_DISPATCH(dt, (bn_train_stats_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
+  RNK_FLOAT_DISPATCH(dt, (bn_train_stats_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
                        part, nblk, R, C, shift, (const T *)gamma, (const T *)beta,
                        (T *)save_mean, (T *)save_invstd, (T *)rmean, (T *)rvar, momentum, eps,
                        coef)));
@@ -430,7 +431,7 @@ extern "C" cudaError_t rnk_bn_infer_coef(int dt, int64_t C, const void *gamma, c
                                          const void *rm, const void *rv, double eps,
                                          double *coef, cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (bn_infer_coef_kernel<T><<<chan_blocks(C), kThreads, 0, s>>>(
+  RNK_FLOAT_DISPATCH(dt, (bn_infer_coef_kernel<T><<<chan_blocks(C), kThreads, 0, s>>>(
                        C, (const T *)gamma, (const T *)beta, (const T *)rm, (const T *)rv, eps,
                        coef)));
   return cudaGetLastError();
@@ -441,7 +442,7 @@ extern "C" cudaError_t rnk_bn_bwd_coef(int dt, const double *part, int64_t R, in
                                        void *gbeta, double *coef, cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
   int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
-  RNK_DISPATCH(dt, (bn_bwd_coef_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
+  RNK_FLOAT_DISPATCH(dt, (bn_bwd_coef_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
                        part, nblk, R, C, (const T *)gamma, (const T *)save_invstd, (T *)ggamma,
                        (T *)gbeta, coef)));
   return cudaGetLastError();
@@ -450,7 +451,7 @@ extern "C" cudaError_t rnk_bn_bwd_coef(int dt, const double *part, int64_t R, in
 extern "C" cudaError_t rnk_bn_affine(int dt, void *out, const void *in, const void *x,
                                      const double *coef, int64_t R, int64_t C, cudaStream_t s) {
   if (R * C <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (bn_affine_kernel<T><<<grid(R * C), kThreads, 0, s>>>(
+  RNK_FLOAT_DISPATCH(dt, (bn_affine_kernel<T><<<grid(R * C), kThreads, 0, s>>>(
                        (T *)out, (const T *)in, (const T *)x, coef, R, C)));
   return cudaGetLastError();
 }
@@ -459,7 +460,7 @@ extern "C" cudaError_t rnk_colsum_finish(int dt, const double *part, int64_t R, 
                                          void *out, cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
   int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
-  RNK_DISPATCH(dt, (colsum_finish_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(part, nblk, C,
+  RNK_FLOAT_DISPATCH(dt, (colsum_finish_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(part, nblk, C,
                                                                                 (T *)out)));
   return cudaGetLastError();
 }
@@ -469,7 +470,7 @@ extern "C" cudaError_t rnk_pad_nhwc(int dt, void *xp, const void *x, int64_t N, 
                                     cudaStream_t s) {
   int64_t Hp = H + pt + pb, Wp = W + pl + pr, n = N * Hp * Wp * C;
   if (n <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (pad_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)xp, (const T *)x, N, H, W, C,
+  RNK_FLOAT_DISPATCH(dt, (pad_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)xp, (const T *)x, N, H, W, C,
                                                                pt, pl, Hp, Wp)));
   return cudaGetLastError();
 }
@@ -479,7 +480,7 @@ extern "C" cudaError_t rnk_crop_nhwc(int dt, void *gx, const void *gxp, int64_t 
                                      cudaStream_t s) {
   int64_t Hp = H + pt + pb, Wp = W + pl + pr, n = N * H * W * C;
   if (n <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (crop_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)gx, (const T *)gxp, N, H, W,
+  RNK_FLOAT_DISPATCH(dt, (crop_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)gx, (const T *)gxp, N, H, W,
                                                                 C, pt, pl, Hp, Wp)));
   return cudaGetLastError();
 }
@@ -490,7 +491,7 @@ extern "C" cudaError_t rnk_transpose2d(int dt, void *out, const void *in, int64_
   int64_t tiles = ((rows + kTile - 1) / kTile) * ((cols + kTile - 1) / kTile);
   unsigned b = tiles > (int64_t)kMaxBlocks ? kMaxBlocks : (unsigned)tiles;
   dim3 block(kTile, 8);
-  RNK_DISPATCH(dt, (transpose_kernel<T><<<b, block, 0, s>>>((T *)out, (const T *)in, rows,
+  RNK_FLOAT_DISPATCH(dt, (transpose_kernel<T><<<b, block, 0, s>>>((T *)out, (const T *)in, rows,
                                                             cols)));
   return cudaGetLastError();
 }
@@ -498,7 +499,7 @@ extern "C" cudaError_t rnk_transpose2d(int dt, void *out, const void *in, int64_
 extern "C" cudaError_t rnk_bias_add(int dt, void *y, const void *b, int64_t rows, int64_t C,
                                     cudaStream_t s) {
   if (rows * C <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (bias_add_kernel<T><<<grid(rows * C), kThreads, 0, s>>>((T *)y, (const T *)b,
+  RNK_FLOAT_DISPATCH(dt, (bias_add_kernel<T><<<grid(rows * C), kThreads, 0, s>>>((T *)y, (const T *)b,
                                                                            rows, C)));
   return cudaGetLastError();
 }
@@ -507,6 +508,6 @@ extern "C" cudaError_t rnk_permute4(int dt, void *out, const void *in, rnk_perm4
                                     cudaStream_t s) {
   int64_t n = p.shape[0] * p.shape[1] * p.shape[2] * p.shape[3];
   if (n <= 0) return cudaSuccess;
-  RNK_DISPATCH(dt, (permute4_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)out, (const T *)in, p)));
+  RNK_FLOAT_DISPATCH(dt, (permute4_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)out, (const T *)in, p)));
   return cudaGetLastError();
 }

@@ -153,25 +153,12 @@ cudaError_t reduce_launch(const rnk_red_geom &g, int op, const T *x, void *y, in
 
 } // namespace
 
-/* Runs the statements (which must return) with T bound to the element type
- * of dtype code dt. */
-#define RNK_DISPATCH_T(dt, T, ...)                          \
-  switch (dt) {                                             \
-  case RNK_F32: { typedef float T; __VA_ARGS__; }           \
-  case RNK_F64: { typedef double T; __VA_ARGS__; }          \
-  case RNK_U8: { typedef uint8_t T; __VA_ARGS__; }          \
-  case RNK_I32: { typedef int32_t T; __VA_ARGS__; }         \
-  case RNK_I64: { typedef int64_t T; __VA_ARGS__; }         \
-  case RNK_BF16: { typedef rnk::bf16 T; __VA_ARGS__; }      \
-  case RNK_F16: { typedef rnk::f16 T; __VA_ARGS__; }        \
-  default: return cudaErrorInvalidValue;                    \
-  }
 
 extern "C" cudaError_t rnk_reduce(rnk_red_geom g, int op, const void *x, int xdt, void *y,
                                   int ydt, cudaStream_t s) {
   if (g.nout <= 0) return cudaSuccess;
   if (op < RNK_SUM || op > RNK_MIN || ydt < 0 || ydt >= RNK_NDTYPES) return cudaErrorInvalidValue;
-  RNK_DISPATCH_T(xdt, T, return reduce_launch<T>(g, op, (const T *)x, y, ydt, s));
+  RNK_DISPATCH(xdt, T, return reduce_launch<T>(g, op, (const T *)x, y, ydt, s));
 }
 
 extern "C" cudaError_t rnk_argmax(rnk_red_geom g, const void *x, int xdt, int64_t *idx,
@@ -179,7 +166,7 @@ extern "C" cudaError_t rnk_argmax(rnk_red_geom g, const void *x, int xdt, int64_
   if (g.nout <= 0) return cudaSuccess;
   if (g.nr != 1 || g.rshape[0] <= 0) return cudaErrorInvalidValue;
   unsigned b = blocks_for(g.nout, kThreads);
-  RNK_DISPATCH_T(xdt, T,
+  RNK_DISPATCH(xdt, T,
                  argmax_kernel<T><<<b, kThreads, 0, s>>>(g, (const T *)x, idx);
                  return cudaGetLastError());
 }

@@ -1,7 +1,7 @@
 /* conv.c (cpu) - 2-D convolution kernels, NHWC activations and HWIO weights:
  *   x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL, y: (N,OH,OW,Cout)
- * with stride, dilation and asymmetric explicit padding (rn_conv_params; a
- * params block with `same` set is resolved here too, from the input size).
+ * with stride, dilation and asymmetric explicit padding (rn_conv_params; its
+ * params arrive with `same` already resolved to explicit pads).
  *
  * Method: im2col + BLAS GEMM (float32 via cblas_sgemm, float64 via
  * cblas_dgemm). In NHWC each output pixel's receptive field is KH*KW runs of
@@ -69,10 +69,6 @@ static int geom_init(geom *g, const int64_t *xs, const rn_tensor *w, const int64
   g->OH = ys[1]; g->OW = ys[2];
   g->sh = p->stride_h; g->sw = p->stride_w; g->dh = p->dil_h; g->dw = p->dil_w;
   int pt = p->pad_top, pb = p->pad_bottom, pl = p->pad_left, pr = p->pad_right;
-  if (p->same) {
-    rn_same_padding(g->H, (int)g->KH, p->stride_h, p->dil_h, &pt, &pb);
-    rn_same_padding(g->W, (int)g->KW, p->stride_w, p->dil_w, &pl, &pr);
-  }
   g->pt = pt; g->pl = pl;
   g->K = g->KH * g->KW * g->C;
   g->es = rn_dtype_size(w->dtype);

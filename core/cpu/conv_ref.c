@@ -25,10 +25,6 @@ int rn_cpu_conv2d_ref(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, cons
   int64_t KH = w->shape[0], KW = w->shape[1], O = w->shape[3];
   int64_t OH = y->shape[1], OW = y->shape[2];
   int pt = p->pad_top, pb = p->pad_bottom, pl = p->pad_left, pr = p->pad_right;
-  if (p->same) {
-    rn_same_padding(H, (int)KH, p->stride_h, p->dil_h, &pt, &pb);
-    rn_same_padding(W, (int)KW, p->stride_w, p->dil_w, &pl, &pr);
-  }
   (void)pb;
   (void)pr;
   if (w->shape[2] != C || y->shape[0] != N || y->shape[3] != O || (b && b->shape[0] != O))

@@ -1,6 +1,6 @@
 /* pool.c (cpu) - 2-D max and average pooling kernels, NHWC:
  *   x: (N,H,W,C) -> y: (N,OH,OW,C), window kh x kw, stride, asymmetric
- * padding (rn_pool_params; `same` is resolved here too, from the input size).
+ * padding (rn_pool_params, `same` already resolved by the front end).
  * Padded cells never win a max; an average divides by the number of real
  * cells in the window, or by kh*kw with count_include_pad. A window with no
  * real cell (impossible when pads < kernel, which the front end checks)
@@ -31,10 +31,6 @@ static int pgeom_init(pgeom *g, const rn_tensor *x, const rn_tensor *y, const rn
   g->OH = y->shape[1]; g->OW = y->shape[2];
   g->kh = p->kh; g->kw = p->kw; g->sh = p->stride_h; g->sw = p->stride_w;
   int pt = p->pad_top, pb = p->pad_bottom, pl = p->pad_left, pr = p->pad_right;
-  if (p->same) {
-    rn_same_padding(g->H, p->kh, p->stride_h, 1, &pt, &pb);
-    rn_same_padding(g->W, p->kw, p->stride_w, 1, &pl, &pr);
-  }
   g->pt = pt; g->pl = pl;
   g->cip = p->count_include_pad;
   if (g->H * g->W > INT32_MAX) /* max backward indexes cells with int32 */

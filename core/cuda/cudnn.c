@@ -318,10 +318,6 @@ static int cgeom_init(cgeom *g, const int64_t *xs, const rn_tensor *w, const int
   g->KH = w->shape[0]; g->KW = w->shape[1]; g->O = w->shape[3];
   g->OH = ys[1]; g->OW = ys[2];
   int pt = p->pad_top, pb = p->pad_bottom, pl = p->pad_left, pr = p->pad_right;
-  if (p->same) {
-    rn_same_padding(g->H, (int)g->KH, p->stride_h, p->dil_h, &pt, &pb);
-    rn_same_padding(g->W, (int)g->KW, p->stride_w, p->dil_w, &pl, &pr);
-  }
   g->pt = pt; g->pb = pb; g->pl = pl; g->pr = pr;
   g->es = rn_dtype_size(w->dtype);
   if (p->stride_h < 1 || p->stride_w < 1 || p->dil_h < 1 || p->dil_w < 1)

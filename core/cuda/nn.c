@@ -29,10 +29,6 @@ static int pool_geom(rnk_pool_geom *g, const rn_tensor *x, const rn_tensor *y,
   g->OH = y->shape[1]; g->OW = y->shape[2];
   g->kh = p->kh; g->kw = p->kw; g->sh = p->stride_h; g->sw = p->stride_w;
   int pt = p->pad_top, pb = p->pad_bottom, pl = p->pad_left, pr = p->pad_right;
-  if (p->same) {
-    rn_same_padding(g->H, p->kh, p->stride_h, 1, &pt, &pb);
-    rn_same_padding(g->W, p->kw, p->stride_w, 1, &pl, &pr);
-  }
   g->pt = pt; g->pl = pl;
   g->cip = p->count_include_pad ? 1 : 0;
   if (g->kh < 1 || g->kw < 1 || g->sh < 1 || g->sw < 1)
