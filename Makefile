@@ -21,7 +21,7 @@ SAN ?=
 
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -fno-strict-aliasing \
   -I$(LUA_INC) -Icore $(OPT) $(SAN)
-LIBS = $(LUA_A) -lopenblas -lreadline -lz -lm -ldl -lpthread
+LIBS = $(LUA_A) -ldnnl -lopenblas -lreadline -lz -lm -ldl -lpthread
 
 # ---- CUDA (compiled and linked wherever nvcc and cuDNN headers exist) -------
 CUDA_HOME ?= /usr/local/cuda
@@ -68,7 +68,7 @@ $(BUILD)/%.o: %.c $(BUILD)/flags.stamp
 -include $(DEPS)
 
 # ---- packages ---------------------------------------------------------------
-DEB_PKGS = liblua5.4-dev libopenblas-dev libreadline-dev zlib1g-dev dataset-fashion-mnist
+DEB_PKGS = liblua5.4-dev libdnnl-dev libopenblas-dev libreadline-dev zlib1g-dev dataset-fashion-mnist
 deps:
 	@sh scripts/deps.sh $(DEB_PKGS)
 
@@ -97,9 +97,11 @@ run: deps
 # The main job's default budget: a few minutes on 2 CPU cores.
 RUN_ARGS ?= --epochs 2 --train-limit 10000 --test-limit 2000 --log runs/run.csv --plot runs/run.png
 
-# GPU benchmark against PyTorch (needs a CUDA device and python3 with torch);
-# the CPU benchmark comes with the CPU-speed work.
+# Benchmarks against PyTorch: the CPU one first (scripts/bench_cpu.sh, the
+# seed ResNet in rnlua and in torch, same threads; BENCH_ARGS="--reps 3" etc.),
+# then the GPU one (needs a CUDA device and python3 with torch).
 bench: all
+	scripts/bench_cpu.sh $(BENCH_ARGS)
 	@if ./rnlua -e 'os.exit(require("rn").cuda.is_available() and 0 or 1)'; then \
 	  ./rnlua scripts/bench_gpu.lua && python3 scripts/bench_gpu_torch.py; \
 	else echo "bench: no CUDA device here ($$(./rnlua -e 'print(require("rn").cuda.why_unavailable())')); GPU benchmark skipped"; fi

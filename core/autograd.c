@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "autograd.h"
 #include "backend.h"
@@ -12,6 +13,10 @@
 static _Thread_local bool grad_on = true;
 const char *(*rn_where_hook)(void) = NULL;
 static bool anomaly_on = false;
+int rn_profile_scope = 0;
+static bool profile_on = false;
+static double *profile_s; /* seconds per scope, [profile_n] */
+static int profile_n;
 
 bool rn_grad_enabled(void) { return grad_on; }
 void rn_set_grad_enabled(bool on) { grad_on = on; }
@@ -72,6 +77,7 @@ rn_node *rn_node_new(const char *name, rn_backward_fn bw, int nin, rn_tensor *co
     else { n->leaf[i] = t; rn_retain(t); }
   }
   n->where = rn_where_hook ? rn_where_hook() : NULL;
+  n->scope = rn_profile_scope;
   return n;
 }
 
@@ -226,6 +232,53 @@ static int run_node(rn_node *n, nodevec *ready, bool retain) {
   return rc;
 }
 
+/* ---- profiling ------------------------------------------------------------ */
+bool rn_profile_enabled(void) { return profile_on; }
+
+void rn_profile_clear(void) {
+  free(profile_s);
+  profile_s = NULL;
+  profile_n = 0;
+}
+
+int rn_profile_begin(void) {
+  if (profile_on) return rn_err("profile: profiling is already on (end it first)");
+  rn_profile_clear();
+  profile_on = true;
+  return 0;
+}
+
+void rn_profile_end(void) { profile_on = false; }
+
+const double *rn_profile_times(int *n) {
+  *n = profile_n;
+  return profile_s;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* run_node, its time added to the node's scope */
+static int run_node_timed(rn_node *n, nodevec *ready, bool retain) {
+  int scope = n->scope < 0 || n->scope > (1 << 24) ? 0 : n->scope; /* out of range: "none" */
+  if (scope >= profile_n) {
+    int cap = profile_n ? profile_n : 64;
+    while (cap <= scope) cap *= 2;
+    double *v = realloc(profile_s, sizeof *v * (size_t)cap);
+    if (!v) return rn_err("backward: out of memory growing the profile to %d scopes", cap);
+    memset(v + profile_n, 0, sizeof *v * (size_t)(cap - profile_n));
+    profile_s = v;
+    profile_n = cap;
+  }
+  double t0 = now_s();
+  int rc = run_node(n, ready, retain);
+  profile_s[scope] += now_s() - t0;
+  return rc;
+}
+
 int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph) {
   char b1[128], b2[128];
   if (!root->requires_grad)
@@ -278,7 +331,7 @@ int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph) {
   }
   while (rc == 0 && ready.n) {
     rn_node *m = ready.v[--ready.n];
-    rc = run_node(m, &ready, retain_graph);
+    rc = profile_on ? run_node_timed(m, &ready, retain_graph) : run_node(m, &ready, retain_graph);
   }
   /* after an error, drop partial gradient buffers */
   for (int i = 0; i < all.n; i++) { rn_release(all.v[i]->gbuf); all.v[i]->gbuf = NULL; }

@@ -45,6 +45,7 @@ struct rn_node {
   void *ctx;              /* op parameters */
   void (*ctx_free)(void *);
   const char *where;      /* Lua source line of the forward call, or NULL */
+  int scope;              /* rn_profile_scope when the node was made (profiling) */
   /* scratch used during backward */
   rn_tensor *gbuf;
   int deps;
@@ -76,5 +77,21 @@ void rn_set_anomaly(bool on);
 #define RN_NONFINITE_NAN 1
 #define RN_NONFINITE_INF 2
 int rn_nonfinite(rn_tensor *t);
+
+/* Profiling of the reverse pass (off by default; core/lua/l_profile.c):
+ * each new node copies rn_profile_scope (0 = none; the binding sets it to
+ * the id of the layer being run), and while profiling is on the reverse pass
+ * adds each node's time (its backward function plus the accumulation of the
+ * gradients it produced) to the seconds of its scope. When profiling is off
+ * the reverse pass pays one branch per node. rn_profile_begin fails when
+ * profiling is already on; rn_profile_end stops it and keeps the figures for
+ * rn_profile_times until rn_profile_clear or the next begin. */
+extern int rn_profile_scope;
+bool rn_profile_enabled(void);
+int rn_profile_begin(void);
+void rn_profile_end(void);
+/* seconds per scope: times[s] for s in 0..*n-1 (NULL and *n = 0 when none) */
+const double *rn_profile_times(int *n);
+void rn_profile_clear(void);
 
 #endif

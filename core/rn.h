@@ -111,6 +111,14 @@ int rn_copy_(rn_tensor *dst, const rn_tensor *src); /* broadcast src, any dtypes
 int rn_fill_(rn_tensor *t, double v);
 int rn_check_inplace(const rn_tensor *t, const char *op);
 
+/* ---- deterministic mode (determinism.c) ---------------------------------- */
+/* On: every backend gives bitwise-reproducible results (the CPU always does;
+ * on CUDA, cuDNN takes deterministic algorithms only). Turning it on while a
+ * convolution algorithm override (determinism.h) names a non-deterministic
+ * algorithm is -1 + rn_err, and the mode stays off. */
+int rn_set_deterministic(bool on);
+bool rn_is_deterministic(void);
+
 /* ---- random numbers (random.c) ------------------------------------------- */
 void rn_manual_seed(uint64_t seed);
 uint64_t rn_random_u64(void);
@@ -120,6 +128,18 @@ void rn_random_get_state(uint64_t st[4]);
 void rn_random_set_state(const uint64_t st[4]);
 rn_tensor *rn_rand(int ndim, const int64_t *shape, rn_dtype dt, double lo, double hi);
 rn_tensor *rn_randn(int ndim, const int64_t *shape, rn_dtype dt, double mean, double std);
+
+/* ---- math precision and CPU features (precision.c) ----------------------- */
+typedef struct {
+  bool fma, avx, avx2, avx512f, avx512bw, avx512vl, avx512_vnni, avx512_bf16;
+  bool amx_tile, amx_bf16, amx_int8;
+} rn_cpu_features;
+const rn_cpu_features *rn_cpu_features_get(void);
+bool rn_cpu_has_bf16(void);
+/* RN_F32 (default) or RN_BF16: the math of convolutions (tensors stay
+ * float32). cpu_needed: refuse bfloat16 when this CPU has no bf16 kernels. */
+rn_dtype rn_math_precision(void);
+int rn_set_math_precision(rn_dtype dt, bool cpu_needed);
 
 /* ---- elementwise ops (ops/elementwise.c) --------------------------------- */
 typedef enum {
@@ -194,6 +214,10 @@ rn_tensor *rn_global_avg_pool2d(rn_tensor *x); /* (N,H,W,C) -> (N,C) */
 rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                          rn_tensor *running_mean, rn_tensor *running_var,
                          bool training, double momentum, double eps);
+/* relu(rn_batch_norm(...)), fused into the same passes where the backend can */
+rn_tensor *rn_batch_norm_relu(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
+                              rn_tensor *running_mean, rn_tensor *running_var, bool training,
+                              double momentum, double eps);
 
 /* ---- shape ops (ops/shape.c) --------------------------------------------- */
 rn_tensor *rn_concat(int n, rn_tensor *const *ts, int dim);

@@ -177,6 +177,29 @@ cudaError_t rnk_permute4(int dt, void *out, const void *in, rnk_perm4 p, cudaStr
 cudaError_t rnk_bias_add(int dt, void *y, const void *b, int64_t rows, int64_t C,
                          cudaStream_t s);
 
+/* ---- augment.cu ---------------------------------------------------------- */
+/* One batch of the device-resident data loader (core/cuda/augment.c): the
+ * CPU loader's transform (core/data/augment.c) with the same draws
+ * (core/data/rng.h). */
+typedef struct {
+  int h, w, c;      /* source images (N,H,W,C) */
+  int oh, ow;       /* output (OH,OW,C) */
+  int oy, ox;       /* image's top-left on the canvas */
+  int pad;          /* pad-crop padding (0 without augment) */
+  int reflect;      /* 1: reflect padding, 0: zeros */
+  int flip;         /* flipping on (drawn per sample) */
+  int cutout;       /* square side, 0 = none */
+  int augment;      /* 0: no draws (padding to size + normalization only) */
+  uint64_t seed;
+  int64_t epoch;
+} rnk_aug_geom;
+/* x (B,OH,OW,C) float32 and y (B) int64 from samples ids = order[start ..
+ * start+B): x[b] = transform(img[ids[b]]) through lut (C,256), y[b] =
+ * labels[ids[b]]. img (N,H,W,C) uint8, labels (N) int64, order (M) int64. */
+cudaError_t rnk_augment_batch(rnk_aug_geom g, const uint8_t *img, const int64_t *labels,
+                              const int64_t *order, int64_t start, int64_t B, const float *lut,
+                              float *x, int64_t *y, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

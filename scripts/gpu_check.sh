@@ -20,7 +20,7 @@
 #   build      ./rnlua if present (built elsewhere and carried: carry
 #              ["rnlua", ".gpulibs"]) and built with CUDA; else `make` where
 #              nvcc exists
-#   cuda_tests ./rnlua tests/run.lua tests/test_cuda.lua
+#   cuda_tests ./rnlua tests/run.lua tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua
 #   sanitizer  compute-sanitizer memcheck on a light run of the same tests
 #   train      scripts/resnet_cifar.lua briefly, if that file exists
 #              (arguments: $RN_GPU_TRAIN_ARGS)
@@ -199,7 +199,8 @@ fi
 rm -f "$PROBE"
 
 # ---- tests --------------------------------------------------------------------
-step cuda_tests 120 env RN_TEST_VERBOSE=1 ./rnlua tests/run.lua tests/test_cuda.lua
+step cuda_tests 150 env RN_TEST_VERBOSE=1 ./rnlua tests/run.lua tests/test_cuda.lua \
+  tests/test_determinism.lua tests/test_cuda_data.lua
 
 if command -v compute-sanitizer >/dev/null; then
   step sanitizer 100 env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \

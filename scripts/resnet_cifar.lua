@@ -76,6 +76,9 @@ usage: rnlua scripts/resnet_cifar.lua [options]
   --lr LR              peak learning rate of SGD momentum 0.9 (default 0.1),
                        1 epoch of linear warmup, then cosine decay to 0
   --device DEV         cpu | cuda (default cpu)
+  --device-data on|off with --device cuda: upload the data set to the GPU once
+                       and augment each batch there (default on; same batches
+                       as the CPU pipeline, bit for bit)
   --threads T          CPU threads (default: all cores)
   --seed S             seeds weights, shuffling and augmentation (default 1)
   --train-limit N      use only the first N training images (default all)
@@ -98,7 +101,7 @@ local opt = { epochs = 1, ["batch-size"] = 128, lr = 0.1, device = "cpu", seed =
 local numeric = { epochs = true, ["batch-size"] = true, lr = true, threads = true, seed = true,
   ["train-limit"] = true, ["test-limit"] = true, ["steps-per-epoch"] = true }
 local strings = { data = true, dataset = true, device = true, save = true, resume = true,
-  log = true, plot = true }
+  log = true, plot = true, ["device-data"] = true }
 local i = 1
 while arg[i] do
   local key = arg[i]:match("^%-%-([%w-]+)$")
@@ -125,6 +128,10 @@ if opt.device ~= "cpu" and opt.device ~= "cuda" then die("--device must be cpu o
 if opt.device == "cuda" and not rn.cuda.is_available() then
   die("--device cuda: " .. tostring(rn.cuda.why_unavailable()))
 end
+local dd = opt["device-data"]
+if dd ~= nil and dd ~= "on" and dd ~= "off" then die("--device-data must be on or off, got '" .. dd .. "'") end
+if dd == "on" and opt.device ~= "cuda" then die("--device-data on needs --device cuda") end
+local device_data = opt.device == "cuda" and dd ~= "off" -- the pipeline: device-resident or host batches
 if opt.threads then rn.set_num_threads(opt.threads) end
 rn.manual_seed(opt.seed)
 
@@ -186,8 +193,8 @@ local train = rn.data.Loader(train_x, train_y, { batch_size = bs, seed = opt.see
   out_size = { 32, 32 }, pad_crop = 4, flip = dataset == "cifar10", drop_last = train_x:size(1) > bs })
 local test = rn.data.Loader(test_x, test_y, { batch_size = bs, dataset = dataset, out_size = { 32, 32 },
   augment = false, shuffle = false })
-print(string.format("train %d images, test %d, batch %d, %d threads", train_x:size(1), test_x:size(1), bs,
-  rn.get_num_threads()))
+print(string.format("train %d images, test %d, batch %d, %d threads%s", train_x:size(1), test_x:size(1), bs,
+  rn.get_num_threads(), device_data and ", data uploaded to cuda once and augmented there" or ""))
 
 -- ---- model and training ---------------------------------------------------------------
 
@@ -209,7 +216,8 @@ model:compile({ optimizer = rn.optim.SGD(model:parameters(), { lr = schedule, mo
 
 local t0 = rn._clock()
 local history = model:fit(train, { epochs = opt.epochs, validation = test, save = opt.save,
-  resume = opt.resume, log = opt.log, plot = opt.plot, steps_per_epoch = opt["steps-per-epoch"] })
+  resume = opt.resume, log = opt.log, plot = opt.plot, steps_per_epoch = opt["steps-per-epoch"],
+  device_data = device_data })
 local last = history[#history]
 local names = dataset == "cifar10"
   and { "plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck" }

@@ -29,8 +29,11 @@ T.test("torch fixtures: the file loads and covers every op", function()
   T.truthy((ops.global_avg_pool2d or 0) >= 1, "global pool case")
 end)
 
+-- every float32 case on both CPU convolution paths: oneDNN and im2col
+for _, impl in ipairs({"auto", "im2col"}) do
 for _, c in ipairs(cases) do
-  T.test("torch: " .. c.name, function()
+  T.test("torch (" .. impl .. "): " .. c.name, function()
+    rn.cpu.set_conv_impl(impl)
     local x = tensor(c.x, true)
     local w = c.w and tensor(c.w, true)
     local b = c.b and tensor(c.b, true)
@@ -46,5 +49,7 @@ for _, c in ipairs(cases) do
     T.near(x.grad, tensor(c.gx), 1e-4, 1e-3, "grad x")
     if w then T.near(w.grad, tensor(c.gw), 1e-4, 1e-3, "grad w") end
     if b then T.near(b.grad, tensor(c.gb), 1e-4, 1e-3, "grad b") end
+    rn.cpu.set_conv_impl("auto")
   end)
+end
 end

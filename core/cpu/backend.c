@@ -45,4 +45,7 @@ const rn_backend rn_cpu_backend = {
   .bn_fwd_train = rn_cpu_bn_fwd_train,
   .bn_fwd_infer = rn_cpu_bn_fwd_infer,
   .bn_bwd = rn_cpu_bn_bwd,
+  .bn_relu_fwd_train = rn_cpu_bn_relu_fwd_train,
+  .bn_relu_fwd_infer = rn_cpu_bn_relu_fwd_infer,
+  .bn_relu_bwd = rn_cpu_bn_relu_bwd,
 };

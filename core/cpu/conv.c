@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "conv_dnnl.h"
 
 #ifndef CHUNK_BYTES
 #define CHUNK_BYTES ((size_t)512 << 10) /* column buffer per chunk (per thread) */
@@ -310,6 +310,8 @@ int rn_cpu_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, cons
   geom g;
   if (check_dtype(x->dtype, op) < 0 || geom_init(&g, x->shape, w, y->shape, p, op) < 0)
     return -1;
+  int rd = rn_dnnl_conv2d_fwd(y, x, w, b, p);
+  if (rd != RN_DNNL_FALLBACK) return rd;
   int64_t rows = g.N * g.OH * g.OW;
   if (rows == 0 || g.O == 0) return 0;
   char *yp = rn_ptr(y);
@@ -350,6 +352,8 @@ int rn_cpu_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *
   geom g;
   if (check_dtype(gx->dtype, op) < 0 || geom_init(&g, gx->shape, w, gy->shape, p, op) < 0)
     return -1;
+  int rd = rn_dnnl_conv2d_bwd_data(gx, gy, w, p);
+  if (rd != RN_DNNL_FALLBACK) return rd;
   char *gxp = rn_ptr(gx);
   const char *gyp = rn_ptr(gy), *wp = rn_ptr(w);
   int64_t rows = g.N * g.OH * g.OW;
@@ -391,6 +395,8 @@ int rn_cpu_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
   geom g;
   if (check_dtype(x->dtype, op) < 0 || geom_init(&g, x->shape, gw, gy->shape, p, op) < 0)
     return -1;
+  int rd = rn_dnnl_conv2d_bwd_filter(gw, gb, gy, x, p);
+  if (rd != RN_DNNL_FALLBACK) return rd;
   int64_t rows = g.N * g.OH * g.OW;
   const char *gyp = rn_ptr(gy), *xp = rn_ptr(x);
   char *gwp = rn_ptr(gw);

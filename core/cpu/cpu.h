@@ -20,8 +20,15 @@ typedef struct {
 void rn_iter_init(rn_iter *it, int nops, const rn_tensor *const *ts);
 void rn_iter_row(const rn_iter *it, int64_t row, int64_t *off);
 
+/* alloc.c: aligned blocks with a cache of freed large blocks */
+typedef struct {
+  size_t allocated, reserved, peak, cached, limit; /* bytes */
+  size_t hits, misses;                             /* cacheable allocations */
+} rn_cpu_mem_stats;
 void *rn_cpu_alloc(size_t nbytes);
 void rn_cpu_free(void *p);
+void rn_cpu_empty_cache(void);
+void rn_cpu_memory_stats(rn_cpu_mem_stats *out);
 int rn_cpu_memcpy(void *dst, const void *src, size_t n);
 int rn_cpu_copy(rn_tensor *dst, const rn_tensor *src);
 int rn_cpu_fill(rn_tensor *t, double v);
@@ -58,6 +65,17 @@ int rn_cpu_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma
 int rn_cpu_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                   const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
                   const rn_tensor *save_invstd);
+
+int rn_cpu_bn_relu_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                             const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                             rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                             double eps);
+int rn_cpu_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                             const rn_tensor *beta, const rn_tensor *running_mean,
+                             const rn_tensor *running_var, double eps);
+int rn_cpu_bn_relu_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                       const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
+                       const rn_tensor *save_mean, const rn_tensor *save_invstd);
 
 /* Sets the thread count of the CPU kernels and of BLAS. */
 void rn_cpu_set_threads(int n);

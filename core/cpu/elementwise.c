@@ -1,7 +1,6 @@
 /* elementwise.c - CPU kernels for memory, copy/cast, fill, unary and binary
  * ops over strided (and broadcast, stride 0) operands, and axpy.
  * float32/float64 have typed loops; other dtypes go through double. */
-#include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,44 +9,12 @@
 
 /* ---- memory -------------------------------------------------------------- */
 
-/* Large tensors come and go every training step; keeping freed blocks in
- * malloc's heap (instead of fresh mmap pages, which fault on first touch)
- * saves those page faults. Set once, at program start. */
-__attribute__((constructor)) static void tune_malloc(void) {
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
-}
-
-#ifdef RN_ALLOC_FAIL
-/* Test builds only (make test-allocfail): RN_FAIL_ALLOC_AT=n makes the n-th
- * CPU tensor allocation of the process fail (tests/alloc_sweep.lua). */
-static long alloc_calls, alloc_fail_at = -1;
-__attribute__((constructor)) static void alloc_fail_init(void) {
-  const char *e = getenv("RN_FAIL_ALLOC_AT");
-  if (e) alloc_fail_at = atol(e);
-}
-#define ALLOC_INJECTED() (__atomic_add_fetch(&alloc_calls, 1, __ATOMIC_RELAXED) == alloc_fail_at)
-#else
-#define ALLOC_INJECTED() 0
-#endif
-
-void *rn_cpu_alloc(size_t nbytes) {
-  void *p = NULL;
-  if (ALLOC_INJECTED() || posix_memalign(&p, 64, (nbytes + 63) & ~(size_t)63) != 0 || !p) {
-    rn_err("out of memory: could not allocate %zu bytes on the cpu", nbytes);
-    return NULL;
-  }
-  return p;
-}
-
-void rn_cpu_free(void *p) { free(p); }
-
-int rn_cpu_memcpy(void *dst, const void *src, size_t n) {
-  memcpy(dst, src, n);
-  return 0;
-}
+/* rn_cpu_alloc, rn_cpu_free and rn_cpu_memcpy are in alloc.c. */
 
 /* ---- iteration ----------------------------------------------------------- */
+
+#define SPLIT_MIN 2048     /* elements: rows shorter than this are not split */
+#define SPLIT_PIECE 16384  /* elements per piece of a split row */
 
 void rn_iter_init(rn_iter *it, int nops, const rn_tensor *const *ts) {
   const rn_tensor *t0 = ts[0];
@@ -56,6 +23,21 @@ void rn_iter_init(rn_iter *it, int nops, const rn_tensor *const *ts) {
   it->ndim = nd;
   it->inner = it->shape[nd - 1];
   for (int k = 0; k < nops; k++) it->istride[k] = it->stride[k][nd - 1];
+  /* Few long rows (a contiguous tensor is one row): split the last dim into
+   * (n/piece, piece) so the rows spread over the threads. piece is a power of
+   * two dividing n (elementwise results do not depend on the split). */
+  int64_t n = it->inner, piece = n & -n;
+  if (piece > SPLIT_PIECE) piece = SPLIT_PIECE;
+  if (nd < RN_MAXDIM && n >= 4 * SPLIT_MIN && piece >= SPLIT_MIN && piece < n) {
+    it->shape[nd - 1] = n / piece;
+    it->shape[nd] = piece;
+    for (int k = 0; k < nops; k++) {
+      it->stride[k][nd] = it->stride[k][nd - 1];
+      it->stride[k][nd - 1] *= piece;
+    }
+    it->ndim = ++nd;
+    it->inner = piece;
+  }
   it->outer = 1;
   for (int d = 0; d < nd - 1; d++) it->outer *= it->shape[d];
   if (rn_numel(t0) == 0) it->outer = 0;
@@ -211,6 +193,7 @@ int rn_cpu_unary(rn_unop op, rn_tensor *y, const rn_tensor *x) {
       float *yy = (float *)yp + off[0];
       const float *xx = (const float *)xp + off[1];
       if (sy == 1 && sx == 1 && op == RN_OP_RELU) {
+#pragma omp simd
         for (int64_t i = 0; i < it.inner; i++) yy[i] = xx[i] > 0 ? xx[i] : 0;
       } else {
         for (int64_t i = 0; i < it.inner; i++) yy[i * sy] = unary_f(op, xx[i * sx]);
@@ -237,6 +220,11 @@ int rn_cpu_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const 
     float *g = (float *)rn_ptr(gx);
     const float *go = (const float *)rn_ptr(gy), *xx = (const float *)rn_ptr(x),
                 *yy = (const float *)rn_ptr(y);
+    if (op == RN_OP_RELU) {
+#pragma omp parallel for simd if (n > PAR_MIN)
+      for (int64_t i = 0; i < n; i++) g[i] = xx[i] > 0 ? go[i] : 0;
+      return 0;
+    }
 #pragma omp parallel for if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) g[i] = dunary_f(op, go[i], xx[i], yy[i]);
   } else if (x->dtype == RN_F64) {
@@ -288,17 +276,29 @@ static void binary_row_f32(rn_binop op, int64_t n, float *y, int64_t sy, const f
                            int64_t sa, const float *b, int64_t sb) {
   if (sy == 1 && sa == 1 && sb == 1) {
     switch (op) {
-    case RN_OP_ADD: for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i]; return;
-    case RN_OP_SUB: for (int64_t i = 0; i < n; i++) y[i] = a[i] - b[i]; return;
-    case RN_OP_MUL: for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i]; return;
-    case RN_OP_DIV: for (int64_t i = 0; i < n; i++) y[i] = a[i] / b[i]; return;
+    case RN_OP_ADD:
+      _Pragma("omp simd") for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+      return;
+    case RN_OP_SUB:
+      _Pragma("omp simd") for (int64_t i = 0; i < n; i++) y[i] = a[i] - b[i];
+      return;
+    case RN_OP_MUL:
+      _Pragma("omp simd") for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+      return;
+    case RN_OP_DIV:
+      _Pragma("omp simd") for (int64_t i = 0; i < n; i++) y[i] = a[i] / b[i];
+      return;
     default: break;
     }
   } else if (sy == 1 && sa == 1 && sb == 0) {
     float s = b[0];
     switch (op) {
-    case RN_OP_ADD: for (int64_t i = 0; i < n; i++) y[i] = a[i] + s; return;
-    case RN_OP_MUL: for (int64_t i = 0; i < n; i++) y[i] = a[i] * s; return;
+    case RN_OP_ADD:
+      _Pragma("omp simd") for (int64_t i = 0; i < n; i++) y[i] = a[i] + s;
+      return;
+    case RN_OP_MUL:
+      _Pragma("omp simd") for (int64_t i = 0; i < n; i++) y[i] = a[i] * s;
+      return;
     default: break;
     }
   }
@@ -353,7 +353,12 @@ int rn_cpu_axpy(rn_tensor *y, double alpha, const rn_tensor *x) {
     if (y->dtype == RN_F32 && x->dtype == RN_F32) {
       float *yy = (float *)yp + off[0], al = (float)alpha;
       const float *xx = (const float *)xp + off[1];
-      for (int64_t i = 0; i < it.inner; i++) yy[i * sy] += al * xx[i * sx];
+      if (sy == 1 && sx == 1) {
+#pragma omp simd
+        for (int64_t i = 0; i < it.inner; i++) yy[i] += al * xx[i];
+      } else {
+        for (int64_t i = 0; i < it.inner; i++) yy[i * sy] += al * xx[i * sx];
+      }
     } else if (y->dtype == RN_F64 && x->dtype == RN_F64) {
       double *yy = (double *)yp + off[0];
       const double *xx = (const double *)xp + off[1];

@@ -8,8 +8,13 @@
  * in double. Rows are cut into fixed blocks of BLK rows whose partial sums
  * are added in block order, so results do not depend on the thread count.
  * The inner loops run over the C contiguous channels and vectorize.
+ *
+ * Fused BN+ReLU (bn_relu_*): the same kernels with the ReLU applied to the
+ * output in the same pass, and its backward mask (output > 0) applied to gy
+ * inside the backward's two passes: no separate ReLU tensor or pass.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 
 #include "cpu.h"
@@ -44,16 +49,22 @@ static int dims_rc(const rn_tensor *x, const char *op, int64_t *R, int64_t *C) {
 }
 
 /* Per-block partial sums of (x - shift) and (x - shift)^2, or with gy given,
- * of gy and gy*(x - shift). part: [nblk][2][C] doubles. */
-static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const double *shift,
-                         int64_t R, int64_t C, double *part) {
+ * of g and g*(x - shift) where g = gy, or gy masked by mask > 0 (the output
+ * of a fused BN+ReLU: the ReLU's backward) when mask is given (float32).
+ * part: [nblk][2][C] doubles. */
+static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const rn_tensor *mask,
+                         const double *shift, int64_t R, int64_t C, double *part,
+                         float *mtmp_all) {
   int64_t nblk = (R + BLK - 1) / BLK;
   const char *xp = rn_ptr(x);
   const char *gp = gy ? rn_ptr(gy) : NULL;
+  const char *mp = mask ? rn_ptr(mask) : NULL;
   bool f32 = x->dtype == RN_F32;
+  float *mtmp = mtmp_all;
 #pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
   for (int64_t b = 0; b < nblk; b++) {
     double *s1 = part + (size_t)b * 2 * (size_t)C, *s2 = s1 + C;
+    float *tmp = mtmp ? mtmp + (size_t)omp_get_thread_num() * (size_t)C : NULL;
     for (int64_t c = 0; c < C; c++) s1[c] = s2[c] = 0;
     int64_t r0 = b * BLK, r1 = r0 + BLK < R ? r0 + BLK : R;
     for (int64_t r = r0; r < r1; r++) {
@@ -61,6 +72,16 @@ static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const double *
         const float *xr = (const float *)xp + r * C;
         if (gp) {
           const float *gr = (const float *)gp + r * C;
+          if (mp) { /* the select in its own loop: mixed with the float->double
+                     * conversions it would not vectorize */
+            const float *mr = (const float *)mp + r * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) {
+              float gv = gr[c], mv = mr[c];
+              tmp[c] = mv > 0 ? gv : 0.0f;
+            }
+            gr = tmp;
+          }
 #pragma omp simd
           for (int64_t c = 0; c < C; c++) {
             double g = gr[c];
@@ -79,10 +100,13 @@ static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const double *
         const double *xr = (const double *)xp + r * C;
         if (gp) {
           const double *gr = (const double *)gp + r * C;
+          const double *mr = mp ? (const double *)mp + r * C : NULL;
 #pragma omp simd
           for (int64_t c = 0; c < C; c++) {
-            s1[c] += gr[c];
-            s2[c] += gr[c] * (xr[c] - shift[c]);
+            double gv = gr[c], mv = mr ? mr[c] : 1.0;
+            double g = mv > 0 ? gv : 0.0;
+            s1[c] += g;
+            s2[c] += g * (xr[c] - shift[c]);
           }
         } else {
 #pragma omp simd
@@ -104,14 +128,15 @@ static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const double *
     for (int64_t c = 0; c < 2 * C; c++) part[c] = 0;
 }
 
-/* out = a*in + b*(x - m) + d per channel (in may be NULL: no a term).
- * out, in, x: (R,C); a, b, m, d: (C) double. Subtracting m before scaling
- * keeps float32 precise when |mean| >> std. */
-static int affine_rows(rn_tensor *out, const rn_tensor *in, const rn_tensor *x,
-                       const double *a, const double *b, const double *m, const double *d,
-                       int64_t R, int64_t C, const char *op) {
+/* out = a*in + b*(x - m) + d per channel (in may be NULL: no a term), with
+ * in masked by mask > 0 when mask is given, and out = max(out, 0) when relu.
+ * out, in, mask, x: (R,C); a, b, m, d: (C) double. Subtracting m before
+ * scaling keeps float32 precise when |mean| >> std. */
+static int affine_rows(rn_tensor *out, const rn_tensor *in, const rn_tensor *mask,
+                       const rn_tensor *x, const double *a, const double *b, const double *m,
+                       const double *d, int64_t R, int64_t C, bool relu, const char *op) {
   char *opp = rn_ptr(out);
-  const char *ip = in ? rn_ptr(in) : NULL, *xp = rn_ptr(x);
+  const char *ip = in ? rn_ptr(in) : NULL, *xp = rn_ptr(x), *mp = mask ? rn_ptr(mask) : NULL;
   if (x->dtype == RN_F32) {
     float *af = malloc(sizeof(float) * 4 * (size_t)(C ? C : 1));
     if (!af) return rn_err("%s: out of memory for %lld channels", op, (long long)C);
@@ -126,10 +151,23 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const rn_tensor *x,
     for (int64_t r = 0; r < R; r++) {
       float *o = (float *)opp + r * C;
       const float *xr = (const float *)xp + r * C;
-      if (ip) {
+      if (ip && mp) {
+        const float *ir = (const float *)ip + r * C, *mr = (const float *)mp + r * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) {
+          float iv = ir[c], mv = mr[c];
+          o[c] = af[c] * (mv > 0 ? iv : 0.0f) + bf[c] * (xr[c] - mf[c]) + df[c];
+        }
+      } else if (ip) {
         const float *ir = (const float *)ip + r * C;
 #pragma omp simd
         for (int64_t c = 0; c < C; c++) o[c] = af[c] * ir[c] + bf[c] * (xr[c] - mf[c]) + df[c];
+      } else if (relu) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) {
+          float v = bf[c] * (xr[c] - mf[c]) + df[c];
+          o[c] = v > 0 ? v : 0.0f;
+        }
       } else {
 #pragma omp simd
         for (int64_t c = 0; c < C; c++) o[c] = bf[c] * (xr[c] - mf[c]) + df[c];
@@ -144,11 +182,18 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const rn_tensor *x,
     const double *xr = (const double *)xp + r * C;
     if (ip) {
       const double *ir = (const double *)ip + r * C;
+      const double *mr = mp ? (const double *)mp + r * C : NULL;
 #pragma omp simd
-      for (int64_t c = 0; c < C; c++) o[c] = a[c] * ir[c] + b[c] * (xr[c] - m[c]) + d[c];
+      for (int64_t c = 0; c < C; c++) {
+        double iv = ir[c], mv = mr ? mr[c] : 1.0;
+        o[c] = a[c] * (mv > 0 ? iv : 0.0) + b[c] * (xr[c] - m[c]) + d[c];
+      }
     } else {
 #pragma omp simd
-      for (int64_t c = 0; c < C; c++) o[c] = b[c] * (xr[c] - m[c]) + d[c];
+      for (int64_t c = 0; c < C; c++) {
+        double v = b[c] * (xr[c] - m[c]) + d[c];
+        o[c] = relu && !(v > 0) ? 0.0 : v;
+      }
     }
   }
   return 0;
@@ -157,10 +202,10 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const rn_tensor *x,
 /* y = (x - mean) * invstd * gamma + beta with batch statistics; save_mean,
  * save_invstd (C) receive them; running_* (C, optional) are updated:
  * running = momentum*running + (1-momentum)*batch (unbiased variance). */
-int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+static int bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                         const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                         rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                        double eps) {
+                        double eps, bool relu) {
   int64_t R, C;
   if (dims_rc(x, "batch_norm", &R, &C) < 0) return -1;
   if (R == 0 && C > 0)
@@ -179,7 +224,7 @@ int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invs
   for (int64_t c = 0; c < C; c++)
     shift[c] = x->dtype == RN_F32 ? (double)((const float *)rn_ptr(x))[c]
                                   : ((const double *)rn_ptr(x))[c];
-  partial_sums(x, NULL, shift, R, C, part);
+  partial_sums(x, NULL, NULL, shift, R, C, part, NULL);
   const double *s1 = part, *s2 = part + C;
   for (int64_t c = 0; c < C; c++) {
     double dm = s1[c] / (double)R;
@@ -196,7 +241,7 @@ int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invs
     d[c] = be;
     v[c] = R > 1 ? var * (double)R / (double)(R - 1) : var; /* unbiased */
   }
-  int rc = affine_rows(y, NULL, x, a, b, m, d, R, C, "batch_norm");
+  int rc = affine_rows(y, NULL, NULL, x, a, b, m, d, R, C, relu, "batch_norm");
   for (int64_t c = 0; rc == 0 && c < C; c++) { /* only once nothing can fail */
     if (running_mean)
       pset(running_mean, c, momentum * pget(running_mean, c, 0) + (1 - momentum) * m[c]);
@@ -208,10 +253,27 @@ int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invs
   return rc;
 }
 
+int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                        const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                        rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                        double eps) {
+  return bn_fwd_train(y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var,
+                      momentum, eps, false);
+}
+
+/* The same with y = max(y, 0) in the same pass (BN+ReLU fused). */
+int rn_cpu_bn_relu_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                             const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                             rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                             double eps) {
+  return bn_fwd_train(y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var,
+                      momentum, eps, true);
+}
+
 /* y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta */
-int rn_cpu_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+static int bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
                         const rn_tensor *beta, const rn_tensor *running_mean,
-                        const rn_tensor *running_var, double eps) {
+                        const rn_tensor *running_var, double eps, bool relu) {
   int64_t R, C;
   if (dims_rc(x, "batch_norm", &R, &C) < 0) return -1;
   size_t n1 = (size_t)(C ? C : 1);
@@ -224,17 +286,29 @@ int rn_cpu_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma
     m[c] = pget(running_mean, c, 0.0);
     d[c] = pget(beta, c, 0.0);
   }
-  int rc = affine_rows(y, NULL, x, a, b, m, d, R, C, "batch_norm");
+  int rc = affine_rows(y, NULL, NULL, x, a, b, m, d, R, C, relu, "batch_norm");
   free(a);
   return rc;
+}
+
+int rn_cpu_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                        const rn_tensor *beta, const rn_tensor *running_mean,
+                        const rn_tensor *running_var, double eps) {
+  return bn_fwd_infer(y, x, gamma, beta, running_mean, running_var, eps, false);
+}
+
+int rn_cpu_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                             const rn_tensor *beta, const rn_tensor *running_mean,
+                             const rn_tensor *running_var, double eps) {
+  return bn_fwd_infer(y, x, gamma, beta, running_mean, running_var, eps, true);
 }
 
 /* With xhat = (x - mean)*invstd, over the R rows of each channel:
  *   gbeta = sum gy, ggamma = sum gy*xhat,
  *   gx = gamma*invstd * (gy - gbeta/R - xhat*ggamma/R). */
-int rn_cpu_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
-                  const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
-                  const rn_tensor *save_invstd) {
+static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                  const rn_tensor *x, const rn_tensor *mask, const rn_tensor *gamma,
+                  const rn_tensor *save_mean, const rn_tensor *save_invstd) {
   int64_t R, C;
   if (dims_rc(x, "batch_norm backward", &R, &C) < 0) return -1;
   if (gy->dtype != x->dtype)
@@ -244,14 +318,18 @@ int rn_cpu_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
   size_t n1 = (size_t)(C ? C : 1);
   double *mean = malloc(sizeof(double) * 4 * n1);
   double *part = malloc(sizeof(double) * 2 * n1 * (size_t)(nblk ? nblk : 1));
-  if (!mean || !part) {
+  float *mtmp = mask && x->dtype == RN_F32
+                    ? malloc(sizeof(float) * n1 * (size_t)omp_get_max_threads()) : NULL;
+  if (!mean || !part || (mask && x->dtype == RN_F32 && !mtmp)) {
     free(mean);
     free(part);
+    free(mtmp);
     return rn_err("batch_norm backward: out of memory for %lld channels", (long long)C);
   }
   double *a = mean + n1, *b = a + n1, *d = b + n1;
   for (int64_t c = 0; c < C; c++) mean[c] = pget(save_mean, c, 0.0);
-  partial_sums(x, gy, mean, R, C, part);
+  partial_sums(x, gy, mask, mean, R, C, part, mtmp);
+  free(mtmp);
   const double *sg = part, *sgx = part + C; /* sum gy, sum gy*(x-mean) */
   for (int64_t c = 0; c < C; c++) {
     double is = pget(save_invstd, c, 1.0), g = pget(gamma, c, 1.0);
@@ -263,8 +341,26 @@ int rn_cpu_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
     b[c] = R ? -k * is * gg / (double)R : 0;
     d[c] = R ? -k * sg[c] / (double)R : 0;
   }
-  int rc = gx ? affine_rows(gx, gy, x, a, b, mean, d, R, C, "batch_norm backward") : 0;
+  int rc = gx ? affine_rows(gx, gy, mask, x, a, b, mean, d, R, C, false, "batch_norm backward")
+              : 0;
   free(mean);
   free(part);
   return rc;
+}
+
+int rn_cpu_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                  const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
+                  const rn_tensor *save_invstd) {
+  return bn_bwd(gx, ggamma, gbeta, gy, x, NULL, gamma, save_mean, save_invstd);
+}
+
+/* Backward of the fused BN+ReLU: y is its output; the ReLU's mask (y > 0)
+ * is applied to gy on the fly. */
+int rn_cpu_bn_relu_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                       const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
+                       const rn_tensor *save_mean, const rn_tensor *save_invstd) {
+  if (y->dtype != x->dtype)
+    return rn_err("batch_norm+relu backward: output dtype %s differs from x's %s",
+                  rn_dtype_name(y->dtype), rn_dtype_name(x->dtype));
+  return bn_bwd(gx, ggamma, gbeta, gy, x, y, gamma, save_mean, save_invstd);
 }

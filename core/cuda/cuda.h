@@ -3,7 +3,8 @@
  * loading of NVIDIA libraries (dlib.c), cuBLAS gemm (blas.c), operand
  * geometry for the kernels (geom.c), and the backend slots (elementwise.c,
  * reduce.c, loss.c, nn.c: pooling and batch norm, cudnn.c: convolutions
- * through cuDNN loaded at run time, backend.c).
+ * through cuDNN loaded at run time, backend.c), and the device-resident data
+ * loader (augment.c).
  *
  * Everything runs on one CUDA stream (rn_cuda_stream()): kernels, cuBLAS,
  * and the copies, which synchronize that stream before returning to the
@@ -20,6 +21,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../backend.h"
+#include "../data/data.h"
 #include "../../kernels/kernels.h"
 
 /* ---- device and errors (device.c) ---------------------------------------- */
@@ -153,5 +155,26 @@ int rn_cuda_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
 /* The loaded cuDNN's path and version ("" / 0 before the first conv). */
 const char *rn_cuda_cudnn_path(void);
 size_t rn_cuda_cudnn_version(void);
+
+/* ---- the device-resident data loader (augment.c) ------------------------- */
+
+/* The data set of a CPU loader (core/data/) uploaded once to the device:
+ * images (N,H,W,C) uint8, labels (N) int64 and the normalization table;
+ * each batch is gathered and augmented there by kernels/augment.cu with the
+ * CPU loader's draws, so batch b of epoch e equals the CPU loader's bit for
+ * bit. The options are those of rn_loader_new (workers and prefetch are not
+ * used: a batch is one kernel on the stream). */
+typedef struct rn_cuda_dloader rn_cuda_dloader;
+/* NULL + rn_err: the CPU loader's option errors, or a device error. */
+rn_cuda_dloader *rn_cuda_dloader_new(rn_tensor *images, rn_tensor *labels,
+                                     const rn_loader_opts *o);
+void rn_cuda_dloader_free(rn_cuda_dloader *d); /* NULL is fine */
+/* The CPU loader that defines the batches (sizes, sample shape). */
+const rn_loader *rn_cuda_dloader_spec(const rn_cuda_dloader *d);
+/* Batch b (0-based, < num_batches) of epoch (>= 0): x (B,OH,OW,C) float32
+ * and y (B) int64, new cuda tensors; 0, or -1 + rn_err. Enqueued on the
+ * stream: nothing waits for the kernel. */
+int rn_cuda_dloader_batch(rn_cuda_dloader *d, int64_t epoch, int64_t b, rn_tensor **x,
+                          rn_tensor **y);
 
 #endif

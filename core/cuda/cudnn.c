@@ -26,12 +26,23 @@
  * Algorithms: cudnnGetConvolution*Algorithm_v7 heuristics (or, with
  * $RN_CUDNN_FIND=1, cudnnFindConvolution*Algorithm measurements, falling back
  * to the heuristics), once per shape, kept in a small table keyed by kind,
- * dtype, shapes and params; the first usable answer wins (status success,
+ * dtype, shapes, params, deterministic mode and the kind's override
+ * (core/determinism.h); the first usable answer wins (status success,
  * workspace within $RN_CUDNN_WS_MB, default 1024 MiB, and no TF32 tensor-op
  * math for float32 unless $RN_CUDA_TF32=1, so results match the CPU to 1e-3:
  * CUDNN_FMA_MATH, and NVIDIA_TF32_OVERRIDE=0 set (if unset) before cuDNN
  * loads). Workspaces and temporaries come from rn_cuda_alloc and go back to
  * it in stream order.
+ *
+ * Deterministic mode (rn_is_deterministic()): only answers that cuDNN reports
+ * CUDNN_DETERMINISTIC and that are not documented non-deterministic
+ * (backward data ALGO_0, backward filter ALGO_0 and ALGO_3) are usable; when
+ * none is, the fixed deterministic algorithm of the kind (forward
+ * IMPLICIT_GEMM, backward data ALGO_1, backward filter ALGO_1) is tried
+ * before giving up. An override (rn.cuda.set_conv_algo) makes its algorithm
+ * the only candidate: an error names it when cuDNN does not support it for
+ * the shape (in NHWC nor NCHW), or reports it non-deterministic while the
+ * mode is on.
  *
  * Bias: y += b (kernels/nn.cu); gb = column sums of gy (N*OH*OW, Cout) in
  * double. float32 and float64. Errors: rn_err("cudnn: <call> failed:
@@ -44,7 +55,21 @@
 
 #include <cudnn.h>
 
+#include "../determinism.h"
 #include "cuda.h"
+
+/* core/determinism.c names the algorithms without cudnn.h: same order */
+_Static_assert(CUDNN_CONVOLUTION_FWD_ALGO_COUNT == 8 && CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT == 6 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT == 7 &&
+                   CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED == 7 &&
+                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 == 0 &&
+                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED == 5 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 == 0 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3 == 3 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING == 6,
+               "cuDNN's algorithm enums differ from core/determinism.c's name tables");
+_Static_assert((int)RN_CONV_FWD == 0 && (int)RN_CONV_BWD_DATA == 1 && (int)RN_CONV_BWD_FILTER == 2,
+               "rn_conv_kind must match K_FWD, K_BWD_DATA, K_BWD_FILTER");
 
 typedef cudnnStatus_t (*create_fn)(cudnnHandle_t *);
 typedef cudnnStatus_t (*destroy_fn)(cudnnHandle_t);
@@ -293,6 +318,8 @@ typedef struct {
   int n, c, h, w;       /* input NHWC */
   int k, r, s;          /* Cout, KH, KW */
   int ph, pw, sh, sw, dh, dw;
+  int det;              /* deterministic mode when chosen */
+  int forced;           /* the kind's override (rn_conv_algo_forced), -1: auto */
 } conv_key;
 
 typedef struct {
@@ -470,16 +497,55 @@ static bool find_mode(void) {
   return v == 1;
 }
 
+/* May answer i (algorithm algo, cuDNN's determinism flag) be taken for key
+ * k? With an override only that algorithm; in deterministic mode only
+ * deterministic ones (by cuDNN's report and by the documented list). An
+ * override that cuDNN reports non-deterministic in deterministic mode is
+ * noted in *nondet_forced (the caller's error names it). */
+static bool allowed(const conv_key *k, int algo, cudnnDeterminism_t d, bool *nondet_forced) {
+  if (k->forced >= 0 && algo != k->forced) return false;
+  if (!k->det) return true;
+  bool ok = d == CUDNN_DETERMINISTIC && rn_conv_algo_deterministic((rn_conv_kind)k->kind, algo);
+  if (!ok && k->forced >= 0) *nondet_forced = true;
+  return ok;
+}
+
 /* The first usable answer (fastest first for Find, best first for the
- * heuristics) of perf[0..got): into pick and math; strict pass first. */
+ * heuristics) of perf[0..got) that the mode and override allow: into pick
+ * and math; strict pass first. */
 #define PICK(perf)                                                                     \
   for (int pass = 0; pass < 2 && pick < 0; pass++)                                     \
     for (int i = 0; i < got && pick < 0; i++)                                          \
       if (usable((perf)[i].status, (perf)[i].memory, (perf)[i].mathType, k->dt,        \
-                 pass == 0)) {                                                         \
+                 pass == 0) &&                                                         \
+          allowed(k, (int)(perf)[i].algo, (perf)[i].determinism, &nondet_forced)) {     \
         pick = (int)(perf)[i].algo;                                                    \
         math = (perf)[i].mathType;                                                     \
       }
+
+/* Whether cuDNN runs algorithm algo of g's kind with descriptors d (math
+ * type set on d->conv) within the workspace limit: 1 yes, 0 no (not
+ * supported here: rn_err is left as it was), -1 on another cuDNN error. */
+static int fixed_algo_fits(const cgeom *g, descs *d, int algo, cudnnMathType_t math) {
+  const conv_key *k = &g->key;
+  if (DNNF(cudnnSetConvolutionMathType, d->conv, math) < 0) return -1;
+  size_t need = 0;
+  cudnnStatus_t st;
+  if (k->kind == K_FWD)
+    st = dnn.cudnnGetConvolutionForwardWorkspaceSize(dnn.h, d->x, d->w, d->conv, d->y,
+                                                     (cudnnConvolutionFwdAlgo_t)algo, &need);
+  else if (k->kind == K_BWD_DATA)
+    st = dnn.cudnnGetConvolutionBackwardDataWorkspaceSize(
+        dnn.h, d->w, d->y, d->conv, d->x, (cudnnConvolutionBwdDataAlgo_t)algo, &need);
+  else
+    st = dnn.cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        dnn.h, d->x, d->y, d->conv, d->w, (cudnnConvolutionBwdFilterAlgo_t)algo, &need);
+  if (st == CUDNN_STATUS_NOT_SUPPORTED || st == CUDNN_STATUS_BAD_PARAM) return 0;
+  if (dnn_check(st, "cudnnGetConvolution*WorkspaceSize(fixed deterministic algorithm)", __FILE__,
+                __LINE__) < 0)
+    return -1;
+  return need <= ws_limit() ? 1 : 0;
+}
 
 /* The first usable algorithm for g (kind set) with descriptors d: with
  * $RN_CUDNN_FIND=1 measured by cudnnFind*Algorithm (which allocates its own
@@ -492,6 +558,7 @@ static int heuristics(const cgeom *g, descs *d, int *algo, cudnnMathType_t *math
   const conv_key *k = &g->key;
   const bool find = find_mode();
   int maxc = 0, got = 0, pick = -1;
+  bool nondet_forced = false;
   cudnnMathType_t math = wanted_math(k->dt);
   if (k->kind == K_FWD) {
     cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
@@ -536,10 +603,34 @@ static int heuristics(const cgeom *g, descs *d, int *algo, cudnnMathType_t *math
     }
   }
   static const char *const kinds[] = {"forward", "backward data", "backward filter"};
+  if (pick < 0 && k->det && k->forced < 0) {
+    /* the kind's fixed deterministic algorithm, if cuDNN runs it here */
+    int fixed = k->kind == K_FWD ? (int)CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM
+                : k->kind == K_BWD_DATA ? (int)CUDNN_CONVOLUTION_BWD_DATA_ALGO_1
+                                        : (int)CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+    int rc = fixed_algo_fits(g, d, fixed, math);
+    if (rc < 0) return -1;
+    if (rc == 1) pick = fixed;
+  }
   if (pick < 0) {
-    rn_err("cudnn: no usable %s algorithm among %d for input (N,H,W,C) = (%d,%d,%d,%d) %s, "
+    const char *forced = k->forced >= 0 ? rn_conv_algo_name((rn_conv_kind)k->kind, k->forced)
+                                        : NULL;
+    if (forced && nondet_forced) /* a hard error: no layout changes that */
+      return rn_err("cudnn: the %s algorithm %s forced by rn.cuda.set_conv_algo is reported "
+                    "non-deterministic by cuDNN for input (N,H,W,C) = (%d,%d,%d,%d), filter "
+                    "(%d,%d,%d,%d) (Cout,KH,KW,Cin), and deterministic mode is on; set %s = "
+                    "\"auto\" or another algorithm", kinds[k->kind], forced, k->n, k->h, k->w,
+                    k->c, k->k, k->r, k->s, k->c, rn_conv_kind_name((rn_conv_kind)k->kind));
+    char what[128];
+    if (forced)
+      snprintf(what, sizeof what, "the %s algorithm %s forced by rn.cuda.set_conv_algo is not "
+               "usable (%d answers)", kinds[k->kind], forced, got);
+    else
+      snprintf(what, sizeof what, "no usable %s%s algorithm among %d",
+               k->det ? "deterministic " : "", kinds[k->kind], got);
+    rn_err("cudnn: %s for input (N,H,W,C) = (%d,%d,%d,%d) %s, "
            "filter (%d,%d,%d,%d) (Cout,KH,KW,Cin) %s, pad (%d,%d), stride (%d,%d), dilation "
-           "(%d,%d), %s (workspace limit %zu MiB: $RN_CUDNN_WS_MB)", kinds[k->kind], got, k->n,
+           "(%d,%d), %s (workspace limit %zu MiB: $RN_CUDNN_WS_MB)", what, k->n,
            k->h, k->w, k->c, g->nchw ? "NCHW" : "NHWC", k->k, k->r, k->s, k->c,
            g->nchw ? "KCRS" : "KRSC", k->ph, k->pw, k->sh, k->sw, k->dh, k->dw,
            rn_dtype_name((rn_dtype)k->dt), ws_limit() >> 20);
@@ -571,6 +662,8 @@ static int heuristics(const cgeom *g, descs *d, int *algo, cudnnMathType_t *math
  * copies (g->nchw set, as for float64) when cuDNN has no usable NHWC
  * algorithm for the shape. 0, or -1 + rn_err with d freed. */
 static int plan(cgeom *g, descs *d, int *algo, size_t *ws) {
+  g->key.det = rn_is_deterministic();
+  g->key.forced = rn_conv_algo_forced((rn_conv_kind)g->key.kind);
   const conv_key *k = &g->key;
   for (int i = 0; i < CACHE_N; i++)
     if (cache[i].used && memcmp(&cache[i].key, k, sizeof *k) == 0) {

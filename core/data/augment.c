@@ -9,23 +9,15 @@
 
 #include "data.h"
 
-uint64_t rn_data_mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+uint64_t rn_data_mix64(uint64_t z) { return rn_data_mix64_i(z); }
 
 uint64_t rn_data_key(uint64_t seed, uint64_t domain, int64_t epoch, int64_t index) {
-  uint64_t k = rn_data_mix64(seed ^ domain);
-  k = rn_data_mix64(k + (uint64_t)epoch * RN_DATA_GOLDEN);
-  return rn_data_mix64(k + (uint64_t)index * RN_DATA_GOLDEN);
+  return rn_data_key_i(seed, domain, epoch, index);
 }
 
-uint64_t rn_data_draw(uint64_t key, uint64_t j) {
-  return rn_data_mix64(key + (j + 1) * RN_DATA_GOLDEN);
-}
+uint64_t rn_data_draw(uint64_t key, uint64_t j) { return rn_data_draw_i(key, j); }
 
-uint64_t rn_data_below(uint64_t r, uint64_t n) { return ((r >> 32) * n) >> 32; }
+uint64_t rn_data_below(uint64_t r, uint64_t n) { return rn_data_below_i(r, n); }
 
 void rn_data_shuffle(int64_t *a, int64_t n, uint64_t key) {
   for (int64_t i = n - 1; i >= 1; i--) {
@@ -38,25 +30,20 @@ void rn_data_shuffle(int64_t *a, int64_t n, uint64_t key) {
 
 void rn_data_sample_params(uint64_t seed, int64_t epoch, int64_t index, int pad, bool flip,
                            int out_h, int out_w, rn_sample_params *p) {
-  uint64_t k = rn_data_key(seed, RN_DATA_DOMAIN_AUG, epoch, index);
-  uint64_t span = 2 * (uint64_t)(pad > 0 ? pad : 0) + 1;
-  p->dy = (int)rn_data_below(rn_data_draw(k, 0), span);
-  p->dx = (int)rn_data_below(rn_data_draw(k, 1), span);
-  p->flip = flip && (rn_data_draw(k, 2) >> 63);
-  p->cy = (int)rn_data_below(rn_data_draw(k, 3), (uint64_t)(out_h > 0 ? out_h : 1));
-  p->cx = (int)rn_data_below(rn_data_draw(k, 4), (uint64_t)(out_w > 0 ? out_w : 1));
+  rn_data_sample_params_i(seed, epoch, index, pad, flip, out_h, out_w, p);
 }
 
-/* Canvas coordinate v (may lie in the crop padding) -> source row/column, or
- * -1 for a zero pixel. The canvas (n wide) holds the image (len wide) at off;
- * reflect mirrors the canvas about its edges without repeating them. */
-static inline int source_of(int v, int n, int off, int len, rn_pad_mode mode) {
-  if (v < 0 || v >= n) {
-    if (mode != RN_PAD_REFLECT) return -1;
-    v = v < 0 ? -v : 2 * (n - 1) - v;
+void rn_data_lut(int c, const double *mean, const double *std, float *lut) {
+  for (int k = 0; k < c; k++) {
+    double mu = mean ? mean[k] : 0.0, sd = std ? std[k] : 1.0;
+    for (int v = 0; v < 256; v++) lut[k * 256 + v] = (float)(((double)v / 255.0 - mu) / sd);
   }
-  int s = v - off;
-  return (s >= 0 && s < len) ? s : -1;
+}
+
+void rn_data_epoch_order(const int64_t *index, int64_t m, bool shuffle, uint64_t seed,
+                         int64_t epoch, int64_t *order) {
+  memcpy(order, index, sizeof(int64_t) * (size_t)m);
+  if (shuffle) rn_data_shuffle(order, m, rn_data_key(seed, RN_DATA_DOMAIN_SHUFFLE, epoch, 0));
 }
 
 void rn_data_transform(const rn_data_geom *g, const uint8_t *img, const float *lut,
@@ -64,14 +51,12 @@ void rn_data_transform(const rn_data_geom *g, const uint8_t *img, const float *l
   const int C = g->c, OW = g->ow, OH = g->oh;
   const int pad = p ? g->pad : 0;
   const int dy = p ? p->dy : 0, dx = p ? p->dx : 0;
-  const bool flip = p && p->flip;
-  for (int x = 0; x < OW; x++) {
-    int xs = flip ? OW - 1 - x : x; /* crop, then mirror the crop */
-    colmap[x] = source_of(xs + dx - pad, OW, g->ox, g->w, g->pad_mode);
-  }
+  const bool flip = p && p->flip, reflect = g->pad_mode == RN_PAD_REFLECT;
+  for (int x = 0; x < OW; x++) /* crop, then mirror the crop */
+    colmap[x] = rn_data_col_i(x, OW, dx, pad, flip, g->ox, g->w, reflect);
   const size_t row_out = (size_t)OW * (size_t)C;
   for (int y = 0; y < OH; y++) {
-    int sy = source_of(y + dy - pad, OH, g->oy, g->h, g->pad_mode);
+    int sy = rn_data_row_i(y, OH, dy, pad, g->oy, g->h, reflect);
     float *o = out + (size_t)y * row_out;
     if (sy < 0) {
       for (int x = 0; x < OW; x++)

@@ -22,13 +22,9 @@
 #include <stdint.h>
 
 #include "../rn.h"
+#include "rng.h" /* the draws and the pixel mapping, shared with kernels/augment.cu */
 
-/* ---- counter-based randomness (augment.c) -------------------------------- */
-#define RN_DATA_GOLDEN 0x9e3779b97f4a7c15ull
-/* Domains keep the streams of different uses apart (ASCII tags). */
-#define RN_DATA_DOMAIN_AUG 0x61756700ull     /* "aug"  per-sample draws */
-#define RN_DATA_DOMAIN_SHUFFLE 0x73687566ull /* "shuf" epoch order */
-#define RN_DATA_DOMAIN_SPLIT 0x73706c74ull   /* "splt" validation split */
+/* ---- counter-based randomness (augment.c, over rng.h) -------------------- */
 
 uint64_t rn_data_mix64(uint64_t z); /* the splitmix64 finalizer */
 /* key = mix(mix(mix(seed ^ domain) + epoch*G) + index*G) */
@@ -41,14 +37,7 @@ uint64_t rn_data_below(uint64_t r, uint64_t n);
  * j = below(draw(key, n-1-i), i+1), swap a[i], a[j]. */
 void rn_data_shuffle(int64_t *a, int64_t n, uint64_t key);
 
-/* The draws of one sample (all 0-based):
- *   dy, dx: the crop window's top-left in the padded canvas, 0..2*pad
- *           (pad,pad = no shift);  draws 0 and 1
- *   flip:   mirror left-right (only when flipping is on);  top bit of draw 2
- *   cy, cx: cutout centre in the output, 0..out_h-1, 0..out_w-1;  draws 3, 4
- * Each quantity always uses its own draw number, so turning one augmentation
- * on or off never changes the others. */
-typedef struct { int dy, dx; bool flip; int cy, cx; } rn_sample_params;
+/* The draws of one sample (rn_sample_params: rng.h). */
 void rn_data_sample_params(uint64_t seed, int64_t epoch, int64_t index, int pad, bool flip,
                            int out_h, int out_w, rn_sample_params *p);
 
@@ -70,6 +59,16 @@ typedef struct {
  * (padding to the output size and normalization only). colmap: scratch (OW). */
 void rn_data_transform(const rn_data_geom *g, const uint8_t *img, const float *lut,
                        const rn_sample_params *p, float *out, int *colmap);
+
+/* lut (C,256) for normalization: lut[c*256+v] = (float)((v/255 - mean[c]) /
+ * std[c]) computed in double; mean, std NULL: 0 and 1. */
+void rn_data_lut(int c, const double *mean, const double *std, float *lut);
+
+/* The sample ids of an epoch: order (M) = index (M), shuffled by
+ * rn_data_shuffle on key (seed, "shuf", epoch, 0) when shuffle is set. Batch
+ * b of the epoch serves order[b*B .. b*B+B). */
+void rn_data_epoch_order(const int64_t *index, int64_t m, bool shuffle, uint64_t seed,
+                         int64_t epoch, int64_t *order);
 
 /* Validation split of 0..n-1 keyed on seed: nval = floor(n*frac + 0.5) ids
  * chosen by a shuffle, both lists returned sorted ascending, as int64
@@ -124,6 +123,22 @@ uint64_t rn_loader_start_epoch(rn_loader *l, int64_t epoch, int64_t skip);
  * -1 on error (a worker's error, or a ticket whose epoch is over: abandoned,
  * failed, or replaced by a newer one). A worker's error ends the epoch. */
 int rn_loader_next(rn_loader *l, uint64_t ticket, rn_tensor **x, rn_tensor **y);
+/* What a loader serves, resolved from its options: for a second
+ * implementation of the pipeline that must make the same batches (the CUDA
+ * device loader, core/cuda/augment.c). The pointers are the loader's, valid
+ * until rn_loader_free; nothing here may be written. */
+typedef struct {
+  rn_data_geom geom;     /* the transform (pad, flip, cutout already 0 without augment) */
+  const rn_tensor *images; /* (N,H,W,C) uint8 cpu, contiguous */
+  const int64_t *labels; /* (N) */
+  const int64_t *index;  /* (M) the sample ids served */
+  const float *lut;      /* (C,256) */
+  int64_t n, m, b, nbatches;
+  bool shuffle, augment, flip;
+  uint64_t seed;
+} rn_loader_view;
+void rn_loader_view_of(const rn_loader *l, rn_loader_view *v);
+
 /* Stops the epoch with this ticket (no-op if it is no longer current): waits
  * for the batch each worker is on (they stop at the next sample), drops the
  * prepared batches. */

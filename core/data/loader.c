@@ -109,6 +109,13 @@ void rn_loader_sample_shape(const rn_loader *l, int64_t shape[3]) {
   shape[2] = l->geom.c;
 }
 
+void rn_loader_view_of(const rn_loader *l, rn_loader_view *v) {
+  *v = (rn_loader_view){.geom = l->geom, .images = l->images, .labels = l->labels,
+                        .index = l->index, .lut = l->lut, .n = l->n, .m = l->m, .b = l->b,
+                        .nbatches = l->nbatches, .shuffle = l->shuffle, .augment = l->augment,
+                        .flip = l->flip, .seed = l->seed};
+}
+
 /* ---- creation ------------------------------------------------------------ */
 
 static int check_images(const rn_tensor *im) {
@@ -283,10 +290,7 @@ rn_loader *rn_loader_new(rn_tensor *images, rn_tensor *labels, const rn_loader_o
     }
     l->index[i] = v;
   }
-  for (int c = 0; c < C; c++) {
-    double mu = o->mean ? o->mean[c] : 0.0, sd = o->std ? o->std[c] : 1.0;
-    for (int v = 0; v < 256; v++) l->lut[c * 256 + v] = (float)(((double)v / 255.0 - mu) / sd);
-  }
+  rn_data_lut(C, o->mean, o->std, l->lut);
   for (int i = 0; i < o->prefetch; i++) l->slots[i].state = SLOT_DONE;
 
   l->images = rn_contiguous(images); /* images itself (retained) when contiguous */
@@ -484,9 +488,7 @@ uint64_t rn_loader_start_epoch(rn_loader *l, int64_t epoch, int64_t skip) {
   if (l->active) abandon_locked(l);
   pthread_mutex_unlock(&l->mu);
   /* no worker is busy and none can claim (inactive): order is ours */
-  memcpy(l->order, l->index, sizeof(int64_t) * (size_t)l->m);
-  if (l->shuffle)
-    rn_data_shuffle(l->order, l->m, rn_data_key(l->seed, RN_DATA_DOMAIN_SHUFFLE, epoch, 0));
+  rn_data_epoch_order(l->index, l->m, l->shuffle, l->seed, epoch, l->order);
   if (start_workers(l) < 0) return 0;
   pthread_mutex_lock(&l->mu);
   l->epoch = epoch;

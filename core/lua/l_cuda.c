@@ -1,8 +1,13 @@
 /* l_cuda.c - Lua entry points of the CUDA backend (built with -DRN_WITH_CUDA):
  * rn.core.cuda_memory_stats(), cuda_empty_cache(), cuda_device_name(),
- * cuda_synchronize(); and the allocator's out-of-memory hook, which runs a
- * full garbage collection so that tensors only Lua still holds give their
- * device blocks back before the allocator's last retry.
+ * cuda_synchronize(), cuda_data_loader() (the device-resident data loader,
+ * core/cuda/augment.c: a rn.CudaDataLoader userdata); the allocator's
+ * out-of-memory hook, which runs a full garbage collection so that tensors
+ * only Lua still holds give their device blocks back before the allocator's
+ * last retry; and, compiled in every build (rnl_open_determinism),
+ * rn.core.set_deterministic(on) -> previous, is_deterministic(),
+ * cuda_set_conv_algo{fwd=, bwd_data=, bwd_filter=} and cuda_conv_algo()
+ * (core/determinism.h), whose checks need no GPU.
  *
  * The hook runs inside an allocation made by a C function called from Lua.
  * Collecting there cannot free the tensors that function works on: its
@@ -11,14 +16,73 @@
  * thread of the state that opened rn.core (lua_gc only uses the thread for
  * running finalizers); a sentinel's __gc unhooks it when that state closes.
  *
- * The Makefile compiles every core/lua/ file; without RN_WITH_CUDA this one is
- * empty (l_init.c does not call rnl_open_cuda then). */
-#ifdef RN_WITH_CUDA
-
+ * The Makefile compiles every core/lua/ file; without RN_WITH_CUDA only the
+ * determinism part is compiled (l_init.c does not call rnl_open_cuda then,
+ * and core/lua/l_init.c calls rnl_open_determinism in every build). */
+#include <limits.h>
 #include <string.h>
 
-#include "../cuda/cuda.h"
+#include "../determinism.h"
 #include "rnl.h"
+
+/* ---- deterministic mode and the conv algorithm overrides (every build) ---- */
+
+
+/* rn.core.set_deterministic(on) -> the previous mode */
+static int l_set_deterministic(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  bool prev = rn_is_deterministic();
+  if (rn_set_deterministic(lua_toboolean(L, 1)) < 0) return rnl_error(L);
+  lua_pushboolean(L, prev);
+  return 1;
+}
+
+static int l_is_deterministic(lua_State *L) {
+  lua_pushboolean(L, rn_is_deterministic());
+  return 1;
+}
+
+static const char *const conv_algo_opts[] = {"fwd", "bwd_data", "bwd_filter", NULL};
+
+/* rn.core.cuda_set_conv_algo{fwd = NAME, bwd_data = NAME, bwd_filter = NAME}:
+ * NAME a cuDNN enum suffix or "auto"; absent keys are left as they are. */
+static int l_set_conv_algo(lua_State *L) {
+  const char *op = "rn.cuda.set_conv_algo";
+  luaL_checktype(L, 1, LUA_TTABLE);
+  rnl_opts_check(L, 1, op, conv_algo_opts);
+  const char *names[RN_CONV_NKINDS];
+  for (int k = 0; k < RN_CONV_NKINDS; k++)
+    names[k] = rnl_opt_string(L, 1, conv_algo_opts[k], NULL, op); /* kept alive by the table */
+  if (rn_set_conv_algos(names) < 0) return rnl_error(L);
+  return 0;
+}
+
+/* rn.core.cuda_conv_algo() -> {fwd = NAME, bwd_data = NAME, bwd_filter = NAME} */
+static int l_conv_algo(lua_State *L) {
+  lua_createtable(L, 0, RN_CONV_NKINDS);
+  for (int k = 0; k < RN_CONV_NKINDS; k++) {
+    int a = rn_conv_algo_forced((rn_conv_kind)k);
+    lua_pushstring(L, a < 0 ? "auto" : rn_conv_algo_name((rn_conv_kind)k, a));
+    lua_setfield(L, -2, conv_algo_opts[k]);
+  }
+  return 1;
+}
+
+void rnl_open_determinism(lua_State *L, int rn_idx) {
+  static const luaL_Reg funcs[] = {
+    {"set_deterministic", l_set_deterministic}, {"is_deterministic", l_is_deterministic},
+    {"cuda_set_conv_algo", l_set_conv_algo},    {"cuda_conv_algo", l_conv_algo},
+    {NULL, NULL}};
+  rn_idx = lua_absindex(L, rn_idx);
+  for (const luaL_Reg *f = funcs; f->name; f++) {
+    lua_pushcfunction(L, f->func);
+    lua_setfield(L, rn_idx, f->name);
+  }
+}
+
+#ifdef RN_WITH_CUDA
+
+#include "../cuda/cuda.h"
 
 static lua_State *gc_state; /* main thread of the state that set the hook */
 
@@ -91,12 +155,273 @@ static int l_synchronize(lua_State *L) {
   return 0;
 }
 
+/* ---- the device-resident data loader ---------------------------------------- */
+
+#define DLOADER_MT "rn.CudaDataLoader"
+#define DOP "data_loader (cuda)"
+
+typedef struct { rn_cuda_dloader *d; } dloader_box;
+
+static rn_cuda_dloader *check_dloader(lua_State *L, int idx) {
+  dloader_box *box = luaL_checkudata(L, idx, DLOADER_MT);
+  if (!box->d) rnl_errorf(L, DOP ": the loader is closed");
+  return box->d;
+}
+
+static int dopt_int(lua_State *L, int idx, const char *key, int def) {
+  lua_Integer v = rnl_opt_integer(L, idx, key, def, DOP);
+  if (v < INT_MIN || v > INT_MAX) rnl_errorf(L, DOP ": %s %lld is out of range", key, (long long)v);
+  return (int)v;
+}
+
+/* opts[key] as numbers in a scratch userdata left on the stack (NULL if absent) */
+static double *dopt_numbers(lua_State *L, int idx, const char *key, int *n) {
+  *n = 0;
+  if (lua_isnoneornil(L, idx)) return NULL;
+  lua_getfield(L, idx, key);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (!lua_istable(L, -1))
+    rnl_errorf(L, DOP ": option '%s' must be a table of numbers (one per channel), got %s", key,
+               luaL_typename(L, -1));
+  lua_Integer len = luaL_len(L, -1);
+  if (len < 1 || len > 1024)
+    rnl_errorf(L, DOP ": option '%s' has %lld values; 1..1024 expected", key, (long long)len);
+  double *v = lua_newuserdatauv(L, sizeof(double) * (size_t)len, 0);
+  for (lua_Integer i = 1; i <= len; i++) {
+    lua_geti(L, -2, i);
+    if (!lua_isnumber(L, -1))
+      rnl_errorf(L, DOP ": %s[%lld] must be a number, got %s", key, (long long)i,
+                 luaL_typename(L, -1));
+    v[i - 1] = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_remove(L, -2);
+  *n = (int)len;
+  return v;
+}
+
+static void dopt_size2(lua_State *L, int idx, const char *key, int *h, int *w) {
+  if (lua_isnoneornil(L, idx)) return;
+  lua_getfield(L, idx, key);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (!lua_istable(L, -1) || luaL_len(L, -1) != 2)
+    rnl_errorf(L, DOP ": option '%s' must be a table {H, W}, got %s", key, luaL_typename(L, -1));
+  int v[2];
+  for (int i = 0; i < 2; i++) {
+    lua_geti(L, -1, i + 1);
+    int ok;
+    lua_Integer x = lua_tointegerx(L, -1, &ok);
+    if (!ok || x < 1 || x > 32768)
+      rnl_errorf(L, DOP ": %s[%d] must be an integer in 1..32768", key, i + 1);
+    v[i] = (int)x;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  *h = v[0];
+  *w = v[1];
+}
+
+/* the options of rn.data_loader (workers and prefetch accepted, unused) */
+static const char *const dloader_opts[] = {
+  "batch_size", "shuffle", "seed", "drop_last", "mean", "std", "pad_crop", "pad_mode", "flip",
+  "cutout", "out_size", "workers", "prefetch", "indices", "augment", NULL};
+
+/* rn.core.cuda_data_loader(images, labels [, opts]) -> rn.CudaDataLoader:
+ * the batches of rn.data_loader(images, labels, opts), made on the device. */
+static int l_data_loader(lua_State *L) {
+  rn_tensor *images = rnl_check(L, 1, DOP);
+  rn_tensor *labels = rnl_check(L, 2, DOP);
+  rnl_opts_check(L, 3, DOP, dloader_opts);
+  rn_loader_opts o;
+  rn_loader_opts_default(&o);
+  if (!lua_isnoneornil(L, 3)) {
+    o.batch_size_is_default = lua_getfield(L, 3, "batch_size") == LUA_TNIL;
+    lua_pop(L, 1);
+  }
+  o.batch_size = rnl_opt_integer(L, 3, "batch_size", o.batch_size, DOP);
+  o.shuffle = rnl_opt_bool(L, 3, "shuffle", o.shuffle, DOP);
+  o.seed = (uint64_t)rnl_opt_integer(L, 3, "seed", 0, DOP);
+  o.drop_last = rnl_opt_bool(L, 3, "drop_last", o.drop_last, DOP);
+  o.pad_crop = dopt_int(L, 3, "pad_crop", o.pad_crop);
+  const char *pm = rnl_opt_string(L, 3, "pad_mode", "zeros", DOP);
+  if (strcmp(pm, "zeros") == 0) o.pad_mode = RN_PAD_ZEROS;
+  else if (strcmp(pm, "reflect") == 0) o.pad_mode = RN_PAD_REFLECT;
+  else rnl_errorf(L, DOP ": pad_mode '%s' unknown (valid: zeros, reflect)", pm);
+  o.flip = rnl_opt_bool(L, 3, "flip", o.flip, DOP);
+  o.cutout = dopt_int(L, 3, "cutout", o.cutout);
+  dopt_size2(L, 3, "out_size", &o.out_h, &o.out_w);
+  o.workers = dopt_int(L, 3, "workers", o.workers);
+  o.prefetch = dopt_int(L, 3, "prefetch", o.prefetch);
+  o.augment = rnl_opt_bool(L, 3, "augment", o.augment, DOP);
+  if (!lua_isnoneornil(L, 3)) {
+    lua_getfield(L, 3, "indices");
+    if (!lua_isnil(L, -1)) {
+      o.indices = rnl_test(L, -1);
+      if (!o.indices)
+        rnl_errorf(L, DOP ": option 'indices' must be an integer tensor of sample ids, got %s",
+                   luaL_typename(L, -1));
+    }
+    lua_pop(L, 1); /* the options table keeps the tensor alive */
+  }
+  o.mean = dopt_numbers(L, 3, "mean", &o.nmean); /* scratch userdata stays on the stack */
+  o.std = dopt_numbers(L, 3, "std", &o.nstd);
+  dloader_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->d = NULL;
+  luaL_setmetatable(L, DLOADER_MT);
+  box->d = rn_cuda_dloader_new(images, labels, &o);
+  if (!box->d) return rnl_error(L);
+  return 1;
+}
+
+static int dloader_close(lua_State *L) {
+  dloader_box *box = luaL_checkudata(L, 1, DLOADER_MT);
+  rn_cuda_dloader_free(box->d);
+  box->d = NULL;
+  return 0;
+}
+
+static int dloader_tostring(lua_State *L) {
+  dloader_box *box = luaL_checkudata(L, 1, DLOADER_MT);
+  if (!box->d) {
+    lua_pushstring(L, "rn.CudaDataLoader (closed)");
+    return 1;
+  }
+  const rn_loader *l = rn_cuda_dloader_spec(box->d);
+  int64_t s[3];
+  rn_loader_sample_shape(l, s);
+  lua_pushfstring(L, "rn.CudaDataLoader(%I samples on cuda, batch_size %I, %I batches of (%I,%I,%I))",
+                  (lua_Integer)rn_loader_size(l), (lua_Integer)rn_loader_batch_size(l),
+                  (lua_Integer)rn_loader_num_batches(l), (lua_Integer)s[0], (lua_Integer)s[1],
+                  (lua_Integer)s[2]);
+  return 1;
+}
+
+static int dloader_size(lua_State *L) {
+  lua_pushinteger(L, rn_loader_size(rn_cuda_dloader_spec(check_dloader(L, 1))));
+  return 1;
+}
+
+static int dloader_num_batches(lua_State *L) {
+  lua_pushinteger(L, rn_loader_num_batches(rn_cuda_dloader_spec(check_dloader(L, 1))));
+  return 1;
+}
+
+static int dloader_batch_size(lua_State *L) {
+  lua_pushinteger(L, rn_loader_batch_size(rn_cuda_dloader_spec(check_dloader(L, 1))));
+  return 1;
+}
+
+static int dloader_sample_shape(lua_State *L) {
+  int64_t s[3];
+  rn_loader_sample_shape(rn_cuda_dloader_spec(check_dloader(L, 1)), s);
+  lua_createtable(L, 3, 0);
+  for (int i = 0; i < 3; i++) {
+    lua_pushinteger(L, s[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+#define DHOLD_MT "rn.CudaDataHold"
+typedef struct { rn_tensor *t; } dhold_box; /* owns y until it is pushed */
+
+static int dhold_gc(lua_State *L) {
+  dhold_box *h = luaL_checkudata(L, 1, DHOLD_MT);
+  rn_release(h->t);
+  h->t = NULL;
+  return 0;
+}
+
+/* Pushes x, y of batch b (0-based) of epoch; leak-free if a push raises
+ * (rnl_push owns what it is given; y waits in a hold until then). */
+static void push_batch(lua_State *L, rn_cuda_dloader *d, lua_Integer epoch, lua_Integer b) {
+  dhold_box *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->t = NULL;
+  luaL_setmetatable(L, DHOLD_MT);
+  int hidx = lua_gettop(L);
+  rn_tensor *x;
+  if (rn_cuda_dloader_batch(d, (int64_t)epoch, (int64_t)b, &x, &h->t) < 0) rnl_error(L);
+  rnl_push(L, x);
+  rn_tensor *y = h->t;
+  h->t = NULL;
+  rnl_push(L, y);
+  lua_remove(L, hidx);
+}
+
+/* loader:batch(epoch, i) -> x, y: batch i (1-based) of the epoch */
+static int dloader_batch(lua_State *L) {
+  rn_cuda_dloader *d = check_dloader(L, 1);
+  lua_Integer ep = luaL_checkinteger(L, 2), i = luaL_checkinteger(L, 3);
+  push_batch(L, d, ep, i - 1);
+  return 2;
+}
+
+/* upvalues: the loader, the epoch, the next batch (0-based), the number of batches */
+static int dloader_iter(lua_State *L) {
+  rn_cuda_dloader *d = check_dloader(L, lua_upvalueindex(1));
+  lua_Integer ep = lua_tointeger(L, lua_upvalueindex(2));
+  lua_Integer b = lua_tointeger(L, lua_upvalueindex(3));
+  if (b >= lua_tointeger(L, lua_upvalueindex(4))) {
+    lua_pushnil(L);
+    return 1;
+  }
+  push_batch(L, d, ep, b);
+  lua_pushinteger(L, b + 1);
+  lua_copy(L, -1, lua_upvalueindex(3));
+  return 3;
+}
+
+/* loader:epoch(e [, skip]) -> iterator: for x, y, i in loader:epoch(e) do ...
+ * end, x (B,OH,OW,C) float32 and y (B) int64 on cuda, i the 1-based batch
+ * number; skip batches left out at the start (resuming mid-epoch). */
+static int dloader_epoch(lua_State *L) {
+  rn_cuda_dloader *d = check_dloader(L, 1);
+  lua_Integer ep = luaL_checkinteger(L, 2);
+  lua_Integer skip = luaL_optinteger(L, 3, 0);
+  lua_Integer nb = rn_loader_num_batches(rn_cuda_dloader_spec(d));
+  if (ep < 0) rnl_errorf(L, DOP ": epoch %lld is negative; epochs are numbered from 0 or 1", (long long)ep);
+  if (skip < 0 || skip > nb)
+    rnl_errorf(L, DOP ": skip %lld outside 0..%lld (the number of batches)", (long long)skip,
+               (long long)nb);
+  lua_pushvalue(L, 1);
+  lua_pushinteger(L, ep);
+  lua_pushinteger(L, skip);
+  lua_pushinteger(L, nb);
+  lua_pushcclosure(L, dloader_iter, 4);
+  return 1;
+}
+
 void rnl_open_cuda(lua_State *L, int rn_idx) {
   static const luaL_Reg funcs[] = {
     {"cuda_memory_stats", l_memory_stats}, {"cuda_empty_cache", l_empty_cache},
     {"cuda_device_name", l_device_name},   {"cuda_synchronize", l_synchronize},
-    {NULL, NULL}};
+    {"cuda_data_loader", l_data_loader},   {NULL, NULL}};
   rn_idx = lua_absindex(L, rn_idx);
+  if (luaL_newmetatable(L, DLOADER_MT)) {
+    static const luaL_Reg meta[] = {
+      {"__gc", dloader_close}, {"__close", dloader_close}, {"__tostring", dloader_tostring},
+      {NULL, NULL}};
+    luaL_setfuncs(L, meta, 0);
+    static const luaL_Reg methods[] = {
+      {"epoch", dloader_epoch},         {"batch", dloader_batch},
+      {"num_batches", dloader_num_batches}, {"size", dloader_size},
+      {"batch_size", dloader_batch_size},   {"sample_shape", dloader_sample_shape},
+      {"close", dloader_close},         {NULL, NULL}};
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, DHOLD_MT)) {
+    lua_pushcfunction(L, dhold_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
   for (const luaL_Reg *f = funcs; f->name; f++) {
     lua_pushcfunction(L, f->func);
     lua_setfield(L, rn_idx, f->name);
@@ -118,6 +443,4 @@ void rnl_open_cuda(lua_State *L, int rn_idx) {
   lua_pop(L, 1);
 }
 
-#else
-typedef int rnl_cuda_not_built; /* ISO C wants a declaration in every file */
 #endif

@@ -16,6 +16,9 @@ int luaopen_rn_core(lua_State *L) {
   rnl_open_data(L, rn_idx, methods_idx);
   rnl_open_plot(L, rn_idx, methods_idx);
   rnl_open_anomaly(L, rn_idx, methods_idx);
+  rnl_open_profile(L, rn_idx, methods_idx);
+  rnl_open_cpu(L, rn_idx, methods_idx);
+  rnl_open_determinism(L, rn_idx); /* in l_cuda.c, compiled in every build */
 #ifdef RN_WITH_CUDA
   rnl_open_cuda(L, rn_idx);
 #endif

@@ -15,7 +15,7 @@
 
 /* ---- batch norm ---------------------------------------------------------- */
 
-static const char *const bn_opts[] = {"training", "momentum", "eps", NULL};
+static const char *const bn_opts[] = {"training", "momentum", "eps", "relu", NULL};
 
 static int l_batch_norm(lua_State *L) {
   const char *op = "batch_norm";
@@ -26,7 +26,9 @@ static int l_batch_norm(lua_State *L) {
   bool training = rnl_opt_bool(L, 6, "training", 1, op);
   double momentum = rnl_opt_number(L, 6, "momentum", 0.99, op);
   double eps = rnl_opt_number(L, 6, "eps", 1e-3, op);
-  rnl_push(L, rn_batch_norm(x, gamma, beta, rm, rv, training, momentum, eps));
+  bool relu = rnl_opt_bool(L, 6, "relu", 0, op);
+  rnl_push(L, (relu ? rn_batch_norm_relu : rn_batch_norm)(x, gamma, beta, rm, rv, training,
+                                                          momentum, eps));
   return 1;
 }
 

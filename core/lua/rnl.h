@@ -61,6 +61,9 @@ void rnl_open_io(lua_State *L, int rn_idx, int methods_idx);   /* files: dataset
 void rnl_open_data(lua_State *L, int rn_idx, int methods_idx); /* batches, augmentation */
 void rnl_open_plot(lua_State *L, int rn_idx, int methods_idx); /* PNG canvas */
 void rnl_open_anomaly(lua_State *L, int rn_idx, int methods_idx); /* l_anomaly.c */
+void rnl_open_profile(lua_State *L, int rn_idx, int methods_idx); /* l_profile.c: _profile_* */
+void rnl_open_cpu(lua_State *L, int rn_idx, int methods_idx); /* l_cpu.c: rn.cpu, precision */
+void rnl_open_determinism(lua_State *L, int rn_idx); /* l_cuda.c: rn.set_deterministic, ... */
 /* Anomaly mode's check of an op result just pushed (l_anomaly.c): raises when
  * it holds a non-finite kind none of the op's tensor arguments held. */
 void rnl_anomaly_check(lua_State *L, rn_tensor *t);

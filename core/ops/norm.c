@@ -5,6 +5,10 @@
  * x: (...,C) channels last, viewed as (R,C) with R the product of the other
  * dims; gamma, beta, running_mean, running_var: (C) or NULL, x's dtype and
  * device. Running statistics are buffers: they never get a gradient.
+ *
+ * rn_batch_norm_relu is relu(batch_norm(x)) in one kernel where the backend
+ * has the fused slots (one node "batch_norm_relu", which also saves y for
+ * the ReLU's mask), else the two ops in sequence.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -13,7 +17,7 @@
 #include "../autograd.h"
 #include "../backend.h"
 
-typedef struct { bool training; double eps; } bn_ctx;
+typedef struct { bool training, relu; double eps; } bn_ctx;
 
 /* Contiguous (C) copy of an optional parameter (NULL stays NULL). */
 static int param_contig(rn_tensor *t, rn_tensor **out) {
@@ -34,7 +38,8 @@ static int bn_train_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   rn_tensor *x = n->saved[0], *gamma = n->saved[1]; /* NULL without gamma */
   rn_tensor *mean = n->saved[2], *invstd = n->saved[3];
   const rn_backend *be = rn_backend_of(x);
-  if (!RN_HAS(be, bn_bwd)) return -1;
+  bool relu = ((bn_ctx *)n->ctx)->relu;
+  if (relu ? !RN_HAS(be, bn_relu_bwd) : !RN_HAS(be, bn_bwd)) return -1;
   int64_t C = x->shape[x->ndim - 1];
   rn_tensor *gc = rn_contiguous(g);
   rn_tensor *g2 = gc ? rn_view2d(gc) : NULL, *x2 = g2 ? rn_view2d(x) : NULL;
@@ -43,8 +48,12 @@ static int bn_train_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   int rc = gx2 ? 0 : -1;
   if (rc == 0 && n->needs[1] && !(gg = rn_empty(1, &C, x->dtype, rn_device(x)))) rc = -1;
   if (rc == 0 && n->needs[2] && !(gb = rn_empty(1, &C, x->dtype, rn_device(x)))) rc = -1;
-  if (rc == 0) rc = be->bn_bwd(gx2, gg, gb, g2, x2, gamma, mean, invstd);
-  rn_release(gc); rn_release(g2); rn_release(x2); rn_release(gx2);
+  rn_tensor *y2 = NULL;
+  if (rc == 0 && relu && !(y2 = rn_view2d(n->saved[4]))) rc = -1;
+  if (rc == 0)
+    rc = relu ? be->bn_relu_bwd(gx2, gg, gb, g2, x2, y2, gamma, mean, invstd)
+              : be->bn_bwd(gx2, gg, gb, g2, x2, gamma, mean, invstd);
+  rn_release(gc); rn_release(g2); rn_release(x2); rn_release(gx2); rn_release(y2);
   if (rc < 0) { rn_release(gx); rn_release(gg); rn_release(gb); return -1; }
   if (n->needs[0]) gin[0] = gx; else rn_release(gx);
   gin[1] = gg;
@@ -110,14 +119,16 @@ static int check_param(rn_tensor *p, const char *what, const rn_tensor *x, int64
  * temporary, copied back, when a running tensor is a strided view. */
 static int run_train(const rn_backend *be, rn_tensor *y2, rn_tensor *sm, rn_tensor *si,
                      rn_tensor *x2, rn_tensor *gc, rn_tensor *bc, rn_tensor *rm,
-                     rn_tensor *rv, double momentum, double eps) {
+                     rn_tensor *rv, double momentum, double eps, bool relu) {
   rn_tensor *rmc = NULL, *rvc = NULL;
   bool g = rn_grad_enabled();
   rn_set_grad_enabled(false);
   int rc = 0;
   if (rm && !(rmc = rn_contiguous(rm))) rc = -1;
   if (rc == 0 && rv && !(rvc = rn_contiguous(rv))) rc = -1;
-  if (rc == 0) rc = be->bn_fwd_train(y2, sm, si, x2, gc, bc, rmc, rvc, momentum, eps);
+  if (rc == 0)
+    rc = (relu ? be->bn_relu_fwd_train : be->bn_fwd_train)(y2, sm, si, x2, gc, bc, rmc, rvc,
+                                                            momentum, eps);
   if (rc == 0 && rmc && rmc != rm) rc = rn_copy_(rm, rmc);
   if (rc == 0 && rvc && rvc != rv) rc = rn_copy_(rv, rvc);
   rn_set_grad_enabled(g);
@@ -126,9 +137,9 @@ static int run_train(const rn_backend *be, rn_tensor *y2, rn_tensor *sm, rn_tens
   return rc;
 }
 
-rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
-                         rn_tensor *running_mean, rn_tensor *running_var, bool training,
-                         double momentum, double eps) {
+static rn_tensor *batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
+                             rn_tensor *running_mean, rn_tensor *running_var, bool training,
+                             double momentum, double eps, bool relu) {
   char b1[128];
   if (x->ndim < 2) {
     rn_err("batch_norm: x has shape %s; it needs at least 2 dims (...,C), channels last",
@@ -167,10 +178,19 @@ rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
     if (running_var && rn_check_inplace(running_var, "batch_norm running_var") < 0) return NULL;
   }
   const rn_backend *be = rn_backend_of(x);
-  if (training ? !RN_HAS(be, bn_fwd_train) : !RN_HAS(be, bn_fwd_infer)) return NULL;
-
   rn_tensor *ins[3] = {x, gamma, beta};
   bool need = rn_needs_grad(3, ins);
+  if (relu && !(training ? be->bn_relu_fwd_train && be->bn_relu_bwd
+                         : be->bn_relu_fwd_infer && !need)) {
+    /* no fused kernel here: batch norm, then relu */
+    rn_tensor *t = batch_norm(x, gamma, beta, running_mean, running_var, training, momentum,
+                              eps, false);
+    rn_tensor *r = t ? rn_unary(RN_OP_RELU, t) : NULL;
+    rn_release(t);
+    return r;
+  }
+  if (training ? !RN_HAS(be, bn_fwd_train) : !RN_HAS(be, bn_fwd_infer)) return NULL;
+
   bool g = rn_grad_enabled();
   rn_set_grad_enabled(false);
   rn_tensor *xc = rn_contiguous(x);
@@ -185,22 +205,26 @@ rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
   if (rc == 0 && training) {
     sm = rn_empty(1, &C, x->dtype, rn_device(x));
     si = sm ? rn_empty(1, &C, x->dtype, rn_device(x)) : NULL;
-    rc = si ? run_train(be, y2, sm, si, x2, gc, bc, running_mean, running_var, momentum, eps)
+    rc = si ? run_train(be, y2, sm, si, x2, gc, bc, running_mean, running_var, momentum, eps,
+                        relu)
             : -1;
   } else if (rc == 0) {
     rc = param_contig(running_mean, &rmc);
     if (rc == 0) rc = param_contig(running_var, &rvc);
-    if (rc == 0) rc = be->bn_fwd_infer(y2, x2, gc, bc, rmc, rvc, eps);
+    if (rc == 0)
+      rc = (relu ? be->bn_relu_fwd_infer : be->bn_fwd_infer)(y2, x2, gc, bc, rmc, rvc, eps);
   }
   rn_release(x2);
   rn_release(y2);
   if (rc == 0 && need) {
-    rn_node *n = rn_node_new("batch_norm", training ? bn_train_bw : bn_infer_bw, 3, ins);
+    rn_node *n = rn_node_new(relu ? "batch_norm_relu" : "batch_norm",
+                             training ? bn_train_bw : bn_infer_bw, 3, ins);
     bn_ctx *c = n ? malloc(sizeof *c) : NULL;
     if (n && !c) rn_err("batch_norm: out of memory recording the autograd node");
     rc = c ? 0 : -1;
     if (c) {
       c->training = training;
+      c->relu = relu;
       c->eps = eps;
       n->ctx = c;
       n->ctx_free = free;
@@ -213,6 +237,7 @@ rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
     }
     if (rc == 0) rc = rn_node_save(n, training ? sm : rmc);
     if (rc == 0) rc = rn_node_save(n, training ? si : rvc);
+    if (rc == 0 && relu) rc = rn_node_save(n, y); /* saved[4]: the ReLU's mask */
     if (rc == 0) rn_node_attach(n, y);
     else rn_node_release(n);
   }
@@ -220,4 +245,16 @@ rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
   rn_release(rmc); rn_release(rvc);
   if (rc < 0) { rn_release(y); return NULL; }
   return y;
+}
+
+rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
+                         rn_tensor *running_mean, rn_tensor *running_var, bool training,
+                         double momentum, double eps) {
+  return batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps, false);
+}
+
+rn_tensor *rn_batch_norm_relu(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
+                              rn_tensor *running_mean, rn_tensor *running_var, bool training,
+                              double momentum, double eps) {
+  return batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps, true);
 }

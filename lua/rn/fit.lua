@@ -11,6 +11,14 @@
 -- A loader is anything with :epoch(e [, skip]) -> iterator of (x, y) and
 -- :num_batches() (rn.data.Loader is one). Epochs count from 1.
 --
+-- Device data: for a model on cuda, fit and evaluate replace a loader made
+-- by rn.data.Loader from tensors in memory with its device-resident twin
+-- (rn.data.to_device: the data set uploaded once, each batch gathered and
+-- augmented on the GPU, bit for bit the CPU loader's batches); other
+-- loaders' batches are moved to the model's device one by one. Option
+-- device_data: nil (that default), false (always the loader as given), true
+-- (the device path is required: an error says why it cannot be taken).
+--
 -- Resume: with save = path, the whole training state is written atomically
 -- after every epoch (and every save_every steps): weights (trainable and
 -- batch-norm statistics), optimizer state, the random generator, the epoch,
@@ -316,6 +324,20 @@ local function on(dev, t)
   return t
 end
 
+-- The loader fit/evaluate iterate for a model on dev (see the header).
+local function data_for(who, loader, dev, want)
+  if want == false then return loader end
+  if dev ~= "cuda" then
+    if want then fail("%s: device_data = true needs the model on cuda (it is on %s)", who, dev) end
+    return loader
+  end
+  local ok, dl, why = pcall(rn.data.to_device, loader, dev)
+  if ok and dl then return dl end
+  if want then fail("%s: device_data = true: %s", who, tostring(ok and why or dl)) end
+  if not ok then error(dl, 0) end -- e.g. out of device memory: not hidden
+  return loader
+end
+
 local function batch_size_of(y)
   return rn.is_tensor(y) and y:size(1) or 1
 end
@@ -325,13 +347,14 @@ local function finite(v) return v == v and v ~= math.huge and v ~= -math.huge en
 --- model:evaluate(loader [, {steps =, verbose =}]) -> logs {loss =, <metrics>}
 --- averaged over samples, in inference mode.
 function M.evaluate(model, loader, opts)
-  opts = check_opts("evaluate", opts, { "steps", "verbose", "epoch" })
+  opts = check_opts("evaluate", opts, { "steps", "verbose", "epoch", "device_data" })
   check_loader("evaluate", loader, "the data")
+  local dev = model_device(model)
+  loader = data_for("evaluate", loader, dev, opts.device_data)
   local total = loader:num_batches()
   if opts.steps then total = math.min(total, opts.steps) end
   local bar = opts.verbose and Progress.new { total = total, title = "Evaluate" } or nil
   local sums, seen, step = {}, 0, 0
-  local dev = model_device(model)
   for x, y in loader:epoch(opts.epoch or 1) do
     step = step + 1
     local logs = model:test_step(on(dev, x), on(dev, y))
@@ -428,7 +451,7 @@ function M.format_confusion(cm, names)
 end
 
 local FIT_OPTS = { "epochs", "validation", "callbacks", "verbose", "save", "save_every", "resume",
-  "log", "plot", "steps_per_epoch", "stop_on_nan", "out" }
+  "log", "plot", "steps_per_epoch", "stop_on_nan", "out", "device_data" }
 
 --- model:fit(loader, opts) -> history (a list of per-epoch logs)
 --- opts: epochs (required), validation (a loader), callbacks (list),
@@ -437,7 +460,8 @@ local FIT_OPTS = { "epochs", "validation", "callbacks", "verbose", "save", "save
 --- or true to resume from save when it exists), log (a .csv or .jsonl path
 --- rewritten each epoch), plot (a .png of the curves, redrawn each epoch),
 --- steps_per_epoch (cap), stop_on_nan (default true: stop with an error
---- naming the epoch and step of a non-finite loss), out (default io.stdout).
+--- naming the epoch and step of a non-finite loss), out (default io.stdout),
+--- device_data (nil/true/false: the device-resident data path, see the header).
 function M.fit(model, loader, opts)
   opts = check_opts("fit", opts, FIT_OPTS)
   check_loader("fit", loader, "the training data")
@@ -453,6 +477,9 @@ function M.fit(model, loader, opts)
     fail("fit: save_every must be an integer >= 1, got %s", tostring(opts.save_every))
   end
   if opts.save_every and not opts.save then fail("fit: save_every needs save = path") end
+  if opts.device_data ~= nil and type(opts.device_data) ~= "boolean" then
+    fail("fit: device_data must be a boolean or nil, got %s", type(opts.device_data))
+  end
   local cbs = opts.callbacks or {}
   if type(cbs) ~= "table" then fail("fit: callbacks must be a list of tables") end
   local verbose = opts.verbose ~= false
@@ -474,6 +501,7 @@ function M.fit(model, loader, opts)
 
   local ctx = { model = model, optimizer = model.optimizer, history = history, stop = false }
   call_cbs(cbs, "on_train_begin", ctx)
+  loader = data_for("fit", loader, model_device(model), opts.device_data)
   local nb = loader:num_batches()
   local steps = opts.steps_per_epoch and math.min(nb, opts.steps_per_epoch) or nb
   for epoch = start_epoch, epochs do
@@ -515,7 +543,9 @@ function M.fit(model, loader, opts)
     local logs = averages(sums, seen)
     local train_time = rn._clock() - t0
     if opts.validation then
-      for k, v in pairs(M.evaluate(model, opts.validation, {})) do logs["val_" .. k] = v end
+      for k, v in pairs(M.evaluate(model, opts.validation, { device_data = opts.device_data })) do
+        logs["val_" .. k] = v
+      end
     end
     logs.epoch = epoch
     logs.lr = model.optimizer:get_lr(1)

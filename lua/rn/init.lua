@@ -49,6 +49,51 @@ rn.cuda = {
   empty_cache = core.cuda_empty_cache or no_cuda("empty_cache"),
   device_name = core.cuda_device_name or no_cuda("device_name"),
   synchronize = core.cuda_synchronize or no_cuda("synchronize"),
+  -- set_conv_algo{fwd=, bwd_data=, bwd_filter=}, conv_algo(): cuDNN algorithm
+  -- overrides, checked against deterministic mode (core/determinism.h)
+  set_conv_algo = core.cuda_set_conv_algo or no_cuda("set_conv_algo"),
+  conv_algo = core.cuda_conv_algo or no_cuda("conv_algo"),
+}
+
+--- rn.cpu: what the CPU has and how the CPU backend runs.
+---   features()        {avx2=, avx512f=, avx512_bf16=, amx_bf16=, onednn=, ...}
+---   conv_impl()       "onednn" or "im2col" (what float32 convolutions use)
+---   set_conv_impl(s)  "auto" (oneDNN where it has a kernel) or "im2col"
+---   memory_stats()    the CPU allocator's counters (bytes); empty_cache()
+rn.cpu = {
+  features = core._cpu_features,
+  conv_impl = core._conv_impl,
+  set_conv_impl = function(s)
+    if s ~= "auto" and s ~= "im2col" then
+      error(string.format("rn.cpu.set_conv_impl: '%s' is not one of auto, im2col", tostring(s)), 2)
+    end
+    core._set_conv_impl(s)
+  end,
+  memory_stats = core._cpu_memory_stats,
+  empty_cache = core._cpu_empty_cache,
+}
+-- rn.cpu(x) is still x:cpu()
+setmetatable(rn.cpu, { __call = function(_, x, ...) return core.cpu(x, ...) end })
+
+--- rn.mixed_precision, as in Keras: set_global_policy("mixed_bfloat16")
+--- makes convolutions compute in bfloat16 (float32 accumulation); every
+--- tensor, the weights (float32 master copy), gradients, optimizer state and
+--- BN statistics stay float32. "float32" (the default) turns it off. On a
+--- CPU without AVX512-BF16/AMX (and no GPU) the setter raises an error.
+local policies = { float32 = "float32", mixed_bfloat16 = "bfloat16" }
+rn.mixed_precision = {
+  set_global_policy = function(name)
+    local math_dt = policies[name]
+    if not math_dt then
+      error(string.format("rn.mixed_precision.set_global_policy: '%s' is not one of float32, mixed_bfloat16",
+        tostring(name)), 2)
+    end
+    local ok, err = pcall(core._set_math_precision, math_dt, not (core.cuda_is_available()))
+    if not ok then error("rn.mixed_precision.set_global_policy: " .. tostring(err), 2) end
+  end,
+  global_policy = function()
+    return core._math_precision() == "bfloat16" and "mixed_bfloat16" or "float32"
+  end,
 }
 
 -- The Lua library. If one part fails to load, forget the half-built table so
@@ -68,6 +113,7 @@ local ok, err = pcall(function()
   rn.data = require "rn.data"
   rn.fit = require "rn.fit"
   rn.fit.install(rn.Model)
+  require "rn.profile" -- model:profile
 end)
 if not ok then
   package.loaded.rn = nil

@@ -833,7 +833,7 @@ function BN:call(x, training)
   if x:dim() < 2 or x:size(-1) ~= self.moving_mean:size(1) then self:compute_output_shape(x:size()) end
   return rn.batch_norm(x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
     { training = (training and self.trainable) and true or false, momentum = self.momentum,
-      eps = self.epsilon })
+      eps = self.epsilon, relu = self._fuse_relu })
 end
 
 function BN:flops(_, o) return 2 * numel(o), 0 end

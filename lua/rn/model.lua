@@ -159,7 +159,30 @@ function Model:_graph(inputs, outputs)
   self.layers = lyr
   self._is_output = {}
   for _, s in ipairs(outs) do self._is_output[s] = true end
+  self:_find_fusions()
   self.built = true
+end
+
+-- BatchNormalization -> ReLU pairs run as one fused kernel (rn.batch_norm
+-- with relu=true): the BN output must feed only that ReLU and not be a model
+-- output, and both layers must be the stock classes with default options (a
+-- subclass overriding call, or a ReLU with max_value/negative_slope, is left
+-- alone). model.fusion = false turns it off.
+function Model:_find_fusions()
+  self._fuse_bn, self._fused_relu = {}, {}
+  local BN, ReLU = rn.layers.BatchNormalization, rn.layers.ReLU
+  for _, node in ipairs(self._order) do
+    local l = node.layer
+    if l.call == ReLU.call and l.class_name == "ReLU" and node.single_input and
+        l.max_value == nil and l.negative_slope == 0 then
+      local s = node.inputs[1]
+      local p = s.node
+      if p.layer.call == BN.call and p.layer.class_name == "BatchNormalization" and
+          p.single_input and not p.multi_output and self._uses[s] == 1 and not self._is_output[s] then
+        self._fuse_bn[p], self._fused_relu[node] = true, true
+      end
+    end
+  end
 end
 
 --- model:get_layer(name): the layer of that name (nil if none).
@@ -202,7 +225,19 @@ function Model:call(inputs, training)
       args = {}
       for j, s in ipairs(node.inputs) do args[j] = vals[s] end
     end
-    local y = node.layer:_call_eager(args, training, node.single_input)
+    local y
+    local fuse = self.fusion ~= false
+    if fuse and self._fused_relu[node] then
+      y = args -- its BatchNormalization ran the ReLU already
+    elseif fuse and self._fuse_bn[node] then
+      node.layer._fuse_relu = true
+      local ok, r = pcall(node.layer._call_eager, node.layer, args, training, node.single_input)
+      node.layer._fuse_relu = nil
+      if not ok then error(r, 0) end
+      y = r
+    else
+      y = node.layer:_call_eager(args, training, node.single_input)
+    end
     if node.multi_output then
       for j, s in ipairs(node.outputs) do vals[s] = y[j] end
     else

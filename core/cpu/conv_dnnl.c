@@ -1,0 +1,413 @@
+/* conv_dnnl.c (cpu) - float32 convolutions through oneDNN (Debian's libdnnl,
+ * the CPU twin of cuDNN), with the same layouts as core/cpu/conv.c:
+ *   x: (N,H,W,Cin) NHWC, w: (KH,KW,Cin,Cout) HWIO, b: (Cout), y: (N,OH,OW,Cout)
+ * oneDNN describes tensors in logical (N,C,H,W) / (O,I,KH,KW) order with a
+ * physical tag: activations are passed as `nhwc` (no reorder: oneDNN's JIT
+ * kernels read NHWC directly), weights as `hwio` and reordered into the
+ * blocked layout the chosen kernel prefers (Cout*Cin*KH*KW values: tiny next
+ * to the activations, and the weights change every step anyway).
+ *
+ * One primitive per (direction, shapes, params, math) is created on first use
+ * and kept in a small cache (most recently used first, at most CACHE_MAX); a
+ * training step of the seed ResNet uses ~15 distinct shapes. Scratchpads and
+ * reordered weights are allocated per call through rn_cpu_alloc, so memory
+ * failures surface as errors (and the allocation-failure sweep reaches them).
+ *
+ * Math: float32, or bfloat16 with float32 accumulation and float32 tensors
+ * in and out when the mixed-precision policy asks for it (oneDNN's fpmath
+ * mode: the library converts inputs on the fly; kernels exist where the CPU
+ * has AVX512-BF16 or AMX). Where oneDNN offers no kernel for a case (float64,
+ * or a create failure) the caller falls back to the im2col kernels: every
+ * entry point returns RN_DNNL_FALLBACK then, with no error set.
+ *
+ * Determinism: oneDNN kernels give the same bits run to run for one thread
+ * count; the filter gradient may differ between thread counts. Deterministic
+ * mode uses the im2col kernels (thread-count independent); see conv.c.
+ *
+ * Not thread-safe: called from the Lua thread only (the data loader threads
+ * never run ops). */
+#include <oneapi/dnnl/dnnl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_dnnl.h"
+
+#define CACHE_MAX 64
+
+typedef enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_W } dir_t;
+
+typedef struct {
+  int dir, bf16, bias;
+  int64_t N, H, W, C, KH, KW, O, OH, OW;
+  int sh, sw, dh, dw, pt, pb, pl, pr;
+} key_t_;
+
+typedef struct entry {
+  key_t_ k;
+  dnnl_primitive_t prim;
+  dnnl_primitive_t wreorder;  /* hwio -> prim's weights (fwd, bwd data), prim's -> hwio (bwd w) */
+  dnnl_memory_desc_t user_w;  /* (O,I,KH,KW) hwio, float32 */
+  dnnl_memory_desc_t prim_w;  /* the layout the kernel uses */
+  dnnl_memory_desc_t xmd, ymd, bmd, scratch; /* float32 user tensors */
+  dnnl_memory_desc_t kxmd, kymd;              /* what the kernel reads (bf16 math: bf16) */
+  dnnl_primitive_t xcvt, ycvt;                /* float32 -> bf16 of an input, or NULL */
+  size_t wbytes, sbytes, xcbytes, ycbytes;
+  char impl[48];
+  struct entry *next;
+} entry;
+
+static dnnl_engine_t engine;
+static dnnl_stream_t stream;
+static int engine_state; /* 0 untried, 1 ready, -1 unavailable */
+static entry *cache;
+static int cache_n;
+static rn_dnnl_mode mode = RN_DNNL_AUTO;
+static int verbose = -1;
+
+void rn_dnnl_set_mode(rn_dnnl_mode m) { mode = m; }
+rn_dnnl_mode rn_dnnl_get_mode(void) { return mode; }
+
+static int ready(void) {
+  if (engine_state) return engine_state > 0;
+  engine_state = -1;
+  if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) return 0;
+  if (dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
+    dnnl_engine_destroy(engine);
+    return 0;
+  }
+  engine_state = 1;
+  return 1;
+}
+
+bool rn_dnnl_available(void) { return ready(); }
+
+static void entry_free(entry *e) {
+  if (e->prim) dnnl_primitive_destroy(e->prim);
+  if (e->wreorder) dnnl_primitive_destroy(e->wreorder);
+  if (e->xcvt) dnnl_primitive_destroy(e->xcvt);
+  if (e->ycvt) dnnl_primitive_destroy(e->ycvt);
+  free(e);
+}
+
+void rn_dnnl_clear_cache(void) {
+  while (cache) {
+    entry *n = cache->next;
+    entry_free(cache);
+    cache = n;
+  }
+  cache_n = 0;
+}
+
+static const char *status_str(dnnl_status_t s) {
+  switch (s) {
+    case dnnl_out_of_memory: return "out of memory";
+    case dnnl_invalid_arguments: return "invalid arguments";
+    case dnnl_unimplemented: return "unimplemented";
+    case dnnl_runtime_error: return "runtime error";
+    default: return "error";
+  }
+}
+
+/* A reorder (layout and/or type conversion) primitive, or NULL. */
+static dnnl_primitive_t reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to) {
+  dnnl_primitive_desc_t rpd;
+  dnnl_primitive_t r = NULL;
+  if (dnnl_reorder_primitive_desc_create(&rpd, from, engine, to, engine, NULL)) return NULL;
+  if (dnnl_primitive_create(&r, rpd)) r = NULL;
+  dnnl_primitive_desc_destroy(rpd);
+  return r;
+}
+
+/* Creates the primitive for k; returns NULL (no error set) when oneDNN has
+ * no kernel for it. */
+static entry *create(const key_t_ *k) {
+  entry *e = calloc(1, sizeof *e);
+  if (!e) return NULL;
+  e->k = *k;
+  dnnl_dims_t xd = {k->N, k->C, k->H, k->W}, yd = {k->N, k->O, k->OH, k->OW};
+  dnnl_dims_t wd = {k->O, k->C, k->KH, k->KW}, bd = {k->O};
+  dnnl_dims_t st = {k->sh, k->sw}, dil = {k->dh - 1, k->dw - 1};
+  dnnl_dims_t pl = {k->pt, k->pl}, pr = {k->pb, k->pr};
+  dnnl_memory_desc_t wany;
+  dnnl_data_type_t kt = k->bf16 ? dnnl_bf16 : dnnl_f32; /* kernel input type */
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_primitive_desc_t fwd_hint = NULL, pd = NULL;
+  int ok = 0;
+  if (dnnl_memory_desc_init_by_tag(&e->xmd, 4, xd, dnnl_f32, dnnl_nhwc) ||
+      dnnl_memory_desc_init_by_tag(&e->ymd, 4, yd, dnnl_f32, dnnl_nhwc) ||
+      dnnl_memory_desc_init_by_tag(&e->user_w, 4, wd, dnnl_f32, dnnl_hwio) ||
+      dnnl_memory_desc_init_by_tag(&wany, 4, wd, kt, dnnl_format_tag_any) ||
+      dnnl_memory_desc_init_by_tag(&e->bmd, 1, bd, dnnl_f32, dnnl_x))
+    goto done;
+  /* bf16 math: the inputs the kernel reads are bf16 copies (x in fwd and
+   * bwd-weights, gy in bwd-data and bwd-weights); outputs stay float32 */
+  e->kxmd = e->xmd;
+  e->kymd = e->ymd;
+  if (k->bf16 && k->dir != DIR_BWD_DATA &&
+      dnnl_memory_desc_init_by_tag(&e->kxmd, 4, xd, dnnl_bf16, dnnl_nhwc))
+    goto done;
+  if (k->bf16 && k->dir != DIR_FWD &&
+      dnnl_memory_desc_init_by_tag(&e->kymd, 4, yd, dnnl_bf16, dnnl_nhwc))
+    goto done;
+  if (dnnl_primitive_attr_create(&attr) ||
+      dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))
+    goto done;
+  dnnl_alg_kind_t alg = getenv("RN_DNNL_ALGO") ? dnnl_convolution_auto : dnnl_convolution_direct;
+  dnnl_convolution_desc_t fd;
+  /* the forward desc (also the hint of the backward ones) with the kernel's input types */
+  dnnl_memory_desc_t fx = e->kxmd, fy = e->ymd;
+  if (k->bf16) {
+    if (dnnl_memory_desc_init_by_tag(&fx, 4, xd, dnnl_bf16, dnnl_nhwc)) goto done;
+    if (k->dir != DIR_FWD && dnnl_memory_desc_init_by_tag(&fy, 4, yd, dnnl_bf16, dnnl_nhwc))
+      goto done;
+  }
+  if (dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, alg, &fx, &wany,
+                                                 k->bias ? &e->bmd : NULL, &fy, st, dil, pl,
+                                                 pr))
+    goto done;
+  if (k->dir == DIR_FWD) {
+    if (dnnl_primitive_desc_create(&pd, &fd, attr, engine, NULL)) goto done;
+  } else {
+    if (dnnl_primitive_desc_create(&fwd_hint, &fd, attr, engine, NULL)) goto done;
+    dnnl_convolution_desc_t bd_;
+    dnnl_memory_desc_t wf32;
+    if (dnnl_memory_desc_init_by_tag(&wf32, 4, wd, dnnl_f32, dnnl_format_tag_any)) goto done;
+    if (k->dir == DIR_BWD_DATA) {
+      if (dnnl_dilated_convolution_backward_data_desc_init(&bd_, alg, &e->kxmd, &wany, &e->kymd,
+                                                           st, dil, pl, pr))
+        goto done;
+    } else if (dnnl_dilated_convolution_backward_weights_desc_init(
+                   &bd_, alg, &e->kxmd, &wf32, k->bias ? &e->bmd : NULL, &e->kymd, st, dil,
+                   pl, pr)) {
+      goto done;
+    }
+    if (dnnl_primitive_desc_create(&pd, &bd_, attr, engine, fwd_hint)) goto done;
+  }
+  const char *impl = NULL;
+  dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+  snprintf(e->impl, sizeof e->impl, "%s", impl ? impl : "?");
+  /* the reference kernels are far slower than im2col: leave those cases to it */
+  if (strstr(e->impl, "ref")) goto done;
+  const dnnl_memory_desc_t *pw = dnnl_primitive_desc_query_md(
+      pd, k->dir == DIR_BWD_W ? dnnl_query_diff_weights_md : dnnl_query_weights_md, 0);
+  const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  if (!pw) goto done;
+  e->prim_w = *pw;
+  if (sp) e->scratch = *sp;
+  e->sbytes = sp ? dnnl_memory_desc_get_size(sp) : 0;
+  e->wbytes = dnnl_memory_desc_get_size(pw);
+  if (dnnl_primitive_create(&e->prim, pd)) goto done;
+  if (!dnnl_memory_desc_equal(&e->kxmd, &e->xmd) &&
+      (e->xcbytes = dnnl_memory_desc_get_size(&e->kxmd),
+       !(e->xcvt = reorder(&e->xmd, &e->kxmd))))
+    goto done;
+  if (!dnnl_memory_desc_equal(&e->kymd, &e->ymd) &&
+      (e->ycbytes = dnnl_memory_desc_get_size(&e->kymd),
+       !(e->ycvt = reorder(&e->ymd, &e->kymd))))
+    goto done;
+  if (!dnnl_memory_desc_equal(&e->prim_w, &e->user_w) &&
+      !(e->wreorder = k->dir == DIR_BWD_W ? reorder(&e->prim_w, &e->user_w)
+                                          : reorder(&e->user_w, &e->prim_w)))
+    goto done;
+  ok = 1;
+done:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (fwd_hint) dnnl_primitive_desc_destroy(fwd_hint);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  if (!ok) {
+    entry_free(e);
+    return NULL;
+  }
+  if (verbose < 0) verbose = getenv("RN_DNNL_VERBOSE") != NULL;
+  if (verbose)
+    fprintf(stderr, "rn dnnl: %s (%lld,%lld,%lld,%lld) k%lldx%lld s%d -> %lld %s%s\n",
+            k->dir == DIR_FWD ? "fwd" : k->dir == DIR_BWD_DATA ? "bwd_data" : "bwd_w",
+            (long long)k->N, (long long)k->H, (long long)k->W, (long long)k->C,
+            (long long)k->KH, (long long)k->KW, k->sh, (long long)k->O, e->impl,
+            k->bf16 ? " (bf16 math)" : "");
+  return e;
+}
+
+/* The cached entry for k, creating it; NULL when oneDNN has no kernel. A
+ * failed creation is cached too (prim NULL), so it is tried once. */
+static entry *lookup(const key_t_ *k) {
+  entry **pp = &cache, *prev_last = NULL;
+  for (entry *e = cache; e; pp = &e->next, e = e->next) {
+    if (!memcmp(&e->k, k, sizeof *k)) {
+      *pp = e->next; /* move to front */
+      e->next = cache;
+      cache = e;
+      return e->prim ? e : NULL;
+    }
+  }
+  entry *e = create(k);
+  if (!e) {
+    e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->k = *k;
+  }
+  e->next = cache;
+  cache = e;
+  if (++cache_n > CACHE_MAX) { /* drop the least recently used */
+    entry *q = cache;
+    while (q->next && q->next->next) q = q->next;
+    prev_last = q->next;
+    q->next = NULL;
+    if (prev_last) entry_free(prev_last);
+    cache_n--;
+  }
+  return e->prim ? e : NULL;
+}
+
+static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, const int64_t *ys,
+                    bool bias, const rn_conv_params *p) {
+  memset(k, 0, sizeof *k); /* padding bytes too: keys are compared with memcmp */
+  k->dir = dir;
+  k->bf16 = rn_math_precision() == RN_BF16;
+  k->bias = bias;
+  k->N = xs[0]; k->H = xs[1]; k->W = xs[2]; k->C = xs[3];
+  k->KH = w->shape[0]; k->KW = w->shape[1]; k->O = w->shape[3];
+  k->OH = ys[1]; k->OW = ys[2];
+  k->sh = p->stride_h; k->sw = p->stride_w; k->dh = p->dil_h; k->dw = p->dil_w;
+  k->pt = p->pad_top; k->pb = p->pad_bottom; k->pl = p->pad_left; k->pr = p->pad_right;
+  return k->N > 0 && k->OH > 0 && k->OW > 0 && k->O > 0 && k->C > 0;
+}
+
+/* Whether oneDNN should be tried for this call at all. */
+static bool wanted(const rn_tensor *x) {
+  if (mode == RN_DNNL_OFF || x->dtype != RN_F32 || rn_is_deterministic()) return false;
+  return ready();
+}
+
+static int exec(entry *e, int nargs, dnnl_exec_arg_t *args, const char *op) {
+  dnnl_status_t s = dnnl_primitive_execute(e->prim, stream, nargs, args);
+  if (s == dnnl_success) s = dnnl_stream_wait(stream);
+  if (s != dnnl_success) return rn_err("%s: oneDNN kernel %s failed: %s", op, e->impl, status_str(s));
+  return 0;
+}
+
+/* Wraps p (NULL allowed for an empty desc) in a dnnl memory; returns 0 or -1. */
+static int mem(dnnl_memory_t *m, const dnnl_memory_desc_t *md, const void *p, const char *op) {
+  if (dnnl_memory_create(m, md, engine, (void *)p) != dnnl_success) {
+    *m = NULL;
+    return rn_err("%s: oneDNN memory object: out of memory", op);
+  }
+  return 0;
+}
+
+/* Runs one direction: x/gx (act), weights (w/gw), bias (b/gb, or NULL), y/gy (out). */
+static int run(entry *e, const char *op, void *act, void *wt, void *bias, void *out) {
+  int rc = -1;
+  dnnl_memory_t m[8] = {0};
+  void *wbuf = NULL, *sbuf = NULL, *xcb = NULL, *ycb = NULL;
+  if ((e->xcvt && !(xcb = rn_cpu_alloc(e->xcbytes))) ||
+      (e->ycvt && !(ycb = rn_cpu_alloc(e->ycbytes))))
+    goto done;
+  if (e->wreorder) {
+    wbuf = rn_cpu_alloc(e->wbytes ? e->wbytes : 1);
+    if (!wbuf) goto done;
+  }
+  if (e->sbytes) {
+    sbuf = rn_cpu_alloc(e->sbytes);
+    if (!sbuf) goto done;
+  }
+  /* m: 0 act, 1 user weights, 2 kernel weights, 3 bias, 4 out, 5 scratch */
+  if (mem(&m[0], &e->xmd, act, op) || mem(&m[1], &e->user_w, wt, op) ||
+      (wbuf && mem(&m[2], &e->prim_w, wbuf, op)) || (bias && mem(&m[3], &e->bmd, bias, op)) ||
+      mem(&m[4], &e->ymd, out, op) || (sbuf && mem(&m[5], &e->scratch, sbuf, op)))
+    goto done;
+  dnnl_memory_t kw = wbuf ? m[2] : m[1], kx = m[0], ky = m[4];
+  /* m[6], m[7]: bf16 copies of the act / out inputs */
+  if (xcb) {
+    if (mem(&m[6], &e->kxmd, xcb, op)) goto done;
+    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, m[0]}, {DNNL_ARG_TO, m[6]}};
+    if (dnnl_primitive_execute(e->xcvt, stream, 2, r)) {
+      rc = rn_err("%s: oneDNN bf16 conversion failed", op);
+      goto done;
+    }
+    kx = m[6];
+  }
+  if (ycb) {
+    if (mem(&m[7], &e->kymd, ycb, op)) goto done;
+    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, m[4]}, {DNNL_ARG_TO, m[7]}};
+    if (dnnl_primitive_execute(e->ycvt, stream, 2, r)) {
+      rc = rn_err("%s: oneDNN bf16 conversion failed", op);
+      goto done;
+    }
+    ky = m[7];
+  }
+  dnnl_exec_arg_t a[6];
+  int n = 0;
+  if (e->k.dir != DIR_BWD_W && e->wreorder) {
+    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, m[1]}, {DNNL_ARG_TO, m[2]}};
+    dnnl_status_t s = dnnl_primitive_execute(e->wreorder, stream, 2, r);
+    if (s) { rc = rn_err("%s: oneDNN weight reorder failed: %s", op, status_str(s)); goto done; }
+  }
+  switch (e->k.dir) {
+    case DIR_FWD:
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, kx};
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, kw};
+      if (bias) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, m[3]};
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, m[4]};
+      break;
+    case DIR_BWD_DATA:
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, m[0]};
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, kw};
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, ky};
+      break;
+    default:
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, kx};
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_WEIGHTS, kw};
+      if (bias) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, m[3]};
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, ky};
+  }
+  if (sbuf) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m[5]};
+  if (exec(e, n, a, op) < 0) goto done;
+  if (e->k.dir == DIR_BWD_W && e->wreorder) {
+    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, m[2]}, {DNNL_ARG_TO, m[1]}};
+    dnnl_status_t s = dnnl_primitive_execute(e->wreorder, stream, 2, r);
+    if (s == dnnl_success) s = dnnl_stream_wait(stream);
+    if (s) { rc = rn_err("%s: oneDNN weight reorder failed: %s", op, status_str(s)); goto done; }
+  }
+  rc = 0;
+done:
+  for (int i = 0; i < 8; i++)
+    if (m[i]) dnnl_memory_destroy(m[i]);
+  rn_cpu_free(wbuf);
+  rn_cpu_free(sbuf);
+  rn_cpu_free(xcb);
+  rn_cpu_free(ycb);
+  return rc;
+}
+
+int rn_dnnl_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
+                       const rn_conv_params *p) {
+  key_t_ k;
+  if (!wanted(x) || !key_init(&k, DIR_FWD, x->shape, w, y->shape, b != NULL, p))
+    return RN_DNNL_FALLBACK;
+  entry *e = lookup(&k);
+  if (!e) return RN_DNNL_FALLBACK;
+  return run(e, "conv2d", rn_ptr(x), rn_ptr(w), b ? rn_ptr(b) : NULL, rn_ptr(y));
+}
+
+int rn_dnnl_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
+                            const rn_conv_params *p) {
+  key_t_ k;
+  if (!wanted(gx) || !key_init(&k, DIR_BWD_DATA, gx->shape, w, gy->shape, false, p))
+    return RN_DNNL_FALLBACK;
+  entry *e = lookup(&k);
+  if (!e) return RN_DNNL_FALLBACK;
+  return run(e, "conv2d backward data", rn_ptr(gx), rn_ptr(w), NULL, rn_ptr(gy));
+}
+
+int rn_dnnl_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
+                              const rn_tensor *x, const rn_conv_params *p) {
+  key_t_ k;
+  if (!wanted(x) || !key_init(&k, DIR_BWD_W, x->shape, gw, gy->shape, gb != NULL, p))
+    return RN_DNNL_FALLBACK;
+  entry *e = lookup(&k);
+  if (!e) return RN_DNNL_FALLBACK;
+  return run(e, "conv2d backward filter", rn_ptr(x), rn_ptr(gw), gb ? rn_ptr(gb) : NULL,
+             rn_ptr(gy));
+}

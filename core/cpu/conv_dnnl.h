@@ -1,0 +1,27 @@
+/* conv_dnnl.h (cpu) - the oneDNN convolution kernels (conv_dnnl.c), tried
+ * first by the im2col entry points of conv.c. Same layouts and contracts as
+ * the rn_backend conv slots: x (N,H,W,Cin), w (KH,KW,Cin,Cout), y (N,OH,OW,Cout),
+ * contiguous, explicit pads. Each returns 0, -1 with an error set, or
+ * RN_DNNL_FALLBACK (no error set) when oneDNN has no kernel for the case. */
+#ifndef RN_CONV_DNNL_H
+#define RN_CONV_DNNL_H
+
+#include "cpu.h"
+
+#define RN_DNNL_FALLBACK 1
+
+typedef enum { RN_DNNL_AUTO = 0, RN_DNNL_OFF = 1 } rn_dnnl_mode;
+
+void rn_dnnl_set_mode(rn_dnnl_mode m);
+rn_dnnl_mode rn_dnnl_get_mode(void);
+bool rn_dnnl_available(void);
+void rn_dnnl_clear_cache(void);
+
+int rn_dnnl_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
+                       const rn_conv_params *p);
+int rn_dnnl_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
+                            const rn_conv_params *p);
+int rn_dnnl_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
+                              const rn_tensor *x, const rn_conv_params *p);
+
+#endif

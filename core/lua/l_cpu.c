@@ -1,0 +1,100 @@
+/* l_cpu.c - Lua entry points for the CPU backend's settings and the math
+ * precision policy (wrapped as rn.cpu.* and rn.mixed_precision.* by
+ * lua/rn/init.lua):
+ *   rn.core._cpu_features()          -> {avx2=true, avx512f=..., avx512_bf16=..., amx_bf16=...}
+ *   rn.core._cpu_memory_stats()      -> {allocated=, reserved=, peak=, cached=, limit=, hits=, misses=}
+ *   rn.core._cpu_empty_cache()
+ *   rn.core._set_conv_impl("auto"|"im2col"), rn.core._conv_impl() -> name
+ *   rn.core._set_math_precision("float32"|"bfloat16", cpu_needed), _math_precision() */
+#include <string.h>
+
+#include "../cpu/conv_dnnl.h"
+#include "rnl.h"
+
+static void set_bool(lua_State *L, const char *k, bool v) {
+  lua_pushboolean(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static int l_cpu_features(lua_State *L) {
+  const rn_cpu_features *f = rn_cpu_features_get();
+  lua_newtable(L);
+  set_bool(L, "fma", f->fma);
+  set_bool(L, "avx", f->avx);
+  set_bool(L, "avx2", f->avx2);
+  set_bool(L, "avx512f", f->avx512f);
+  set_bool(L, "avx512bw", f->avx512bw);
+  set_bool(L, "avx512vl", f->avx512vl);
+  set_bool(L, "avx512_vnni", f->avx512_vnni);
+  set_bool(L, "avx512_bf16", f->avx512_bf16);
+  set_bool(L, "amx_tile", f->amx_tile);
+  set_bool(L, "amx_bf16", f->amx_bf16);
+  set_bool(L, "amx_int8", f->amx_int8);
+  set_bool(L, "onednn", rn_dnnl_available());
+  return 1;
+}
+
+static void set_int(lua_State *L, const char *k, size_t v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
+}
+
+static int l_cpu_memory_stats(lua_State *L) {
+  rn_cpu_mem_stats s;
+  rn_cpu_memory_stats(&s);
+  lua_newtable(L);
+  set_int(L, "allocated", s.allocated);
+  set_int(L, "reserved", s.reserved);
+  set_int(L, "peak", s.peak);
+  set_int(L, "cached", s.cached);
+  set_int(L, "limit", s.limit);
+  set_int(L, "hits", s.hits);
+  set_int(L, "misses", s.misses);
+  return 1;
+}
+
+static int l_cpu_empty_cache(lua_State *L) {
+  (void)L;
+  rn_cpu_empty_cache();
+  return 0;
+}
+
+static const char *const impls[] = {"auto", "im2col", NULL};
+
+static int l_set_conv_impl(lua_State *L) {
+  int i = luaL_checkoption(L, 1, NULL, impls);
+  rn_dnnl_set_mode(i == 0 ? RN_DNNL_AUTO : RN_DNNL_OFF);
+  return 0;
+}
+
+static int l_conv_impl(lua_State *L) {
+  if (rn_dnnl_get_mode() == RN_DNNL_OFF) lua_pushstring(L, "im2col");
+  else lua_pushstring(L, rn_dnnl_available() ? "onednn" : "im2col");
+  return 1;
+}
+
+static int l_set_math_precision(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  bool cpu_needed = lua_toboolean(L, 2);
+  rn_dtype dt;
+  if (!strcmp(name, "float32")) dt = RN_F32;
+  else if (!strcmp(name, "bfloat16")) dt = RN_BF16;
+  else return rnl_errorf(L, "math precision '%s' is not one of float32, bfloat16", name);
+  if (rn_set_math_precision(dt, cpu_needed) < 0) return rnl_errorf(L, "%s", rn_errmsg());
+  return 0;
+}
+
+static int l_math_precision(lua_State *L) {
+  lua_pushstring(L, rn_math_precision() == RN_BF16 ? "bfloat16" : "float32");
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {
+  {"_cpu_features", l_cpu_features}, {"_cpu_memory_stats", l_cpu_memory_stats},
+  {"_cpu_empty_cache", l_cpu_empty_cache}, {"_set_conv_impl", l_set_conv_impl},
+  {"_conv_impl", l_conv_impl}, {"_set_math_precision", l_set_math_precision},
+  {"_math_precision", l_math_precision}, {NULL, NULL}};
+
+void rnl_open_cpu(lua_State *L, int rn_idx, int methods_idx) {
+  rnl_register(L, rn_idx, methods_idx, funcs, 0);
+}

@@ -1,0 +1,221 @@
+-- profile.lua - model:profile(x, y, {steps=3}): where a training step's time
+-- goes, layer by layer.
+--
+--   model:compile{optimizer = rn.optim.SGD{lr = 0.01}, loss = "sparse_categorical_crossentropy"}
+--   local p = model:profile(x, y, {steps = 3})   -- prints the table, returns the numbers
+--
+-- It runs `steps` real training steps (zero_grad, forward, loss with the
+-- regularization terms, backward, optimizer step: the work of
+-- model:train_step without the metrics) and times them:
+--   - forward, per layer: wall time around each layer call of the model's
+--     graph (taken in Lua; a layer called several times adds up);
+--   - backward, per layer: every autograd node records the id of the layer
+--     whose forward made it (rn.core._profile_set_scope), and the reverse pass
+--     adds each node's time (its backward rule and the accumulation of its
+--     gradients) to that layer (core/autograd.c);
+--   - loss: the loss function and regularization terms, forward and backward;
+--   - optimizer: opt:step();
+--   - other: the rest of the measured step (zero_grad, graph bookkeeping,
+--     the reverse pass's own overhead, reading the loss).
+-- Figures are milliseconds per step, averaged over the steps. On a GPU the
+-- device is synchronized around each timed region (forward only; backward
+-- times on a GPU are launch times).
+-- The model must be compiled, or opts must give optimizer= and loss= (an
+-- rn.optim optimizer or name; a loss function or name); opts.optimizer and
+-- opts.loss override the compiled ones. opts.print=false keeps it quiet;
+-- opts.warmup (default 0) untimed steps first.
+local layers = require "rn.layers"
+local Model = require("rn.model").Model
+local core = require "rn.core"
+
+local fail = layers._fail
+
+local M = {}
+
+local function clock() return core._clock() end
+
+local function resolve(self, o)
+  local rn = require "rn"
+  local opt, loss = o.optimizer or self.optimizer, o.loss or self.loss_fn
+  if opt == nil or loss == nil then
+    fail("%s profile: the model is not compiled and opts lack %s; compile it " ..
+      "(model:compile{optimizer=, loss=}) or pass {optimizer=, loss=}", self:who(),
+      (opt == nil and loss == nil) and "optimizer= and loss=" or (opt == nil and "optimizer=" or "loss="))
+  end
+  if type(opt) == "string" then
+    local ok, v = pcall(rn.optim.get, opt)
+    if not ok then fail("%s profile: %s", self:who(), tostring(v):gsub("^[^:]*:%d+: ", "")) end
+    opt = v
+  end
+  if type(opt) ~= "table" or not opt.step then
+    fail("%s profile: optimizer must be an rn.optim optimizer or a name (\"sgd\", \"adam\", \"adamw\"), got %s",
+      self:who(), type(opt))
+  end
+  if opt:num_params() == 0 then opt:set_params(self:parameters()) end
+  if type(loss) ~= "function" then
+    local ok, v = pcall(rn.losses.get, loss)
+    if not ok then fail("%s profile: %s", self:who(), tostring(v):gsub("^[^:]*:%d+: ", "")) end
+    loss = v
+  end
+  return opt, loss
+end
+
+local function fmt_table(self, res, batch)
+  local out = {}
+  out[#out + 1] = string.format('Profile of "%s": %d step(s) of batch %s, %.3f ms per step ' ..
+    "(forward %.3f, backward %.3f, ms per step)", self.name, res.steps, tostring(batch), res.step_ms,
+    res.forward_ms, res.backward_ms)
+  local w = #"Layer (type)"
+  for _, r in ipairs(res.rows) do
+    local s = r.type and string.format("%s (%s)", r.name, r.type) or r.name
+    r._label = s
+    if #s > w then w = #s end
+  end
+  local function line(a, b, c, d)
+    return string.format(" %-" .. w .. "s  %12s  %12s  %9s", a, b, c, d)
+  end
+  out[#out + 1] = line("Layer (type)", "Forward ms", "Backward ms", "% of step")
+  out[#out + 1] = " " .. string.rep("=", w + 41)
+  for i, r in ipairs(res.rows) do
+    if i == res.nlayers + 1 then out[#out + 1] = " " .. string.rep("-", w + 41) end
+    out[#out + 1] = line(r._label, string.format("%.3f", r.forward_ms), string.format("%.3f", r.backward_ms),
+      string.format("%.1f", r.percent))
+    r._label = nil
+  end
+  out[#out + 1] = " " .. string.rep("=", w + 41)
+  out[#out + 1] = line("step", string.format("%.3f", res.forward_ms), string.format("%.3f", res.backward_ms),
+    string.format("%.3f ms", res.step_ms))
+  return table.concat(out, "\n")
+end
+
+--- model:profile(x, y [, {steps=3, warmup=0, optimizer=, loss=, print=true}]):
+--- runs the training steps and prints the per-layer table; returns
+--- {steps=, step_ms=, forward_ms=, backward_ms=, nlayers=, rows = {...}}
+--- where rows are the layers in graph order ({name=, type=, id=, forward_ms=,
+--- backward_ms=, total_ms=, percent=}) followed by the rows "loss",
+--- "optimizer" and "other"; res.loss, res.optimizer, res.other are those rows.
+function Model:profile(x, y, opts)
+  local rn = require "rn"
+  local o = layers.check_options(self:who() .. " profile", opts, { "steps", "warmup", "optimizer", "loss", "print" })
+  local steps = o.steps == nil and 3 or o.steps
+  if math.type(steps) ~= "integer" or steps < 1 or steps > 100000 then
+    fail("%s profile: steps must be an integer in 1..100000, got %s", self:who(), tostring(steps))
+  end
+  local warmup = o.warmup == nil and 0 or o.warmup
+  if math.type(warmup) ~= "integer" or warmup < 0 or warmup > 100000 then
+    fail("%s profile: warmup must be an integer in 0..100000, got %s", self:who(), tostring(warmup))
+  end
+  if not self.built then
+    fail("%s profile: the model is not built; start it with layers.Input(shape) or call it once", self:who())
+  end
+  local opt, loss_fn = resolve(self, o)
+  if not rn.is_tensor(x) and type(x) ~= "table" then
+    fail("%s profile: x must be a tensor (or a list of tensors for several inputs), got %s", self:who(), type(x))
+  end
+  local first = rn.is_tensor(x) and x or x[1]
+  local sync = (first and first.device ~= "cpu") and rn.cuda.synchronize or function() end
+  local regularized = false
+  for _, w in ipairs(self:weights()) do if w.regularizer then regularized = true end end
+
+  -- the layers of the graph, in graph order, with their scope ids 1..n
+  local list, id_of = {}, {}
+  for _, node in ipairs(self._order) do
+    local l = node.layer
+    if not id_of[l] then
+      list[#list + 1] = l
+      id_of[l] = #list
+    end
+  end
+  local n = #list
+  local LOSS = n + 1
+  local fwd = {}
+  for i = 1, n + 1 do fwd[i] = 0 end
+  local timing = false
+  -- wrap each layer's eager call (instance fields shadow the class method)
+  local wrapped = {}
+  for i, l in ipairs(list) do
+    local orig = l._call_eager
+    wrapped[i] = rawget(l, "_call_eager")
+    l._call_eager = function(lyr, ...)
+      if not timing then return orig(lyr, ...) end
+      local prev = core._profile_set_scope(i)
+      sync()
+      local t0 = clock()
+      local y_ = orig(lyr, ...)
+      sync()
+      fwd[i] = fwd[i] + clock() - t0
+      core._profile_set_scope(prev)
+      return y_
+    end
+  end
+  local t_loss, t_bwd, t_opt, t_step = 0, 0, 0, 0
+  local function one_step(timed)
+    timing = timed
+    sync()
+    local ts = clock()
+    opt:zero_grad()
+    local pred = self(x, { training = true })
+    local prev = core._profile_set_scope(LOSS)
+    local t0 = clock()
+    local loss = loss_fn(pred, y)
+    if regularized then loss = loss + self:regularization_loss() end
+    sync()
+    local t1 = clock()
+    core._profile_set_scope(prev)
+    loss:backward()
+    sync()
+    local t2 = clock()
+    opt:step()
+    sync()
+    local t3 = clock()
+    loss:item()
+    local te = clock()
+    if timed then
+      t_loss, t_bwd, t_opt, t_step = t_loss + (t1 - t0), t_bwd + (t2 - t1), t_opt + (t3 - t2), t_step + (te - ts)
+    end
+  end
+  local began = false
+  local ok, err = pcall(function()
+    for _ = 1, warmup do one_step(false) end
+    core._profile_begin()
+    began = true
+    for _ = 1, steps do one_step(true) end
+  end)
+  timing = false
+  core._profile_set_scope(0)
+  local bwd = began and core._profile_end() or {}
+  for i, l in ipairs(list) do l._call_eager = wrapped[i] end
+  if not ok then error(err, 0) end
+
+  local ms = 1000 / steps
+  local res = { steps = steps, step_ms = t_step * ms, nlayers = n, rows = {} }
+  local sum_f, sum_b, sum_nodes = 0, 0, 0
+  for _, s in pairs(bwd) do sum_nodes = sum_nodes + s end
+  local function row(name, typ, id, f, b)
+    local r = { name = name, type = typ, id = id, forward_ms = f * ms, backward_ms = b * ms }
+    r.total_ms = r.forward_ms + r.backward_ms
+    r.percent = res.step_ms > 0 and 100 * r.total_ms / res.step_ms or 0
+    res.rows[#res.rows + 1] = r
+    sum_f, sum_b = sum_f + f, sum_b + b
+    return r
+  end
+  for i, l in ipairs(list) do row(l.name, l.class_name, i, fwd[i], bwd[i] or 0) end
+  res.loss = row("loss", nil, LOSS, t_loss, bwd[LOSS] or 0)
+  res.optimizer = row("optimizer", nil, nil, t_opt, 0)
+  -- other: the rest of the forward and of the reverse pass, and of the step
+  local other_f = math.max(0, t_step - t_bwd - sum_f)
+  local other_b = math.max(0, t_bwd - sum_nodes) + (bwd[0] or 0)
+  local r = row("other", nil, 0, other_f, other_b)
+  res.other = r
+  local f_all, b_all = 0, 0
+  for i = 1, n do f_all, b_all = f_all + res.rows[i].forward_ms, b_all + res.rows[i].backward_ms end
+  res.forward_ms = f_all + res.loss.forward_ms
+  res.backward_ms = t_bwd * ms
+  if o.print ~= false then
+    local b = first and first:dim() > 0 and first:size(1) or "?"
+    print(fmt_table(self, res, b))
+  end
+  return res
+end
+
+return M

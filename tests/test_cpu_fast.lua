@@ -1,0 +1,246 @@
+-- test_cpu_fast.lua - the CPU fast paths against their references: oneDNN
+-- convolutions vs im2col and float64, bfloat16 math (mixed_bfloat16) vs
+-- float32, fused BatchNormalization+ReLU vs the two ops (bitwise), the model
+-- graph's fusion vs none (bitwise), the caching CPU allocator, and the
+-- rn.cpu settings and their errors. No timings are asserted here.
+local T = require "t"
+local rn = require "rn"
+
+local function maxdiff(a, b) return (a - b):abs():max():item() end
+local function relerr(a, b) return maxdiff(a, b) / math.max(b:abs():max():item(), 1e-30) end
+
+-- conv2d with grads of x, w (and b) for gy, on the current conv impl
+local function conv_all(x, w, b, o, gy)
+  local xx, ww = x:clone():requires_grad_(), w:clone():requires_grad_()
+  local bb = b and b:clone():requires_grad_()
+  local y = rn.conv2d(xx, ww, bb, o)
+  y:backward(gy or rn.ones(y:size()))
+  return y, xx.grad, ww.grad, bb and bb.grad
+end
+
+local configs = {
+  {x = {2, 9, 8, 16}, w = {3, 3, 16, 16}, o = {padding = "same"}, bias = true},
+  {x = {3, 8, 8, 16}, w = {3, 3, 16, 32}, o = {padding = "same", stride = 2}, bias = true},
+  {x = {2, 7, 9, 5}, w = {3, 3, 5, 7}, o = {padding = {1, 2}}, bias = false},
+  {x = {2, 10, 10, 8}, w = {3, 3, 8, 4}, o = {dilation = 2, padding = "same"}, bias = true},
+  {x = {4, 6, 6, 32}, w = {1, 1, 32, 64}, o = {}, bias = true},
+  {x = {1, 32, 32, 3}, w = {3, 3, 3, 16}, o = {padding = "same"}, bias = true},
+  {x = {2, 5, 5, 3}, w = {5, 5, 3, 2}, o = {}, bias = false},
+}
+
+T.test("cpu: features table, conv impl setting and its errors", function()
+  local f = rn.cpu.features()
+  for _, k in ipairs({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "onednn"}) do
+    T.eq(type(f[k]), "boolean", k)
+  end
+  T.truthy(f.onednn, "oneDNN is linked in and creates its CPU engine")
+  T.eq(rn.cpu.conv_impl(), "onednn")
+  rn.cpu.set_conv_impl("im2col")
+  T.eq(rn.cpu.conv_impl(), "im2col")
+  rn.cpu.set_conv_impl("auto")
+  T.eq(rn.cpu.conv_impl(), "onednn")
+  T.raises(function() rn.cpu.set_conv_impl("winograd") end, "'winograd' is not one of auto, im2col", true)
+end)
+
+T.test("conv2d: oneDNN and im2col agree with the float64 reference, forward and both grads", function()
+  rn.manual_seed(11)
+  for i, c in ipairs(configs) do
+    local x, w = rn.randn(c.x), rn.randn(c.w)
+    local b = c.bias and rn.randn({c.w[4]}) or nil
+    local y0 = rn.conv2d(x, w, b, c.o)
+    local gy = rn.randn(y0:size())
+    local ref = {conv_all(x:double(), w:double(), b and b:double(), c.o, gy:double())}
+    for _, impl in ipairs({"auto", "im2col"}) do
+      rn.cpu.set_conv_impl(impl)
+      local got = {conv_all(x, w, b, c.o, gy)}
+      for k = 1, 4 do
+        if ref[k] then
+          T.truthy(relerr(got[k]:double(), ref[k]) < 2e-5,
+            string.format("config %d, %s, output %d: relative error %.3g", i, impl, k,
+              relerr(got[k]:double(), ref[k])))
+        end
+      end
+    end
+    rn.cpu.set_conv_impl("auto")
+  end
+end)
+
+T.test("conv2d: oneDNN gives the same bits run to run", function()
+  rn.manual_seed(3)
+  local x, w, b = rn.randn({8, 16, 16, 16}), rn.randn({3, 3, 16, 16}), rn.randn({16})
+  local gy = rn.randn({8, 16, 16, 16})
+  local a = {conv_all(x, w, b, {padding = "same"}, gy)}
+  local c = {conv_all(x, w, b, {padding = "same"}, gy)}
+  for k = 1, 4 do T.eq(maxdiff(a[k], c[k]), 0, "output " .. k) end
+end)
+
+T.test("mixed precision: policy round trip and errors", function()
+  T.eq(rn.mixed_precision.global_policy(), "float32")
+  T.raises(function() rn.mixed_precision.set_global_policy("mixed_float16") end,
+    "'mixed_float16' is not one of float32, mixed_bfloat16", true)
+  T.eq(rn.mixed_precision.global_policy(), "float32")
+  local has = rn.cpu.features()
+  if not (has.avx512_bf16 or has.amx_bf16) and not rn.cuda.is_available() then
+    T.raises(function() rn.mixed_precision.set_global_policy("mixed_bfloat16") end,
+      "needs a CPU with AVX512%-BF16 or AMX%-BF16")
+    return
+  end
+  rn.mixed_precision.set_global_policy("mixed_bfloat16")
+  T.eq(rn.mixed_precision.global_policy(), "mixed_bfloat16")
+  rn.mixed_precision.set_global_policy("float32")
+  T.eq(rn.mixed_precision.global_policy(), "float32")
+end)
+
+T.test("mixed precision: bfloat16 convolutions within bf16 tolerance of float32, tensors stay float32", function()
+  local has = rn.cpu.features()
+  if not (has.avx512_bf16 or has.amx_bf16) then T.skip("this CPU has no bf16 instructions") end
+  rn.manual_seed(5)
+  for i, c in ipairs(configs) do
+    local x, w = rn.randn(c.x), rn.randn(c.w)
+    local b = c.bias and rn.randn({c.w[4]}) or nil
+    local gy = rn.randn(rn.conv2d(x, w, b, c.o):size())
+    local f = {conv_all(x, w, b, c.o, gy)}
+    rn.mixed_precision.set_global_policy("mixed_bfloat16")
+    local ok, err = pcall(function()
+      local h = {conv_all(x, w, b, c.o, gy)}
+      for k = 1, 4 do
+        if f[k] then
+          T.eq(h[k].dtype, "float32", "dtype of output " .. k)
+          local e = relerr(h[k], f[k])
+          T.truthy(e < 1.6e-2, string.format("config %d output %d: relative error %.3g", i, k, e))
+          if k == 1 and c.x[4] >= 8 then
+            T.truthy(e > 0, "config " .. i .. ": bf16 math should differ from float32 somewhere")
+          end
+        end
+      end
+    end)
+    rn.mixed_precision.set_global_policy("float32")
+    if not ok then error(err, 0) end
+  end
+  -- back to float32: the same bits as before
+  local x, w = rn.randn({2, 8, 8, 16}), rn.randn({3, 3, 16, 16})
+  local a = rn.conv2d(x, w, nil, {padding = "same"})
+  rn.mixed_precision.set_global_policy("mixed_bfloat16")
+  rn.mixed_precision.set_global_policy("float32")
+  T.eq(maxdiff(rn.conv2d(x, w, nil, {padding = "same"}), a), 0)
+end)
+
+T.test("batch_norm relu=true: the same bits as batch_norm then relu (train, infer, f32, f64)", function()
+  rn.manual_seed(7)
+  for _, dt in ipairs({"float32", "float64"}) do
+    for _, C in ipairs({16, 5}) do
+      for _, training in ipairs({true, false}) do
+        local x = rn.randn({4, 6, 6, C}, {dtype = dt})
+        local g, b = rn.rand({C}, {dtype = dt}) + 0.5, rn.randn({C}, {dtype = dt})
+        local gy = rn.randn({4, 6, 6, C}, {dtype = dt})
+        local function run(fused)
+          local xx, gg, bb = x:clone():requires_grad_(), g:clone():requires_grad_(), b:clone():requires_grad_()
+          local rm, rv = rn.randn({C}, {dtype = dt}), rn.rand({C}, {dtype = dt}) + 0.5
+          local o = {training = training}
+          local y
+          if fused then o.relu = true; y = rn.batch_norm(xx, gg, bb, rm, rv, o)
+          else y = rn.batch_norm(xx, gg, bb, rm, rv, o):relu() end
+          y:backward(gy)
+          return {y, xx.grad, gg.grad, bb.grad, rm, rv}
+        end
+        rn.manual_seed(1); local a = run(false)
+        rn.manual_seed(1); local f = run(true)
+        for k = 1, 6 do
+          T.eq(maxdiff(a[k], f[k]), 0, string.format("%s C=%d training=%s output %d", dt, C, tostring(training), k))
+        end
+        T.truthy(a[1]:min():item() == 0 and a[1]:max():item() > 0, "the relu clipped something")
+      end
+    end
+  end
+  T.raises(function() rn.batch_norm(rn.randn({2, 3}), nil, nil, nil, nil, {relu = 1}) end, "relu")
+end)
+
+-- a small pre-activation net: BN->ReLU pairs, one BN output used twice, a
+-- ReLU6 and a user subclass that must not be fused
+local function small_model()
+  local L = rn.layers
+  local MyBN = L.BatchNormalization:extend("MyBN")
+  function MyBN:call(x, training) return L.BatchNormalization.call(self, x, training) * 1 end
+  local inp = L.Input({8, 8, 3})
+  local x = L.Conv2D(8, 3, {padding = "same"})(inp)
+  local h = L.BatchNormalization()(x)
+  h = L.ReLU()(h)                                      -- fused
+  h = L.Conv2D(8, 3, {padding = "same"})(h)
+  local s = L.BatchNormalization()(h)                  -- used twice: not fused
+  local r = L.ReLU()(s)
+  h = L.Add()({r, s})
+  h = L.BatchNormalization()(h)
+  h = L.ReLU({max_value = 6})(h)                       -- ReLU6: not fused
+  h = MyBN()(h)
+  h = L.ReLU()(h)                                      -- subclass BN: not fused
+  h = L.GlobalAveragePooling2D()(h)
+  return rn.Model(inp, L.Dense(3)(h))
+end
+
+T.test("model fusion: only plain single-use BN->ReLU pairs fuse; results are bitwise those of no fusion", function()
+  rn.manual_seed(21)
+  local m = small_model()
+  local n = 0
+  for _ in pairs(m._fuse_bn) do n = n + 1 end
+  T.eq(n, 1, "fused pairs")
+  local x, y = rn.randn({4, 8, 8, 3}), rn.tensor({0, 1, 2, 1}):long()
+  local function step(fusion)
+    rn.manual_seed(21)
+    local mm = small_model()
+    mm.fusion = fusion
+    mm:compile{optimizer = rn.optim.SGD{lr = 0.1, momentum = 0.9},
+               loss = rn.losses.sparse_categorical_crossentropy({from_logits = true})}
+    local l1 = mm:train_step(x, y)
+    local l2 = mm:train_step(x, y)
+    local out = mm:predict(x)
+    return l1, l2, out, mm
+  end
+  local a1, a2, ao, am = step(false)
+  local b1, b2, bo, bm = step(true)
+  T.eq(b1, a1, "first loss")
+  T.eq(b2, a2, "second loss")
+  T.eq(maxdiff(ao, bo), 0, "inference outputs")
+  local aw, bw = am:weights(), bm:weights()
+  T.eq(#aw, #bw)
+  T.truthy(#aw > 10, "weights listed")
+  for i, w in ipairs(aw) do
+    local v = bw[i]
+    T.eq(maxdiff(w.tensor, v.tensor), 0, "weight " .. w.name)
+  end
+end)
+
+T.test("cpu allocator: freed large blocks are reused, counted and released", function()
+  collectgarbage()
+  rn.cpu.empty_cache()
+  local s0 = rn.cpu.memory_stats()
+  for _, k in ipairs({"allocated", "reserved", "peak", "cached", "limit", "hits", "misses"}) do
+    T.eq(math.type(s0[k]), "integer", k)
+  end
+  T.eq(s0.cached, 0, "empty_cache leaves nothing cached")
+  if s0.limit == 0 then T.skip("the block cache is off in this build or by RN_CPU_CACHE_BYTES=0") end
+  local t = rn.zeros({1024, 1024}) -- 4 MiB
+  local s1 = rn.cpu.memory_stats()
+  T.truthy(s1.allocated >= s0.allocated + 4 * 2^20, "allocated counts the block")
+  t = nil
+  collectgarbage()
+  local s2 = rn.cpu.memory_stats()
+  T.truthy(s2.cached >= 4 * 2^20, "the freed block is cached")
+  local u = rn.zeros({1024, 1024})
+  local s3 = rn.cpu.memory_stats()
+  T.eq(s3.hits, s2.hits + 1, "the same size is served from the cache")
+  T.eq(u:sum():item(), 0, "a reused block is still zero-filled by zeros()")
+  u = nil
+  collectgarbage()
+  rn.cpu.empty_cache()
+  T.eq(rn.cpu.memory_stats().cached, 0)
+end)
+
+T.test("cpu allocator: RN_CPU_CACHE_BYTES=0 turns the cache off", function()
+  local bin = os.getenv("RNLUA_BIN") or "./rnlua"
+  local p = io.popen("RN_CPU_CACHE_BYTES=0 " .. bin .. [[ -e 'local rn = require "rn"
+    for i = 1, 3 do local t = rn.zeros({1024, 1024}); t = nil; collectgarbage() end
+    local s = rn.cpu.memory_stats(); print(s.limit, s.hits, s.cached)' 2>&1]])
+  local out = p:read("a")
+  p:close()
+  T.eq(out, "0\t0\t0\n")
+end)
