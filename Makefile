@@ -86,7 +86,7 @@ test-asan: deps
 
 test-valgrind: deps
 	$(MAKE) all
-	RN_TEST_LIGHT=1 RN_VALGRIND=1 valgrind -q --error-exitcode=99 --leak-check=full \
+	RN_TEST_LIGHT=1 RN_VALGRIND=1 RN_CPU_CACHE_BYTES=0 valgrind -q --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite ./rnlua tests/run.lua tests/test_tensor.lua tests/test_binding.lua
 
 run: deps

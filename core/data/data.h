@@ -78,7 +78,7 @@ int rn_data_split(int64_t n, double frac, uint64_t seed, rn_tensor **train, rn_t
 /* ---- the loader (loader.c) ----------------------------------------------- */
 typedef struct rn_loader rn_loader;
 
-typedef struct {
+typedef struct rn_loader_opts {
   int64_t batch_size;    /* 1..M (M = samples in the loader) */
   bool batch_size_is_default; /* use min(batch_size, M) instead of checking */
   bool shuffle;

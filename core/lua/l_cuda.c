@@ -168,65 +168,6 @@ static rn_cuda_dloader *check_dloader(lua_State *L, int idx) {
   return box->d;
 }
 
-static int dopt_int(lua_State *L, int idx, const char *key, int def) {
-  lua_Integer v = rnl_opt_integer(L, idx, key, def, DOP);
-  if (v < INT_MIN || v > INT_MAX) rnl_errorf(L, DOP ": %s %lld is out of range", key, (long long)v);
-  return (int)v;
-}
-
-/* opts[key] as numbers in a scratch userdata left on the stack (NULL if absent) */
-static double *dopt_numbers(lua_State *L, int idx, const char *key, int *n) {
-  *n = 0;
-  if (lua_isnoneornil(L, idx)) return NULL;
-  lua_getfield(L, idx, key);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return NULL;
-  }
-  if (!lua_istable(L, -1))
-    rnl_errorf(L, DOP ": option '%s' must be a table of numbers (one per channel), got %s", key,
-               luaL_typename(L, -1));
-  lua_Integer len = luaL_len(L, -1);
-  if (len < 1 || len > 1024)
-    rnl_errorf(L, DOP ": option '%s' has %lld values; 1..1024 expected", key, (long long)len);
-  double *v = lua_newuserdatauv(L, sizeof(double) * (size_t)len, 0);
-  for (lua_Integer i = 1; i <= len; i++) {
-    lua_geti(L, -2, i);
-    if (!lua_isnumber(L, -1))
-      rnl_errorf(L, DOP ": %s[%lld] must be a number, got %s", key, (long long)i,
-                 luaL_typename(L, -1));
-    v[i - 1] = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-  }
-  lua_remove(L, -2);
-  *n = (int)len;
-  return v;
-}
-
-static void dopt_size2(lua_State *L, int idx, const char *key, int *h, int *w) {
-  if (lua_isnoneornil(L, idx)) return;
-  lua_getfield(L, idx, key);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return;
-  }
-  if (!lua_istable(L, -1) || luaL_len(L, -1) != 2)
-    rnl_errorf(L, DOP ": option '%s' must be a table {H, W}, got %s", key, luaL_typename(L, -1));
-  int v[2];
-  for (int i = 0; i < 2; i++) {
-    lua_geti(L, -1, i + 1);
-    int ok;
-    lua_Integer x = lua_tointegerx(L, -1, &ok);
-    if (!ok || x < 1 || x > 32768)
-      rnl_errorf(L, DOP ": %s[%d] must be an integer in 1..32768", key, i + 1);
-    v[i] = (int)x;
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  *h = v[0];
-  *w = v[1];
-}
-
 /* the options of rn.data_loader (workers and prefetch accepted, unused) */
 static const char *const dloader_opts[] = {
   "batch_size", "shuffle", "seed", "drop_last", "mean", "std", "pad_crop", "pad_mode", "flip",
@@ -239,38 +180,7 @@ static int l_data_loader(lua_State *L) {
   rn_tensor *labels = rnl_check(L, 2, DOP);
   rnl_opts_check(L, 3, DOP, dloader_opts);
   rn_loader_opts o;
-  rn_loader_opts_default(&o);
-  if (!lua_isnoneornil(L, 3)) {
-    o.batch_size_is_default = lua_getfield(L, 3, "batch_size") == LUA_TNIL;
-    lua_pop(L, 1);
-  }
-  o.batch_size = rnl_opt_integer(L, 3, "batch_size", o.batch_size, DOP);
-  o.shuffle = rnl_opt_bool(L, 3, "shuffle", o.shuffle, DOP);
-  o.seed = (uint64_t)rnl_opt_integer(L, 3, "seed", 0, DOP);
-  o.drop_last = rnl_opt_bool(L, 3, "drop_last", o.drop_last, DOP);
-  o.pad_crop = dopt_int(L, 3, "pad_crop", o.pad_crop);
-  const char *pm = rnl_opt_string(L, 3, "pad_mode", "zeros", DOP);
-  if (strcmp(pm, "zeros") == 0) o.pad_mode = RN_PAD_ZEROS;
-  else if (strcmp(pm, "reflect") == 0) o.pad_mode = RN_PAD_REFLECT;
-  else rnl_errorf(L, DOP ": pad_mode '%s' unknown (valid: zeros, reflect)", pm);
-  o.flip = rnl_opt_bool(L, 3, "flip", o.flip, DOP);
-  o.cutout = dopt_int(L, 3, "cutout", o.cutout);
-  dopt_size2(L, 3, "out_size", &o.out_h, &o.out_w);
-  o.workers = dopt_int(L, 3, "workers", o.workers);
-  o.prefetch = dopt_int(L, 3, "prefetch", o.prefetch);
-  o.augment = rnl_opt_bool(L, 3, "augment", o.augment, DOP);
-  if (!lua_isnoneornil(L, 3)) {
-    lua_getfield(L, 3, "indices");
-    if (!lua_isnil(L, -1)) {
-      o.indices = rnl_test(L, -1);
-      if (!o.indices)
-        rnl_errorf(L, DOP ": option 'indices' must be an integer tensor of sample ids, got %s",
-                   luaL_typename(L, -1));
-    }
-    lua_pop(L, 1); /* the options table keeps the tensor alive */
-  }
-  o.mean = dopt_numbers(L, 3, "mean", &o.nmean); /* scratch userdata stays on the stack */
-  o.std = dopt_numbers(L, 3, "std", &o.nstd);
+  rnl_loader_opts(L, 3, DOP, &o); /* the mean/std scratch userdata stays on the stack */
   dloader_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->d = NULL;
   luaL_setmetatable(L, DLOADER_MT);

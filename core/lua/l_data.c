@@ -58,29 +58,29 @@ static void push_held_pair(lua_State *L, int hidx, hold_box *h) {
 }
 
 /* An integer option that must fit an int (range checks are the core's). */
-static int opt_int(lua_State *L, int idx, const char *key, int def) {
-  lua_Integer v = rnl_opt_integer(L, idx, key, def, OP);
-  if (v < INT_MIN || v > INT_MAX) rnl_errorf(L, OP ": %s %lld is out of range", key, (long long)v);
+static int opt_int(lua_State *L, int idx, const char *key, int def, const char *op) {
+  lua_Integer v = rnl_opt_integer(L, idx, key, def, op);
+  if (v < INT_MIN || v > INT_MAX) rnl_errorf(L, "%s: %s %lld is out of range", op, key, (long long)v);
   return (int)v;
 }
 
 /* opts[key] as a list of numbers copied into a scratch userdata left on the
  * stack; NULL when absent. */
-static double *opt_numbers(lua_State *L, int idx, const char *key, int *n) {
+static double *opt_numbers(lua_State *L, int idx, const char *key, int *n, const char *op) {
   *n = 0;
   if (lua_isnoneornil(L, idx)) return NULL;
   lua_getfield(L, idx, key);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return NULL; }
   if (!lua_istable(L, -1))
-    rnl_errorf(L, OP ": option '%s' must be a table of numbers (one per channel), got %s", key,
+    rnl_errorf(L, "%s: option '%s' must be a table of numbers (one per channel), got %s", op, key,
                luaL_typename(L, -1));
   lua_Integer len = luaL_len(L, -1);
-  if (len < 1 || len > 1024) rnl_errorf(L, OP ": option '%s' has %lld values; 1..1024 expected", key, (long long)len);
+  if (len < 1 || len > 1024) rnl_errorf(L, "%s: option '%s' has %lld values; 1..1024 expected", op, key, (long long)len);
   double *v = lua_newuserdatauv(L, sizeof(double) * (size_t)len, 0);
   for (lua_Integer i = 1; i <= len; i++) {
     lua_geti(L, -2, i);
     if (!lua_isnumber(L, -1))
-      rnl_errorf(L, OP ": %s[%lld] must be a number, got %s", key, (long long)i, luaL_typename(L, -1));
+      rnl_errorf(L, "%s: %s[%lld] must be a number, got %s", op, key, (long long)i, luaL_typename(L, -1));
     v[i - 1] = lua_tonumber(L, -1);
     lua_pop(L, 1);
   }
@@ -112,6 +112,46 @@ static int opt_size2(lua_State *L, int idx, const char *key, int *h, int *w, con
   return 1;
 }
 
+/* Fills o from the options table at idx (rn.data_loader's options, also
+ * read by the CUDA loader in core/lua/l_cuda.c); op names the caller in
+ * errors. The mean/std lists are copied into scratch userdata left on the
+ * stack (they must stay there while o is used). */
+void rnl_loader_opts(lua_State *L, int idx, const char *op, rn_loader_opts *o) {
+  rn_loader_opts_default(o);
+  if (!lua_isnoneornil(L, idx)) {
+    o->batch_size_is_default = lua_getfield(L, idx, "batch_size") == LUA_TNIL;
+    lua_pop(L, 1);
+  }
+  o->batch_size = rnl_opt_integer(L, idx, "batch_size", o->batch_size, op);
+  o->shuffle = rnl_opt_bool(L, idx, "shuffle", o->shuffle, op);
+  o->seed = (uint64_t)rnl_opt_integer(L, idx, "seed", 0, op);
+  o->drop_last = rnl_opt_bool(L, idx, "drop_last", o->drop_last, op);
+  o->pad_crop = opt_int(L, idx, "pad_crop", o->pad_crop, op);
+  const char *pm = rnl_opt_string(L, idx, "pad_mode", "zeros", op);
+  if (strcmp(pm, "zeros") == 0) o->pad_mode = RN_PAD_ZEROS;
+  else if (strcmp(pm, "reflect") == 0) o->pad_mode = RN_PAD_REFLECT;
+  else rnl_errorf(L, "%s: pad_mode '%s' unknown (valid: zeros, reflect)", op, pm);
+  o->flip = rnl_opt_bool(L, idx, "flip", o->flip, op);
+  o->cutout = opt_int(L, idx, "cutout", o->cutout, op);
+  opt_size2(L, idx, "out_size", &o->out_h, &o->out_w, op);
+  o->workers = opt_int(L, idx, "workers", o->workers, op);
+  o->prefetch = opt_int(L, idx, "prefetch", o->prefetch, op);
+  o->augment = rnl_opt_bool(L, idx, "augment", o->augment, op);
+  o->fail_batch = rnl_opt_integer(L, idx, "_fail_batch", 0, op) - 1; /* 1-based; 0 = never */
+  if (!lua_isnoneornil(L, idx)) {
+    lua_getfield(L, idx, "indices");
+    if (!lua_isnil(L, -1)) {
+      o->indices = rnl_test(L, -1);
+      if (!o->indices)
+        rnl_errorf(L, "%s: option 'indices' must be an integer tensor of sample ids, got %s", op,
+                   luaL_typename(L, -1));
+    }
+    lua_pop(L, 1); /* the options table keeps the tensor alive */
+  }
+  o->mean = opt_numbers(L, idx, "mean", &o->nmean, op); /* scratch userdata stays on the stack */
+  o->std = opt_numbers(L, idx, "std", &o->nstd, op);
+}
+
 /* ---- rn.data_loader ------------------------------------------------------- */
 
 static const char *const loader_opts[] = {
@@ -123,39 +163,7 @@ static int l_data_loader(lua_State *L) {
   rn_tensor *labels = rnl_check(L, 2, OP);
   rnl_opts_check(L, 3, OP, loader_opts);
   rn_loader_opts o;
-  rn_loader_opts_default(&o);
-  if (!lua_isnoneornil(L, 3)) {
-    o.batch_size_is_default = lua_getfield(L, 3, "batch_size") == LUA_TNIL;
-    lua_pop(L, 1);
-  }
-  o.batch_size = rnl_opt_integer(L, 3, "batch_size", o.batch_size, OP);
-  o.shuffle = rnl_opt_bool(L, 3, "shuffle", o.shuffle, OP);
-  o.seed = (uint64_t)rnl_opt_integer(L, 3, "seed", 0, OP);
-  o.drop_last = rnl_opt_bool(L, 3, "drop_last", o.drop_last, OP);
-  o.pad_crop = opt_int(L, 3, "pad_crop", o.pad_crop);
-  const char *pm = rnl_opt_string(L, 3, "pad_mode", "zeros", OP);
-  if (strcmp(pm, "zeros") == 0) o.pad_mode = RN_PAD_ZEROS;
-  else if (strcmp(pm, "reflect") == 0) o.pad_mode = RN_PAD_REFLECT;
-  else rnl_errorf(L, OP ": pad_mode '%s' unknown (valid: zeros, reflect)", pm);
-  o.flip = rnl_opt_bool(L, 3, "flip", o.flip, OP);
-  o.cutout = opt_int(L, 3, "cutout", o.cutout);
-  opt_size2(L, 3, "out_size", &o.out_h, &o.out_w, OP);
-  o.workers = opt_int(L, 3, "workers", o.workers);
-  o.prefetch = opt_int(L, 3, "prefetch", o.prefetch);
-  o.augment = rnl_opt_bool(L, 3, "augment", o.augment, OP);
-  o.fail_batch = rnl_opt_integer(L, 3, "_fail_batch", 0, OP) - 1; /* 1-based; 0 = never */
-  if (!lua_isnoneornil(L, 3)) {
-    lua_getfield(L, 3, "indices");
-    if (!lua_isnil(L, -1)) {
-      o.indices = rnl_test(L, -1);
-      if (!o.indices)
-        rnl_errorf(L, OP ": option 'indices' must be an integer tensor of sample ids, got %s",
-                   luaL_typename(L, -1));
-    }
-    lua_pop(L, 1); /* the options table keeps the tensor alive */
-  }
-  o.mean = opt_numbers(L, 3, "mean", &o.nmean); /* scratch userdata stays on the stack */
-  o.std = opt_numbers(L, 3, "std", &o.nstd);
+  rnl_loader_opts(L, 3, OP, &o); /* the mean/std scratch userdata stays on the stack */
 
   loader_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->l = NULL;

@@ -64,6 +64,10 @@ void rnl_open_anomaly(lua_State *L, int rn_idx, int methods_idx); /* l_anomaly.c
 void rnl_open_profile(lua_State *L, int rn_idx, int methods_idx); /* l_profile.c: _profile_* */
 void rnl_open_cpu(lua_State *L, int rn_idx, int methods_idx); /* l_cpu.c: rn.cpu, precision */
 void rnl_open_determinism(lua_State *L, int rn_idx); /* l_cuda.c: rn.set_deterministic, ... */
+/* l_data.c: rn.data_loader's options table at idx into *o (core/data/data.h);
+ * leaves the mean/std scratch userdata on the stack */
+struct rn_loader_opts;
+void rnl_loader_opts(lua_State *L, int idx, const char *op, struct rn_loader_opts *o);
 /* Anomaly mode's check of an op result just pushed (l_anomaly.c): raises when
  * it holds a non-finite kind none of the op's tensor arguments held. */
 void rnl_anomaly_check(lua_State *L, rn_tensor *t);
