@@ -63,6 +63,25 @@ template <typename TY, typename TX> struct CopyCast {
   }
 };
 
+/* float32 <-> bfloat16 without the double round trip (the same bits as
+ * CopyAny: round to nearest even, NaN kept quiet); cuDNN's bf16 math
+ * (core/cuda/cudnn.c) converts whole buffers with these */
+struct CopyF32ToBF16 {
+  uint16_t *y;
+  const float *x;
+  template <typename I> __device__ void operator()(const I (&o)[2]) const {
+    y[o[0]] = f32_to_bf16(x[o[1]]);
+  }
+};
+
+struct CopyBF16ToF32 {
+  float *y;
+  const uint16_t *x;
+  template <typename I> __device__ void operator()(const I (&o)[2]) const {
+    y[o[0]] = bf16_to_f32(x[o[1]]);
+  }
+};
+
 /* any pair of dtypes through double (as rn_load / rn_store) */
 struct CopyAny {
   void *y;
@@ -277,6 +296,10 @@ extern "C" cudaError_t rnk_copy(rnk_geom g, void *y, int ydt, const void *x, int
     return launch<2>(g, CopyCast<float, double>{(float *)y, (const double *)x}, s);
   if (ydt == RNK_F64 && xdt == RNK_F32)
     return launch<2>(g, CopyCast<double, float>{(double *)y, (const float *)x}, s);
+  if (ydt == RNK_BF16 && xdt == RNK_F32)
+    return launch<2>(g, CopyF32ToBF16{(uint16_t *)y, (const float *)x}, s);
+  if (ydt == RNK_F32 && xdt == RNK_BF16)
+    return launch<2>(g, CopyBF16ToF32{(float *)y, (const uint16_t *)x}, s);
   if (dtype_size(ydt) == 0 || dtype_size(xdt) == 0) return cudaErrorInvalidValue;
   return launch<2>(g, CopyAny{y, x, ydt, xdt}, s);
 }

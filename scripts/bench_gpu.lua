@@ -4,26 +4,34 @@
 -- sparse categorical cross-entropy of the training script, `warmup` steps
 -- (algorithm choice, allocator warm-up), then `steps` timed steps closed by a
 -- device synchronize. Prints images/s and seconds per 50,000-image epoch per
--- batch size, and one machine-readable line per result:
+-- batch size and mode, and one machine-readable line per result:
 --   RESULT rnlua <mode> <batch> <images/s>
 -- which scripts/gpu_check.sh combines with scripts/bench_gpu_torch.py.
 --
 --   ./rnlua scripts/bench_gpu.lua [--batch-sizes 128,512] [--warmup 3] [--steps 20]
---                                 [--device cuda] [--budget SECONDS]
+--                                 [--device cuda] [--budget SECONDS] [--modes fp32,bf16]
 --
--- float32 math is strict (no TF32) unless RN_CUDA_TF32=1; cuDNN algorithms
--- come from its heuristics unless RN_CUDNN_FIND=1 (measured, as PyTorch's
--- cudnn.benchmark); the mode printed is "fp32" or "fp32-tf32", with "+find".
+-- Modes (each batch size runs them in the order given; fp32 first keeps it
+-- the reference of gpu_check.sh's table):
+--   fp32  float32 math: strict (no TF32) unless RN_CUDA_TF32=1, printed
+--         "fp32" or "fp32-tf32";
+--   bf16  the mixed_bfloat16 policy (rn.mixed_precision): convolutions in
+--         bfloat16 with float32 accumulation, every tensor float32 (the peer
+--         of PyTorch's eager-amp-cl); printed "bf16". The policy is set only
+--         around that mode's runs and float32 restored after them.
+-- cuDNN algorithms come from its heuristics unless RN_CUDNN_FIND=1
+-- (measured, as PyTorch's cudnn.benchmark): "+find" is appended to the mode.
 local rn = require "rn"
 local core = require "rn.core"
 
-local opt = { ["batch-sizes"] = "128,512", warmup = 3, steps = 20, device = "cuda", budget = 0 }
+local opt = { ["batch-sizes"] = "128,512", warmup = 3, steps = 20, device = "cuda", budget = 0,
+              modes = "fp32,bf16" }
 local i = 1
 while arg[i] do
   local k = arg[i]:match("^%-%-([%w-]+)$")
   if not k or opt[k] == nil or arg[i + 1] == nil then
     io.stderr:write("usage: rnlua scripts/bench_gpu.lua [--batch-sizes 128,512] [--warmup N] "
-      .. "[--steps N] [--device cuda|cpu] [--budget SECONDS]\n")
+      .. "[--steps N] [--device cuda|cpu] [--budget SECONDS] [--modes fp32,bf16]\n")
     os.exit(2)
   end
   opt[k] = type(opt[k]) == "number" and tonumber(arg[i + 1]) or arg[i + 1]
@@ -37,20 +45,31 @@ local sync = opt.device == "cuda" and core.cuda_synchronize or function() end
 
 local chunk = assert(loadfile("scripts/resnet_cifar.lua"))
 local create_resnet = chunk().create_resnet
-local mode = (os.getenv("RN_CUDA_TF32") == "1" and "fp32-tf32" or "fp32")
-  .. (os.getenv("RN_CUDNN_FIND") == "1" and "+find" or "")
+local find = os.getenv("RN_CUDNN_FIND") == "1" and "+find" or ""
+local modes = {} -- {name printed, policy}
+for m in tostring(opt.modes):gmatch("[^,%s]+") do
+  if m == "fp32" then
+    modes[#modes + 1] = { (os.getenv("RN_CUDA_TF32") == "1" and "fp32-tf32" or "fp32") .. find,
+                          "float32" }
+  elseif m == "bf16" then
+    modes[#modes + 1] = { "bf16" .. find, "mixed_bfloat16" }
+  else
+    io.stderr:write("bench_gpu: unknown mode '", m, "' (fp32, bf16)\n")
+    os.exit(2)
+  end
+end
 local EPOCH = 50000
 local t_start = rn._clock()
+local mp = rn.mixed_precision
 
+local names = {}
+for k, m in ipairs(modes) do names[k] = m[1] end
 print(string.format("bench_gpu: seed ResNet, rnlua %s on %s%s, warmup %d, timed steps %d",
-  mode, opt.device, opt.device == "cuda" and (" (" .. core.cuda_device_name() .. ")") or "",
-  opt.warmup, opt.steps))
-for bs in tostring(opt["batch-sizes"]):gmatch("%d+") do
-  bs = math.tointeger(tonumber(bs))
-  if opt.budget > 0 and rn._clock() - t_start > opt.budget * 0.6 then
-    print(string.format("batch %d: skipped (budget of %ds nearly spent)", bs, opt.budget))
-    break
-  end
+  table.concat(names, ", "), opt.device,
+  opt.device == "cuda" and (" (" .. core.cuda_device_name() .. ")") or "", opt.warmup, opt.steps))
+
+-- one timed run of batch size bs under the current policy
+local function run(mode, bs)
   rn.manual_seed(1)
   local model = create_resnet({ 32, 32, 3 })
   model:to(opt.device)
@@ -76,4 +95,34 @@ for bs in tostring(opt["batch-sizes"]):gmatch("%d+") do
   model, x, y = nil, nil, nil
   collectgarbage()
   collectgarbage()
+end
+
+local stop = false
+for bs in tostring(opt["batch-sizes"]):gmatch("%d+") do
+  bs = math.tointeger(tonumber(bs))
+  for _, m in ipairs(modes) do
+    local mode, policy = m[1], m[2]
+    if opt.budget > 0 and rn._clock() - t_start > opt.budget * 0.6 then
+      print(string.format("rnlua %s batch %d: skipped (budget of %ds nearly spent)", mode, bs,
+        opt.budget))
+      stop = true
+      break
+    end
+    if policy == "float32" then
+      run(mode, bs)
+    elseif not (mp and mp.set_global_policy) then
+      print(string.format("rnlua %s batch %d: skipped (rn.mixed_precision is not in this build)",
+        mode, bs))
+    else
+      local ok, err = pcall(mp.set_global_policy, policy) -- refused: a CPU without bf16
+      if not ok then
+        print(string.format("rnlua %s batch %d: skipped (%s)", mode, bs, tostring(err)))
+      else
+        ok, err = pcall(run, mode, bs)
+        mp.set_global_policy("float32") -- restored even when the run failed
+        if not ok then error(err, 0) end
+      end
+    end
+  end
+  if stop then break end
 end

@@ -5,8 +5,11 @@
 -- permuted, narrowed, broadcast; forward and backward, float32 atol = rtol
 -- = 1e-3, float64 1e-9): elementwise, reductions, losses, gemm, conv2d
 -- (cuDNN), pooling, batch norm (with running statistics), a tiny Model
--- trained on the device against the CPU, the allocator's statistics, and the
--- out-of-memory path. Without a device every GPU test skips with the reason.
+-- trained on the device against the CPU, bfloat16 math (mixed_bfloat16:
+-- conv2d forward and gradients against the CPU in float32 within 1.6e-2 of
+-- the largest value, float32 math again afterwards, a small residual net
+-- trained 20 steps), the allocator's statistics, and the out-of-memory path.
+-- Without a device every GPU test skips with the reason.
 --
 -- RN_CUDA_TEST_ON_CPU=1 runs the parity tests with "cpu" as the second
 -- device: a check of the tests themselves on a machine without a GPU.
@@ -731,6 +734,194 @@ T.test("cuda: a tiny Conv2D/BatchNormalization/Dense Model trains on the device 
     near(wg[i].tensor, wc[i].tensor, "weight " .. wc[i].name, 2e-3)
   end
   near(mg:predict(to_dev(x)), mc:predict(x), "predict after training", 2e-3)
+end)
+
+-- ---- with a device: bfloat16 math (mixed_bfloat16) ------------------------------------
+-- Under the mixed_bfloat16 policy cuDNN convolves bf16 copies of the float32
+-- operands with float32 accumulation (core/cuda/cudnn.c); every tensor stays
+-- float32. Compared with the CPU in float32 math: the largest difference
+-- within 1.6e-2 of the reference's largest magnitude (bf16 keeps 8 bits).
+-- The policy is set only around the device work and restored to float32
+-- even when that work fails.
+
+local BF16_RTOL = 1.6e-2
+
+-- Skips without a device (or, with RN_CUDA_TEST_ON_CPU, without a CPU whose
+-- oneDNN has bf16 kernels: the policy setter refuses it there).
+local function need_bf16()
+  need_gpu()
+  if not (rn.mixed_precision and rn.mixed_precision.set_global_policy) then
+    T.skip("rn.mixed_precision is not in this build")
+  end
+  local ok, err = pcall(rn.mixed_precision.set_global_policy, "mixed_bfloat16")
+  rn.mixed_precision.set_global_policy("float32")
+  if not ok then T.skip("mixed_bfloat16 refused here: " .. tostring(err)) end
+end
+
+-- fn(...) under mixed_bfloat16; float32 is restored even when fn raises (the
+-- error is raised again after the restore, skips included).
+local function with_bf16(fn, ...)
+  rn.mixed_precision.set_global_policy("mixed_bfloat16")
+  local res = table.pack(pcall(fn, ...))
+  rn.mixed_precision.set_global_policy("float32")
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+-- max |got - want| / max |want| (got moved to the CPU)
+local function relerr(got, want)
+  local d = (got:cpu() - want):abs():max():item()
+  return d / math.max(want:abs():max():item(), 1e-30)
+end
+
+-- conv2d on dev with leaves made from x, w, b (view(x, w) applied first when
+-- given: non-contiguous operands), backward of gy: {y, dx, dw, db}
+local function conv_on(dev, x, w, b, o, gy, view)
+  local xx = x:to(dev):detach():requires_grad_()
+  local ww = w:to(dev):detach():requires_grad_()
+  local bb = b and b:to(dev):detach():requires_grad_()
+  local xv, wv = xx, ww
+  if view then xv, wv = view(xx, ww) end
+  local y = rn.conv2d(xv, wv, bb, o)
+  y:backward(gy:to(dev))
+  return {y, xx.grad, ww.grad, bb and bb.grad}
+end
+
+local N_BF = LIGHT and 1 or 2
+-- {label, x shape, w shape, options, bias?, view}: x as stored (a view makes
+-- it (N,H,W,Cin) and w (KH,KW,Cin,Cout))
+local BF16_CASES = {
+  {"3x3 same, 16 -> 32", {N_BF, 8, 8, 16}, {3, 3, 16, 32}, {padding = "same"}, true},
+  {"3x3 stride 2 same (asymmetric pads), 3 -> 5", {N_BF, 8, 8, 3}, {3, 3, 3, 5},
+   {padding = "same", stride = 2}, true},
+  {"3x3 stride 2 same, odd size, 16 -> 32", {N_BF, 9, 9, 16}, {3, 3, 16, 32},
+   {padding = "same", stride = 2}, false},
+  {"1x1 stride 2 shortcut, 16 -> 32", {N_BF, 8, 8, 16}, {1, 1, 16, 32}, {stride = 2}, false},
+  {"pads {1,2}, 5 -> 7 channels", {N_BF, 7, 9, 5}, {3, 3, 5, 7}, {padding = {1, 2}}, true},
+  {"first layer 32x32, 3 -> 16", {N_BF, 32, 32, 3}, {3, 3, 3, 16}, {padding = "same"}, true},
+  {"dilation 2, 12 -> 6", {N_BF, 10, 10, 12}, {3, 3, 12, 6}, {padding = "same", dilation = 2},
+   true},
+  {"permuted x (NCHW storage) and w, stride 2, 6 -> 10", {N_BF, 6, 9, 8}, {10, 3, 3, 6},
+   {padding = "same", stride = 2}, true,
+   function(x, w) return x:permute(1, 3, 4, 2), w:permute(2, 3, 4, 1) end},
+  {"narrowed x, 12 -> 8", {N_BF, 8, 11, 12}, {3, 3, 12, 8}, {padding = "same"}, false,
+   function(x, w) return x:narrow(3, 2, 8), w end},
+}
+
+T.test("cuda: conv2d under mixed_bfloat16 matches the CPU in float32 (bf16 tolerance)", function()
+  need_bf16()
+  if not rn.conv2d then T.skip("rn.conv2d is not bound yet") end
+  rn.manual_seed(21)
+  local names = {"output", "input gradient", "weight gradient", "bias gradient"}
+  for _, c in ipairs(BF16_CASES) do
+    local x, w = rn.randn(c[2]), rn.randn(c[3]) * 0.3
+    local opts, view = c[4], c[6]
+    local b
+    if c[5] then b = rn.randn({view and c[3][1] or c[3][4]}) end
+    -- the output's shape, from a CPU forward of the same views
+    local xv, wv = x, w
+    if view then xv, wv = view(x, w) end
+    local gy = rn.randn(rn.conv2d(xv, wv, b, opts):size())
+    local ref = conv_on("cpu", x, w, b, opts, gy, view) -- float32 math
+    local got = with_bf16(conv_on, DEV, x, w, b, opts, gy, view)
+    T.eq(rn.mixed_precision.global_policy(), "float32", "policy restored")
+    for k = 1, 4 do
+      if ref[k] then
+        local what = string.format("conv2d bf16 %s: %s", c[1], names[k])
+        T.truthy(got[k], what .. " exists")
+        T.eq(got[k].device, DEV, what .. " device")
+        T.eq(got[k].dtype, "float32", what .. " stays float32")
+        local e = relerr(got[k], ref[k])
+        T.truthy(e <= BF16_RTOL, string.format("%s: max error %.3g of the largest |value| "
+                                               .. "(limit %g)", what, e, BF16_RTOL))
+      end
+    end
+    if c[2][4] >= 16 and not view then
+      -- bf16 rounding of the inputs shows; float32 math would stay near 1e-6
+      local e = relerr(got[1], ref[1])
+      T.truthy(e > 1e-4, string.format("conv2d bf16 %s: error %.3g is that of bf16 math", c[1], e))
+    end
+  end
+end)
+
+T.test("cuda: conv2d under float32 after mixed_bfloat16 is float32 math again", function()
+  need_bf16()
+  if not rn.conv2d then T.skip("rn.conv2d is not bound yet") end
+  rn.manual_seed(22)
+  -- the same shapes run first under bf16 (their cached plans must not leak
+  -- into float32: the algorithm cache is keyed by the policy)
+  for _, i in ipairs({1, 3, 8}) do
+    local c = BF16_CASES[i]
+    local x, w = rn.randn(c[2]), rn.randn(c[3]) * 0.3
+    local opts, view = c[4], c[6]
+    local b
+    if c[5] then b = rn.randn({view and c[3][1] or c[3][4]}) end
+    local xv, wv = x, w
+    if view then xv, wv = view(x, w) end
+    local gy = rn.randn(rn.conv2d(xv, wv, b, opts):size())
+    with_bf16(conv_on, DEV, x, w, b, opts, gy, view)
+    local ref = conv_on("cpu", x, w, b, opts, gy, view)
+    local got = conv_on(DEV, x, w, b, opts, gy, view)
+    for k = 1, 4 do
+      if ref[k] then near(got[k], ref[k], "float32 again, " .. c[1] .. ", result " .. k) end
+    end
+  end
+  -- a failure inside the bf16 region still restores float32
+  local ok = pcall(with_bf16, function() error("inside the bf16 region") end)
+  T.eq(ok, false)
+  T.eq(rn.mixed_precision.global_policy(), "float32")
+end)
+
+T.test("cuda: a small seed-like conv net trains 20 steps under mixed_bfloat16, the loss falls",
+       function()
+  need_bf16()
+  local L = rn.layers
+  if not (L and rn.Model and rn.optim and L.Add) then
+    T.skip("rn.layers / rn.Model not available")
+  end
+  local chunk = loadfile("scripts/resnet_cifar.lua")
+  if not chunk then T.skip("scripts/resnet_cifar.lua not found (run from the repository root)") end
+  local residual_block = chunk().residual_block
+  -- the seed's stem, two of its pre-activation residual blocks (one
+  -- strided, with the conv shortcut) and its head, on 8x8x3 images
+  rn.manual_seed(31)
+  local inp = L.Input({8, 8, 3})
+  local h = L.Conv2D(8, 3, {padding = "same"})(inp)
+  h = residual_block(h, 8, 1)
+  h = residual_block(h, 16, 2)
+  h = L.BatchNormalization()(h)
+  h = L.ReLU()(h)
+  h = L.GlobalAveragePooling2D()(h)
+  local m = rn.Model(inp, L.Dense(3, {activation = "softmax"})(h))
+  m:to(DEV)
+  m:compile({optimizer = rn.optim.SGD(m:parameters(), {lr = 0.05, momentum = 0.9}),
+             loss = "sparse_categorical_crossentropy"})
+  -- a learnable batch: class c lifts channel c of every pixel by 1.5
+  local B = 32
+  local lab, offs = {}, {}
+  for i = 1, B do
+    lab[i] = (i - 1) % 3
+    local o = {0, 0, 0}
+    o[lab[i] + 1] = 1.5
+    offs[i] = {{o}}
+  end
+  local x = to_dev(rn.randn({B, 8, 8, 3}) + rn.tensor(offs))
+  local y = to_dev(rn.tensor(lab, {dtype = "int64"}))
+  local losses = with_bf16(function()
+    local ls = {}
+    for step = 1, 20 do ls[step] = m:train_step(x, y).loss end
+    return ls
+  end)
+  T.eq(rn.mixed_precision.global_policy(), "float32", "policy restored")
+  for step, l in ipairs(losses) do
+    T.truthy(l == l and l < math.huge, "finite loss at step " .. step .. ": " .. tostring(l))
+  end
+  T.truthy(losses[20] < 0.6 * losses[1], string.format("loss falls: step 1 %.4f, step 20 %.4f",
+                                                      losses[1], losses[20]))
+  for _, wt in ipairs(m:weights()) do
+    T.eq(wt.tensor.device, DEV, wt.name)
+    T.eq(wt.tensor.dtype, "float32", wt.name .. " stays float32 (master weights)")
+  end
 end)
 
 -- ---- with a device: the allocator ------------------------------------------------------

@@ -6,6 +6,13 @@
  * Row-major C(M,N) = alpha op(A) op(B) + beta C is cuBLAS's column-major
  * C^T(N,M) = alpha op(B)^T op(A)^T + beta C^T: the same buffers, with the
  * operands swapped and M and N exchanged. The handle runs on the one stream.
+ *
+ * Precision: float32 gemm is plain float32 (cublasSgemm) under every math
+ * policy. The mixed_bfloat16 policy (rn_math_precision()) covers
+ * convolutions only, as on the CPU, where dense layers stay float32
+ * (core/precision.c); in the seed ResNet the one gemm is the final Dense
+ * (64 -> 10), so bf16 would buy nothing. Were it wanted, cublasGemmEx with
+ * CUBLAS_COMPUTE_32F_FAST_16BF on the same float32 buffers is the switch.
  */
 #include <limits.h>
 #include <stdio.h>

@@ -144,8 +144,11 @@ int rn_cuda_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_
 /* conv2d slots, NHWC activations, HWIO weights (core/backend.h). cuDNN
  * (libcudnn.so.9) is opened on the first call with rn_dlib_open; every
  * cuDNN call is checked: rn_err("cudnn: <call> failed: <status> (file:line)").
- * Algorithms are chosen once per shape (cached); workspaces come from
- * rn_cuda_alloc. fp32 runs without TF32 unless $RN_CUDA_TF32=1. */
+ * Algorithms are chosen once per shape and math policy (cached); workspaces
+ * come from rn_cuda_alloc. fp32 runs without TF32 unless $RN_CUDA_TF32=1.
+ * Under the bfloat16 policy (rn_math_precision() == RN_BF16) float32
+ * convolutions compute in bf16 with float32 accumulation on bf16 copies of
+ * their operands; inputs and outputs stay float32 (cudnn.c's header). */
 int rn_cuda_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
                        const rn_conv_params *p);
 int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,

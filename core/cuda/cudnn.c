@@ -17,6 +17,24 @@
  * A float32 shape for which the heuristics offer no usable NHWC algorithm
  * takes the same NCHW route (decided once per shape, cached).
  *
+ * bfloat16 math (rn_math_precision() == RN_BF16, "mixed_bfloat16"): float32
+ * convolutions compute in bf16 with float32 accumulation, and every tensor
+ * the caller sees stays float32, as on the CPU (core/cpu/conv_dnnl.c). The
+ * float32 operands cuDNN reads (x, or its padded / NCHW temporary; the KRSC
+ * filter; gy) are converted (round to nearest even, kernels/elementwise.cu)
+ * into bf16 temporaries from the caching allocator, so out of memory is an
+ * rn_err; cuDNN runs with CUDNN_DATA_BFLOAT16 x/w/y descriptors, a
+ * CUDNN_DATA_FLOAT compute type (PSEUDO_BFLOAT16_CONFIG; the legacy API lists
+ * no configuration with bf16 inputs and a float output) and
+ * CUDNN_TENSOR_OP_MATH (tensor cores allowed), writes a bf16
+ * temporary, and that is widened into the float32 output (y, gx, gw, or the
+ * layout temporary the float32 path writes). So the outputs carry bf16
+ * rounding (relative 2^-9), as with PyTorch's autocast. The bias add and the
+ * bias gradient stay float32 (in double). A shape for which cuDNN has no
+ * usable bf16 algorithm in NHWC nor NCHW (e.g. a GPU before sm_80) runs in
+ * float32 math instead (decided once per shape, cached). float64 ignores the
+ * policy. None of this has run on a GPU yet (compiled and linked only).
+ *
  * Padding: cuDNN's legacy descriptor pads symmetrically. Symmetric pads go
  * to cuDNN; asymmetric ones (TF "same" with an odd total, resolved by the
  * front end) are applied by padding x into a temporary (N,H+pt+pb,W+pl+pr,
@@ -26,10 +44,11 @@
  * Algorithms: cudnnGetConvolution*Algorithm_v7 heuristics (or, with
  * $RN_CUDNN_FIND=1, cudnnFindConvolution*Algorithm measurements, falling back
  * to the heuristics), once per shape, kept in a small table keyed by kind,
- * dtype, shapes, params, deterministic mode and the kind's override
- * (core/determinism.h); the first usable answer wins (status success,
- * workspace within $RN_CUDNN_WS_MB, default 1024 MiB, and no TF32 tensor-op
- * math for float32 unless $RN_CUDA_TF32=1, so results match the CPU to 1e-3:
+ * dtype, shapes, params, deterministic mode, the kind's override
+ * (core/determinism.h) and the math policy; the first usable answer wins
+ * (status success, workspace within $RN_CUDNN_WS_MB, default 1024 MiB, and,
+ * in float32 math, no TF32 tensor-op math unless $RN_CUDA_TF32=1, so
+ * results match the CPU to 1e-3:
  * CUDNN_FMA_MATH, and NVIDIA_TF32_OVERRIDE=0 set (if unset) before cuDNN
  * loads). Workspaces and temporaries come from rn_cuda_alloc and go back to
  * it in stream order.
@@ -320,6 +339,8 @@ typedef struct {
   int ph, pw, sh, sw, dh, dw;
   int det;              /* deterministic mode when chosen */
   int forced;           /* the kind's override (rn_conv_algo_forced), -1: auto */
+  int prec;             /* the math policy when chosen (rn_math_precision: RN_F32,
+                         * RN_BF16); always RN_F32 for float64 */
 } conv_key;
 
 typedef struct {
@@ -327,6 +348,8 @@ typedef struct {
   int pt, pb, pl, pr;
   bool asym;            /* x is padded into a temporary */
   bool nchw;            /* float64: cuDNN sees NCHW / KCRS copies */
+  bool bf16;            /* bfloat16 math: cuDNN reads and writes bf16 copies of the
+                         * float32 operands (set by plan) */
   bool empty;           /* a zero-sized dim: no cuDNN call */
   conv_key key;
   size_t es;
@@ -366,6 +389,7 @@ static int cgeom_init(cgeom *g, const int64_t *xs, const rn_tensor *w, const int
                   (long long)g->N, (long long)oh, (long long)ow, (long long)g->O);
   g->asym = pt != pb || pl != pr;
   g->nchw = w->dtype == RN_F64;
+  g->bf16 = false;
   int64_t hp = g->asym ? g->H + pt + pb : g->H, wp = g->asym ? g->W + pl + pr : g->W;
   int64_t big = g->N * hp * wp * g->C, ybig = g->N * g->OH * g->OW * g->O;
   if (!fits(big) || !fits(ybig) || !fits(g->KH * g->KW * g->C * g->O) || !fits(hp) ||
@@ -422,14 +446,21 @@ static bool tf32_allowed(void) {
   return v == 1;
 }
 
-/* the math type asked of cuDNN: plain FMA for float32 (no TF32) unless allowed */
-static cudnnMathType_t wanted_math(int dt) {
-  return dt == RN_F32 && !tf32_allowed() ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+/* the math type asked of cuDNN: tensor cores for bfloat16 math; plain FMA
+ * for float32 (no TF32) unless allowed; the default for float64 */
+static cudnnMathType_t wanted_math(const cgeom *g) {
+  if (g->bf16) return CUDNN_TENSOR_OP_MATH;
+  return g->key.dt == RN_F32 && !tf32_allowed() ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
 }
 
+/* x, y, w descriptors in g's data type (bfloat16 in bf16 math), the
+ * convolution's compute type float32 in bf16 math (cuDNN's PSEUDO_BFLOAT16_CONFIG:
+ * bf16 operands, float accumulation), else the data type */
 static int descs_make(descs *d, const cgeom *g) {
   const conv_key *k = &g->key;
-  cudnnDataType_t dt = k->dt == RN_F32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_DOUBLE;
+  cudnnDataType_t dt = g->bf16 ? CUDNN_DATA_BFLOAT16
+                       : k->dt == RN_F32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_DOUBLE;
+  cudnnDataType_t ct = g->bf16 ? CUDNN_DATA_FLOAT : dt;
   cudnnTensorFormat_t f = g->nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC;
   memset(d, 0, sizeof *d);
   if (DNNF(cudnnCreateTensorDescriptor, &d->x) < 0 ||
@@ -441,8 +472,8 @@ static int descs_make(descs *d, const cgeom *g) {
       DNNF(cudnnSetTensor4dDescriptor, d->y, f, dt, k->n, k->k, (int)g->OH, (int)g->OW) < 0 ||
       DNNF(cudnnSetFilter4dDescriptor, d->w, dt, f, k->k, k->c, k->r, k->s) < 0 ||
       DNNF(cudnnSetConvolution2dDescriptor, d->conv, k->ph, k->pw, k->sh, k->sw, k->dh, k->dw,
-           CUDNN_CROSS_CORRELATION, dt) < 0 ||
-      DNNF(cudnnSetConvolutionMathType, d->conv, wanted_math(k->dt)) < 0) {
+           CUDNN_CROSS_CORRELATION, ct) < 0 ||
+      DNNF(cudnnSetConvolutionMathType, d->conv, wanted_math(g)) < 0) {
     descs_free(d, false); /* the first error is the one reported */
     return -1;
   }
@@ -459,6 +490,7 @@ typedef struct {
   int used;
   int algo;
   bool nchw;  /* the layout the algorithm was chosen for */
+  bool bf16;  /* bfloat16 math (false: float32 fallback or policy) */
   cudnnMathType_t math;
   size_t ws;
 } algo_entry;
@@ -478,12 +510,12 @@ static size_t ws_limit(void) {
 }
 
 /* A heuristic answer rnlua may use. strict: no tensor-op math for float32
- * (the second pass, taken when no answer passes the first, drops that;
- * NVIDIA_TF32_OVERRIDE=0, set before cuDNN loads, still keeps TF32 off). */
-static bool usable(cudnnStatus_t st, size_t mem, cudnnMathType_t math, int dt, bool strict) {
+ * math (f32: float32 operands, not bf16 math; the second pass, taken when no
+ * answer passes the first, drops that; NVIDIA_TF32_OVERRIDE=0, set before
+ * cuDNN loads, still keeps TF32 off). bfloat16 math takes any math type. */
+static bool usable(cudnnStatus_t st, size_t mem, cudnnMathType_t math, bool f32, bool strict) {
   if (st != CUDNN_STATUS_SUCCESS || mem > ws_limit()) return false;
-  if (strict && dt == RN_F32 && !tf32_allowed() && math != CUDNN_DEFAULT_MATH &&
-      math != CUDNN_FMA_MATH)
+  if (strict && f32 && !tf32_allowed() && math != CUDNN_DEFAULT_MATH && math != CUDNN_FMA_MATH)
     return false;
   return true;
 }
@@ -516,7 +548,7 @@ static bool allowed(const conv_key *k, int algo, cudnnDeterminism_t d, bool *non
 #define PICK(perf)                                                                     \
   for (int pass = 0; pass < 2 && pick < 0; pass++)                                     \
     for (int i = 0; i < got && pick < 0; i++)                                          \
-      if (usable((perf)[i].status, (perf)[i].memory, (perf)[i].mathType, k->dt,        \
+      if (usable((perf)[i].status, (perf)[i].memory, (perf)[i].mathType, f32,          \
                  pass == 0) &&                                                         \
           allowed(k, (int)(perf)[i].algo, (perf)[i].determinism, &nondet_forced)) {     \
         pick = (int)(perf)[i].algo;                                                    \
@@ -559,7 +591,8 @@ static int heuristics(const cgeom *g, descs *d, int *algo, cudnnMathType_t *math
   const bool find = find_mode();
   int maxc = 0, got = 0, pick = -1;
   bool nondet_forced = false;
-  cudnnMathType_t math = wanted_math(k->dt);
+  const bool f32 = k->dt == RN_F32 && !g->bf16; /* float32 math: no tensor ops if avoidable */
+  cudnnMathType_t math = wanted_math(g);
   if (k->kind == K_FWD) {
     cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
     if (DNNF(cudnnGetConvolutionForwardAlgorithmMaxCount, dnn.h, &maxc) < 0) return -1;
@@ -630,10 +663,11 @@ static int heuristics(const cgeom *g, descs *d, int *algo, cudnnMathType_t *math
                k->det ? "deterministic " : "", kinds[k->kind], got);
     rn_err("cudnn: %s for input (N,H,W,C) = (%d,%d,%d,%d) %s, "
            "filter (%d,%d,%d,%d) (Cout,KH,KW,Cin) %s, pad (%d,%d), stride (%d,%d), dilation "
-           "(%d,%d), %s (workspace limit %zu MiB: $RN_CUDNN_WS_MB)", what, k->n,
+           "(%d,%d), %s%s (workspace limit %zu MiB: $RN_CUDNN_WS_MB)", what, k->n,
            k->h, k->w, k->c, g->nchw ? "NCHW" : "NHWC", k->k, k->r, k->s, k->c,
            g->nchw ? "KCRS" : "KRSC", k->ph, k->pw, k->sh, k->sw, k->dh, k->dw,
-           rn_dtype_name((rn_dtype)k->dt), ws_limit() >> 20);
+           rn_dtype_name((rn_dtype)k->dt), g->bf16 ? " in bfloat16 math" : "",
+           ws_limit() >> 20);
     return 1;
   }
   if (DNNF(cudnnSetConvolutionMathType, d->conv, math) < 0) return -1;
@@ -660,14 +694,20 @@ static int heuristics(const cgeom *g, descs *d, int *algo, cudnnMathType_t *math
 /* Descriptors d and the algorithm for g (kind set): from the cache, else
  * from the heuristics, cached. The float32 NHWC layout falls back to NCHW
  * copies (g->nchw set, as for float64) when cuDNN has no usable NHWC
- * algorithm for the shape. 0, or -1 + rn_err with d freed. */
+ * algorithm for the shape. Under the bfloat16 policy (float32 tensors only)
+ * bf16 math is tried first, NHWC then NCHW; a shape for which cuDNN has no
+ * usable bf16 algorithm in either layout (e.g. a GPU without bf16 kernels)
+ * runs in float32 math, NHWC then NCHW (g->bf16 says which; decided once per
+ * shape, cached). 0, or -1 + rn_err with d freed. */
 static int plan(cgeom *g, descs *d, int *algo, size_t *ws) {
   g->key.det = rn_is_deterministic();
   g->key.forced = rn_conv_algo_forced((rn_conv_kind)g->key.kind);
+  g->key.prec = g->key.dt == RN_F32 && rn_math_precision() == RN_BF16 ? RN_BF16 : RN_F32;
   const conv_key *k = &g->key;
   for (int i = 0; i < CACHE_N; i++)
     if (cache[i].used && memcmp(&cache[i].key, k, sizeof *k) == 0) {
       g->nchw = cache[i].nchw;
+      g->bf16 = cache[i].bf16;
       *algo = cache[i].algo;
       *ws = cache[i].ws;
       if (descs_make(d, g) < 0) return -1;
@@ -678,27 +718,87 @@ static int plan(cgeom *g, descs *d, int *algo, size_t *ws) {
       return 0;
     }
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
-  if (descs_make(d, g) < 0) return -1;
-  int rc = heuristics(g, d, algo, &math, ws);
-  if (rc != 0 && !g->nchw) { /* no NHWC algorithm here (or NHWC refused): NCHW copies */
-    descs_free(d, false);
-    g->nchw = true;
+  /* the tries in order: {bf16 math, NCHW layout}; float64 is NCHW already */
+  const bool nchw0 = g->nchw, bf0 = k->prec == RN_BF16;
+  bool tries[4][2];
+  int ntries = 0;
+  for (int b = bf0 ? 1 : 0; b >= 0; b--) {
+    tries[ntries][0] = b == 1;
+    tries[ntries++][1] = nchw0;
+    if (!nchw0) { /* no NHWC algorithm here (or NHWC refused): NCHW copies */
+      tries[ntries][0] = b == 1;
+      tries[ntries++][1] = true;
+    }
+  }
+  int rc = 1;
+  for (int t = 0; t < ntries && rc != 0; t++) {
+    g->bf16 = tries[t][0];
+    g->nchw = tries[t][1];
     if (descs_make(d, g) < 0) return -1;
-    rc = heuristics(g, d, algo, &math, ws);
+    rc = heuristics(g, d, algo, &math, ws); /* 1: none usable, -1: a cuDNN error */
+    if (rc != 0) descs_free(d, false);      /* either way the next try may do */
   }
-  if (rc != 0) {
-    descs_free(d, false);
-    return -1;
-  }
+  if (rc != 0) return -1; /* rn_err names the last try's shape and layout */
   algo_entry *e = &cache[cache_next];
   cache_next = (cache_next + 1) % CACHE_N; /* a full table forgets its oldest entry */
   e->key = *k;
   e->used = 1;
   e->algo = *algo;
   e->nchw = g->nchw;
+  e->bf16 = g->bf16;
   e->math = math;
   e->ws = *ws;
   return 0;
+}
+
+/* ---- bfloat16 math --------------------------------------------------------- */
+
+/* The geometry of n dense elements in two operands (rnk_copy's fast path;
+ * 32-bit indexing under the bound rn_cuda_geom uses). */
+static rnk_geom flat(int64_t n) {
+  rnk_geom gm;
+  memset(&gm, 0, sizeof gm);
+  gm.ndim = 1;
+  gm.contig = 1;
+  gm.idx32 = n < ((int64_t)1 << 30);
+  gm.n = n;
+  gm.shape[0] = n;
+  gm.stride[0][0] = gm.stride[1][0] = 1;
+  return gm;
+}
+
+/* In bf16 math (g->bf16): *p, n float32 elements on the device, becomes a
+ * bfloat16 copy (n, from the caching allocator: out of memory is rn_err)
+ * that the caller owns (*owned = true); the float32 buffer is freed when it
+ * was owned (stream order: the conversion has read it). Otherwise nothing
+ * changes. 0, or -1 + rn_err with *p and *owned as they were. */
+static int math_input(const cgeom *g, const void **p, bool *owned, int64_t n) {
+  if (!g->bf16) return 0;
+  void *h = rn_cuda_alloc((size_t)(n > 0 ? n : 1) * 2);
+  if (!h) return -1;
+  if (n > 0 && CU(rnk_copy(flat(n), h, RNK_BF16, *p, RNK_F32, rn_cuda_stream())) < 0) {
+    rn_cuda_free(h);
+    return -1;
+  }
+  if (*owned) rn_cuda_free((void *)*p);
+  *p = h;
+  *owned = true;
+  return 0;
+}
+
+/* Where cuDNN writes an n-element output whose float32 home is dst: dst
+ * itself, or in bf16 math a bfloat16 temporary (*tmp16, freed by the
+ * caller; NULL + rn_err when it cannot be had). */
+static void *math_output(const cgeom *g, void *dst, void **tmp16, int64_t n) {
+  *tmp16 = NULL;
+  if (!g->bf16) return dst;
+  return *tmp16 = rn_cuda_alloc((size_t)(n > 0 ? n : 1) * 2);
+}
+
+/* dst (n float32) = the bfloat16 tmp16 widened; nothing without tmp16 */
+static int math_result(void *dst, const void *tmp16, int64_t n) {
+  if (!tmp16 || n == 0) return 0;
+  return CU(rnk_copy(flat(n), dst, RNK_F32, tmp16, RNK_BF16, rn_cuda_stream()));
 }
 
 /* ---- shared steps -------------------------------------------------------- */
@@ -714,7 +814,8 @@ static rnk_perm4 perm(int64_t s0, int64_t s1, int64_t s2, int64_t s3, int64_t i0
   return p;
 }
 
-/* w (KH,KW,C,O) HWIO -> wk: (O,K) KRSC, or (O,C,KH,KW) KCRS when g->nchw */
+/* w (KH,KW,C,O) HWIO -> wk: (O,K) KRSC, or (O,C,KH,KW) KCRS when g->nchw;
+ * in bf16 math a bfloat16 copy of that. The caller frees it. */
 static void *filter_for_cudnn(const cgeom *g, const rn_tensor *w) {
   int64_t K = g->KH * g->KW * g->C;
   void *wk = tmp(g, K * g->O);
@@ -724,11 +825,13 @@ static void *filter_for_cudnn(const cgeom *g, const rn_tensor *w) {
                                      perm(g->O, g->C, g->KH, g->KW, 1, g->O,
                                           g->KW * g->C * g->O, g->C * g->O), s))
                    : CU(rnk_transpose2d(g->key.dt, wk, rn_ptr(w), K, g->O, s));
-  if (rc < 0) {
+  const void *p = wk;
+  bool owned = true;
+  if (rc < 0 || math_input(g, &p, &owned, K * g->O) < 0) {
     rn_cuda_free(wk);
     return NULL;
   }
-  return wk;
+  return (void *)p;
 }
 
 /* gw (KH,KW,C,O) HWIO from gwk: (O,K) KRSC, or (O,C,KH,KW) KCRS when g->nchw */
@@ -760,15 +863,26 @@ static int from_nchw(const cgeom *g, void *dst, const void *src, int64_t n, int6
                          rn_cuda_stream()));
 }
 
+/* In bf16 math: r (n float32 elements, owned by the caller when *owned)
+ * replaced by its bfloat16 copy, else r. NULL + rn_err (r freed, *owned
+ * false) when the copy cannot be made. */
+static const void *math_or_free(const cgeom *g, const void *r, bool *owned, int64_t n) {
+  if (math_input(g, &r, owned, n) == 0) return r;
+  if (*owned) rn_cuda_free((void *)r);
+  *owned = false;
+  return NULL;
+}
+
 /* x as cuDNN takes it: x itself, or x zero-padded into a temporary when
- * the pads are asymmetric, then (float64) an NCHW copy; *owned says whether
- * the caller frees it */
+ * the pads are asymmetric, then (float64) an NCHW copy, then (bf16 math) a
+ * bfloat16 copy; *owned says whether the caller frees it */
 static const void *input_of(const cgeom *g, const rn_tensor *x, bool *owned) {
   const conv_key *k = &g->key;
+  int64_t n = (int64_t)k->n * k->h * k->w * k->c;
   *owned = false;
   void *xp = NULL;
   if (g->asym) {
-    if (!(xp = tmp(g, (int64_t)k->n * k->h * k->w * k->c))) return NULL;
+    if (!(xp = tmp(g, n))) return NULL;
     if (CU(rnk_pad_nhwc(k->dt, xp, rn_ptr(x), g->N, g->H, g->W, g->C, g->pt, g->pb, g->pl,
                         g->pr, rn_cuda_stream())) < 0) {
       rn_cuda_free(xp);
@@ -777,12 +891,25 @@ static const void *input_of(const cgeom *g, const rn_tensor *x, bool *owned) {
   }
   if (!g->nchw) {
     *owned = xp != NULL;
-    return xp ? xp : rn_ptr(x);
+    return math_or_free(g, xp ? xp : rn_ptr(x), owned, n);
   }
   void *xn = to_nchw(g, xp ? xp : rn_ptr(x), k->n, k->h, k->w, k->c);
   rn_cuda_free(xp); /* stream-ordered: the permute above has read it */
-  *owned = xn != NULL;
-  return xn;
+  if (!xn) return NULL;
+  *owned = true;
+  return math_or_free(g, xn, owned, n);
+}
+
+/* gy (N,OH,OW,O) as cuDNN takes it: gy itself, or (NCHW layout) an NCHW
+ * copy, then (bf16 math) a bfloat16 copy; *owned as for input_of */
+static const void *grad_of(const cgeom *g, const rn_tensor *gy, bool *owned) {
+  int64_t n = g->N * g->OH * g->OW * g->O;
+  *owned = false;
+  if (!g->nchw) return math_or_free(g, rn_ptr(gy), owned, n);
+  void *t = to_nchw(g, rn_ptr(gy), g->N, g->OH, g->OW, g->O);
+  if (!t) return NULL;
+  *owned = true;
+  return math_or_free(g, t, owned, n);
 }
 
 /* alpha = 1, beta = 0 as the data type wants them (double for float64) */
@@ -838,19 +965,24 @@ int rn_cuda_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, con
   bool owned = false;
   void *wk = NULL, *ws = NULL;
   const void *xin = NULL;
-  void *yn = NULL; /* float64: the NCHW output */
+  void *yn = NULL;  /* NCHW layout: the NCHW output */
+  void *y16 = NULL; /* bf16 math: cuDNN's bfloat16 output */
+  void *yc = NULL;  /* what cuDNN writes: y, yn or y16 */
   int rc = 0;
   if (rc == 0 && !(wk = filter_for_cudnn(&g, w))) rc = -1;
   if (rc == 0 && !(xin = input_of(&g, x, &owned))) rc = -1;
   if (rc == 0 && g.nchw && !(yn = tmp(&g, rn_numel(y)))) rc = -1;
+  if (rc == 0 && !(yc = math_output(&g, yn ? yn : rn_ptr(y), &y16, rn_numel(y)))) rc = -1;
   if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
-  if (rc == 0)
+  if (rc == 0) /* alpha, beta: float for float32 and bfloat16 data, double for float64 */
     rc = DNNF(cudnnConvolutionForward, dnn.h, one_of(g.key.dt), d.x, xin, d.w, wk, d.conv,
-              (cudnnConvolutionFwdAlgo_t)algo, ws, wsz, zero_of(g.key.dt), d.y,
-              yn ? yn : rn_ptr(y));
+              (cudnnConvolutionFwdAlgo_t)algo, ws, wsz, zero_of(g.key.dt), d.y, yc);
+  if (rc == 0) rc = math_result(yn ? yn : rn_ptr(y), y16, rn_numel(y));
   if (rc == 0 && yn) rc = from_nchw(&g, rn_ptr(y), yn, g.N, g.OH, g.OW, g.O);
+  /* the bias stays float32: y (rows,O) += b */
   if (rc == 0 && b) rc = CU(rnk_bias_add(g.key.dt, rn_ptr(y), rn_ptr(b), rows, g.O, s));
   rn_cuda_free(ws);
+  rn_cuda_free(y16);
   rn_cuda_free(yn);
   if (owned) rn_cuda_free((void *)xin);
   rn_cuda_free(wk);
@@ -878,25 +1010,32 @@ int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
   if (plan(&g, &d, &algo, &wsz) < 0) return -1;
   const conv_key *k = &g.key;
   int64_t nxp = (int64_t)k->n * k->h * k->w * k->c; /* cuDNN's dx: padded when asymmetric */
-  void *wk = NULL, *ws = NULL, *gxp = NULL, *gyn = NULL, *gxn = NULL;
+  void *wk = NULL, *ws = NULL, *gxp = NULL, *gxn = NULL;
+  void *gx16 = NULL, *dc = NULL; /* bf16 math: cuDNN's bfloat16 dx; what cuDNN writes */
+  const void *gyin = NULL;       /* gy as cuDNN reads it (NCHW and/or bf16 copy) */
+  bool gyown = false;
   int rc = 0;
   if (rc == 0 && !(wk = filter_for_cudnn(&g, w))) rc = -1;
   if (rc == 0 && g.asym && !(gxp = tmp(&g, nxp))) rc = -1;
-  if (rc == 0 && g.nchw && !(gyn = to_nchw(&g, rn_ptr(gy), g.N, g.OH, g.OW, g.O))) rc = -1;
+  if (rc == 0 && !(gyin = grad_of(&g, gy, &gyown))) rc = -1;
   if (rc == 0 && g.nchw && !(gxn = tmp(&g, nxp))) rc = -1;
-  if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
-  /* NHWC dx (padded or not), and what cuDNN writes (NCHW for float64) */
+  /* NHWC dx (padded or not), and its float32/64 home cuDNN's answer goes to
+   * (NCHW in the NCHW layout) */
   void *dx = gxp ? gxp : rn_ptr(gx);
+  void *dhome = gxn ? gxn : dx;
+  if (rc == 0 && !(dc = math_output(&g, dhome, &gx16, nxp))) rc = -1;
+  if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
   if (rc == 0)
-    rc = DNNF(cudnnConvolutionBackwardData, dnn.h, one_of(k->dt), d.w, wk, d.y,
-              gyn ? gyn : rn_ptr(gy), d.conv, (cudnnConvolutionBwdDataAlgo_t)algo, ws, wsz,
-              zero_of(k->dt), d.x, gxn ? gxn : dx);
+    rc = DNNF(cudnnConvolutionBackwardData, dnn.h, one_of(k->dt), d.w, wk, d.y, gyin, d.conv,
+              (cudnnConvolutionBwdDataAlgo_t)algo, ws, wsz, zero_of(k->dt), d.x, dc);
+  if (rc == 0) rc = math_result(dhome, gx16, nxp);
   if (rc == 0 && gxn) rc = from_nchw(&g, dx, gxn, k->n, k->h, k->w, k->c);
   if (rc == 0 && gxp)
     rc = CU(rnk_crop_nhwc(k->dt, rn_ptr(gx), gxp, g.N, g.H, g.W, g.C, g.pt, g.pb, g.pl, g.pr, s));
   rn_cuda_free(ws);
+  rn_cuda_free(gx16);
   rn_cuda_free(gxn);
-  rn_cuda_free(gyn);
+  if (gyown) rn_cuda_free((void *)gyin);
   rn_cuda_free(gxp);
   rn_cuda_free(wk);
   if (descs_free(&d, rc == 0) < 0) rc = -1; /* checked only when nothing failed before */
@@ -937,23 +1076,27 @@ int rn_cuda_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
   int algo = 0;
   size_t wsz = 0;
   if (plan(&g, &d, &algo, &wsz) < 0) return -1;
-  bool owned = false;
+  bool owned = false, gyown = false;
   int64_t K = g.KH * g.KW * g.C;
-  void *gwk = NULL, *ws = NULL, *gyn = NULL;
-  const void *xin = NULL;
+  void *gwk = NULL, *ws = NULL;
+  void *gw16 = NULL, *wc = NULL; /* bf16 math: cuDNN's bfloat16 dw; what cuDNN writes */
+  const void *xin = NULL, *gyin = NULL;
   int rc = 0;
   if (rc == 0 && !(gwk = tmp(&g, K * g.O))) rc = -1;
   if (rc == 0 && !(xin = input_of(&g, x, &owned))) rc = -1;
-  if (rc == 0 && g.nchw && !(gyn = to_nchw(&g, rn_ptr(gy), g.N, g.OH, g.OW, g.O))) rc = -1;
+  if (rc == 0 && !(gyin = grad_of(&g, gy, &gyown))) rc = -1;
+  if (rc == 0 && !(wc = math_output(&g, gwk, &gw16, K * g.O))) rc = -1;
   if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
   if (rc == 0)
-    rc = DNNF(cudnnConvolutionBackwardFilter, dnn.h, one_of(g.key.dt), d.x, xin, d.y,
-              gyn ? gyn : rn_ptr(gy), d.conv, (cudnnConvolutionBwdFilterAlgo_t)algo, ws, wsz,
-              zero_of(g.key.dt), d.w, gwk);
+    rc = DNNF(cudnnConvolutionBackwardFilter, dnn.h, one_of(g.key.dt), d.x, xin, d.y, gyin,
+              d.conv, (cudnnConvolutionBwdFilterAlgo_t)algo, ws, wsz, zero_of(g.key.dt), d.w,
+              wc);
+  if (rc == 0) rc = math_result(gwk, gw16, K * g.O);
   /* gwk (O,K) KRSC or (O,C,KH,KW) KCRS -> gw (K,O) HWIO */
   if (rc == 0) rc = filter_back(&g, gw, gwk);
   rn_cuda_free(ws);
-  rn_cuda_free(gyn);
+  rn_cuda_free(gw16);
+  if (gyown) rn_cuda_free((void *)gyin);
   if (owned) rn_cuda_free((void *)xin);
   rn_cuda_free(gwk);
   if (descs_free(&d, rc == 0) < 0) rc = -1; /* checked only when nothing failed before */
