@@ -21,6 +21,7 @@
 
 #define BLK 256        /* rows per block of partial sums */
 #define PAR_MIN 32768  /* elements below which a kernel stays on one thread */
+#define SUB 32         /* rows summed in float before the double sums (float32) */
 
 /* Element i of a 1-D (C) parameter as double; NULL gives def. */
 static inline double pget(const rn_tensor *t, int64_t i, double def) {
@@ -48,73 +49,92 @@ static int dims_rc(const rn_tensor *x, const char *op, int64_t *R, int64_t *C) {
   return 0;
 }
 
+/* partial_sums' per-thread float scratch (float32 x), or NULL (float64, or
+ * out of memory: the caller checks). */
+static float *sum_scratch(const rn_tensor *x, size_t C) {
+  if (x->dtype != RN_F32) return NULL;
+  return malloc(sizeof(float) * 3 * C * (size_t)omp_get_max_threads());
+}
+
 /* Per-block partial sums of (x - shift) and (x - shift)^2, or with gy given,
  * of g and g*(x - shift) where g = gy, or gy masked by mask > 0 (the output
- * of a fused BN+ReLU: the ReLU's backward) when mask is given (float32).
- * part: [nblk][2][C] doubles. */
+ * of a fused BN+ReLU: the ReLU's backward) when mask is given.
+ * part: [nblk][2][C] doubles. float32 data is summed in float over runs of
+ * SUB rows (vectorizes 4-16 wide), each run then added into the block's
+ * double sums: the float error stays that of a SUB-term sum. scratch:
+ * 3*C floats per thread (float32 only). */
 static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const rn_tensor *mask,
                          const double *shift, int64_t R, int64_t C, double *part,
-                         float *mtmp_all) {
+                         float *scratch) {
   int64_t nblk = (R + BLK - 1) / BLK;
   const char *xp = rn_ptr(x);
   const char *gp = gy ? rn_ptr(gy) : NULL;
   const char *mp = mask ? rn_ptr(mask) : NULL;
   bool f32 = x->dtype == RN_F32;
-  float *mtmp = mtmp_all;
 #pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
   for (int64_t b = 0; b < nblk; b++) {
     double *s1 = part + (size_t)b * 2 * (size_t)C, *s2 = s1 + C;
-    float *tmp = mtmp ? mtmp + (size_t)omp_get_thread_num() * (size_t)C : NULL;
     for (int64_t c = 0; c < C; c++) s1[c] = s2[c] = 0;
     int64_t r0 = b * BLK, r1 = r0 + BLK < R ? r0 + BLK : R;
-    for (int64_t r = r0; r < r1; r++) {
-      if (f32) {
-        const float *xr = (const float *)xp + r * C;
-        if (gp) {
-          const float *gr = (const float *)gp + r * C;
-          if (mp) { /* the select in its own loop: mixed with the float->double
-                     * conversions it would not vectorize */
-            const float *mr = (const float *)mp + r * C;
+    if (f32) {
+      float *f1 = scratch + (size_t)omp_get_thread_num() * 3 * (size_t)C, *f2 = f1 + C,
+            *fs = f2 + C;
+      for (int64_t c = 0; c < C; c++) fs[c] = (float)shift[c];
+      for (int64_t q0 = r0; q0 < r1; q0 += SUB) {
+        int64_t q1 = q0 + SUB < r1 ? q0 + SUB : r1;
+        for (int64_t c = 0; c < C; c++) f1[c] = f2[c] = 0;
+        for (int64_t r = q0; r < q1; r++) {
+          const float *xr = (const float *)xp + r * C;
+          if (gp && mp) {
+            const float *gr = (const float *)gp + r * C, *mr = (const float *)mp + r * C;
 #pragma omp simd
             for (int64_t c = 0; c < C; c++) {
-              float gv = gr[c], mv = mr[c];
-              tmp[c] = mv > 0 ? gv : 0.0f;
+              float gv = gr[c], mv = mr[c]; /* both loaded: the select vectorizes */
+              float g = mv > 0 ? gv : 0.0f;
+              f1[c] += g;
+              f2[c] += g * (xr[c] - fs[c]);
             }
-            gr = tmp;
-          }
+          } else if (gp) {
+            const float *gr = (const float *)gp + r * C;
 #pragma omp simd
-          for (int64_t c = 0; c < C; c++) {
-            double g = gr[c];
-            s1[c] += g;
-            s2[c] += g * ((double)xr[c] - shift[c]);
-          }
-        } else {
+            for (int64_t c = 0; c < C; c++) {
+              f1[c] += gr[c];
+              f2[c] += gr[c] * (xr[c] - fs[c]);
+            }
+          } else {
 #pragma omp simd
-          for (int64_t c = 0; c < C; c++) {
-            double d = (double)xr[c] - shift[c];
-            s1[c] += d;
-            s2[c] += d * d;
+            for (int64_t c = 0; c < C; c++) {
+              float d = xr[c] - fs[c];
+              f1[c] += d;
+              f2[c] += d * d;
+            }
           }
         }
+        for (int64_t c = 0; c < C; c++) {
+          s1[c] += f1[c];
+          s2[c] += f2[c];
+        }
+      }
+      continue;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+      const double *xr = (const double *)xp + r * C;
+      if (gp) {
+        const double *gr = (const double *)gp + r * C;
+        const double *mr = mp ? (const double *)mp + r * C : NULL;
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) {
+          double gv = gr[c], mv = mr ? mr[c] : 1.0;
+          double g = mv > 0 ? gv : 0.0;
+          s1[c] += g;
+          s2[c] += g * (xr[c] - shift[c]);
+        }
       } else {
-        const double *xr = (const double *)xp + r * C;
-        if (gp) {
-          const double *gr = (const double *)gp + r * C;
-          const double *mr = mp ? (const double *)mp + r * C : NULL;
 #pragma omp simd
-          for (int64_t c = 0; c < C; c++) {
-            double gv = gr[c], mv = mr ? mr[c] : 1.0;
-            double g = mv > 0 ? gv : 0.0;
-            s1[c] += g;
-            s2[c] += g * (xr[c] - shift[c]);
-          }
-        } else {
-#pragma omp simd
-          for (int64_t c = 0; c < C; c++) {
-            double d = xr[c] - shift[c];
-            s1[c] += d;
-            s2[c] += d * d;
-          }
+        for (int64_t c = 0; c < C; c++) {
+          double d = xr[c] - shift[c];
+          s1[c] += d;
+          s2[c] += d * d;
         }
       }
     }
@@ -224,7 +244,14 @@ static int bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invs
   for (int64_t c = 0; c < C; c++)
     shift[c] = x->dtype == RN_F32 ? (double)((const float *)rn_ptr(x))[c]
                                   : ((const double *)rn_ptr(x))[c];
-  partial_sums(x, NULL, NULL, shift, R, C, part, NULL);
+  float *scratch = sum_scratch(x, n1);
+  if (x->dtype == RN_F32 && !scratch) {
+    free(shift);
+    free(part);
+    return rn_err("batch_norm: out of memory for the statistics of %lld channels", (long long)C);
+  }
+  partial_sums(x, NULL, NULL, shift, R, C, part, scratch);
+  free(scratch);
   const double *s1 = part, *s2 = part + C;
   for (int64_t c = 0; c < C; c++) {
     double dm = s1[c] / (double)R;
@@ -318,18 +345,17 @@ static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
   size_t n1 = (size_t)(C ? C : 1);
   double *mean = malloc(sizeof(double) * 4 * n1);
   double *part = malloc(sizeof(double) * 2 * n1 * (size_t)(nblk ? nblk : 1));
-  float *mtmp = mask && x->dtype == RN_F32
-                    ? malloc(sizeof(float) * n1 * (size_t)omp_get_max_threads()) : NULL;
-  if (!mean || !part || (mask && x->dtype == RN_F32 && !mtmp)) {
+  float *scratch = sum_scratch(x, n1);
+  if (!mean || !part || (x->dtype == RN_F32 && !scratch)) {
     free(mean);
     free(part);
-    free(mtmp);
+    free(scratch);
     return rn_err("batch_norm backward: out of memory for %lld channels", (long long)C);
   }
   double *a = mean + n1, *b = a + n1, *d = b + n1;
   for (int64_t c = 0; c < C; c++) mean[c] = pget(save_mean, c, 0.0);
-  partial_sums(x, gy, mask, mean, R, C, part, mtmp);
-  free(mtmp);
+  partial_sums(x, gy, mask, mean, R, C, part, scratch);
+  free(scratch);
   const double *sg = part, *sgx = part + C; /* sum gy, sum gy*(x-mean) */
   for (int64_t c = 0; c < C; c++) {
     double is = pget(save_invstd, c, 1.0), g = pget(gamma, c, 1.0);
