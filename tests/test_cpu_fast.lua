@@ -244,3 +244,25 @@ T.test("cpu allocator: RN_CPU_CACHE_BYTES=0 turns the cache off", function()
   p:close()
   T.eq(out, "0\t0\t0\n")
 end)
+
+T.test("conv2d: oneDNN after thread-count changes and after empty_cache matches the reference", function()
+  rn.manual_seed(9)
+  local nt = rn.get_num_threads()
+  local x, w, b = rn.randn({4, 12, 12, 16}), rn.randn({3, 3, 16, 32}), rn.randn({32})
+  local gy = rn.randn({4, 6, 6, 32})
+  local o = {padding = "same", stride = 2}
+  local ref = {conv_all(x:double(), w:double(), b:double(), o, gy:double())}
+  local ok, err = pcall(function()
+    for _, n in ipairs({1, math.max(2, nt), 1, 3}) do
+      rn.set_num_threads(n)
+      if n == 3 then rn.cpu.empty_cache() end
+      local got = {conv_all(x, w, b, o, gy)}
+      for k = 1, 4 do
+        local e = relerr(got[k]:double(), ref[k])
+        T.truthy(e < 2e-5, string.format("%d threads, output %d: relative error %.3g", n, k, e))
+      end
+    end
+  end)
+  rn.set_num_threads(nt)
+  if not ok then error(err, 0) end
+end)

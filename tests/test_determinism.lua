@@ -15,12 +15,7 @@ local rn = require "rn"
 
 local bin = os.getenv("RNLUA_BIN") or "./rnlua"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("files").read
 
 -- runs the job in a child with the given seed; returns the checkpoint bytes
 local function job(seed, env, deterministic)

@@ -16,12 +16,7 @@ local function files(target)
   return out
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("files").read
 
 local function replay(target, fn)
   local list = files(target)

@@ -25,18 +25,8 @@ local function tmpdir()
 end
 local function tmp(name) return tmpdir() .. "/" .. name end
 
-local function write(path, bytes)
-  local f = assert(io.open(path, "wb"))
-  f:write(bytes)
-  f:close()
-  return path
-end
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local files = require "files"
+local write, read = files.write, files.read
 local function exists(path)
   local f = io.open(path, "rb")
   if f then f:close() end

@@ -23,12 +23,8 @@ local function crc32(s)
   return c ~ 0xFFFFFFFF
 end
 
-local function read_all(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local files = require "files"
+local read_all = files.read
 
 -- Parses a PNG file: {w=, h=, depth=, ctype=, compression=, filter=, interlace=,
 -- chunks={types...}, idat=string}; raises on any structural fault.
@@ -107,12 +103,7 @@ local function has_color(rgb, c)
   end
 end
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p '" .. d .. "'"))
-  return d
-end
+local tmpdir = files.tmpdir
 
 local function ls(dir)
   local p = io.popen("ls -A '" .. dir .. "'")

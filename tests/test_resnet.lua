@@ -129,12 +129,7 @@ end)
 
 -- ---- the document -------------------------------------------------------------------------
 
-local function read(path)
-  local f = assert(io.open(path, "r"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("files").read
 
 local function lua_blocks(md)
   local out = {}

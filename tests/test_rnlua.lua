@@ -9,36 +9,9 @@ local BIN = os.getenv("RNLUA_BIN") or "./rnlua"
 
 -- ---- helpers ---------------------------------------------------------------
 
-local function q(s) return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'" end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function tmpfile(content)
-  local p = os.tmpname()
-  spit(p, content or "")
-  return p
-end
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p " .. q(d)))
-  return d
-end
-
-local function rmrf(p) os.execute("rm -rf " .. q(p)) end
+local files = require "files"
+local q, slurp, spit = files.q, files.try_read, files.write
+local tmpfile, tmpdir, rmrf = files.tmpfile, files.tmpdir, files.rmrf
 
 -- Runs `env BIN args` with stdin from `input` (a string; /dev/null if nil).
 -- Returns stdout, stderr and the exit status.

@@ -119,7 +119,7 @@ void rn_cpu_empty_cache(void) {
 }
 
 void *rn_cpu_alloc(size_t nbytes) {
-  if (ALLOC_INJECTED()) goto oom;
+  if (ALLOC_INJECTED() || nbytes > ((size_t)1 << 56)) goto oom; /* no size overflows below */
   size_t want = (nbytes + 63) & ~(size_t)63, rounded = want;
   int idx = -1;
   pthread_mutex_lock(&mu);

@@ -27,6 +27,7 @@
  * Not thread-safe: called from the Lua thread only (the data loader threads
  * never run ops). */
 #include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,8 @@ typedef enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_W } dir_t;
 
 typedef struct {
   int dir, bf16, bias;
+  int threads; /* oneDNN sizes a primitive's work split and scratchpad for the
+                * thread count at creation: a new count needs a new primitive */
   int64_t N, H, W, C, KH, KW, O, OH, OW;
   int sh, sw, dh, dw, pt, pb, pl, pr;
 } key_t_;
@@ -266,6 +269,7 @@ static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, c
   k->dir = dir;
   k->bf16 = rn_math_precision() == RN_BF16;
   k->bias = bias;
+  k->threads = omp_get_max_threads();
   k->N = xs[0]; k->H = xs[1]; k->W = xs[2]; k->C = xs[3];
   k->KH = w->shape[0]; k->KW = w->shape[1]; k->O = w->shape[3];
   k->OH = ys[1]; k->OW = ys[2];

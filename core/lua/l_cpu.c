@@ -3,7 +3,7 @@
  * lua/rn/init.lua):
  *   rn.core._cpu_features()          -> {avx2=true, avx512f=..., avx512_bf16=..., amx_bf16=...}
  *   rn.core._cpu_memory_stats()      -> {allocated=, reserved=, peak=, cached=, limit=, hits=, misses=}
- *   rn.core._cpu_empty_cache()
+ *   rn.core._cpu_empty_cache()      (cached blocks and oneDNN primitives)
  *   rn.core._set_conv_impl("auto"|"im2col"), rn.core._conv_impl() -> name
  *   rn.core._set_math_precision("float32"|"bfloat16", cpu_needed), _math_precision() */
 #include <string.h>
@@ -56,6 +56,7 @@ static int l_cpu_memory_stats(lua_State *L) {
 static int l_cpu_empty_cache(lua_State *L) {
   (void)L;
   rn_cpu_empty_cache();
+  rn_dnnl_clear_cache();
   return 0;
 }
 

@@ -59,7 +59,8 @@ rn.cuda = {
 ---   features()        {avx2=, avx512f=, avx512_bf16=, amx_bf16=, onednn=, ...}
 ---   conv_impl()       "onednn" or "im2col" (what float32 convolutions use)
 ---   set_conv_impl(s)  "auto" (oneDNN where it has a kernel) or "im2col"
----   memory_stats()    the CPU allocator's counters (bytes); empty_cache()
+---   memory_stats()    the CPU allocator's counters (bytes); empty_cache() gives
+---                     cached blocks back and drops the oneDNN primitives
 rn.cpu = {
   features = core._cpu_features,
   conv_impl = core._conv_impl,
