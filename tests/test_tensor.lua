@@ -36,6 +36,24 @@ T.test("bfloat16 and float16 round to nearest even", function()
   T.eq(rn.tensor({0.1}, {dtype = "float16"}):item(), 0.0999755859375)
 end)
 
+T.test("float32 <-> bfloat16 casts: the vector path rounds as the scalar one (ties, NaN, inf, subnormals)", function()
+  -- rn.tensor(list, {dtype="bfloat16"}) converts element by element (scalar
+  -- path); x:to("bfloat16") from float32 takes the vectorized copy
+  local vals = {1 + 2^-8, 1 + 3 * 2^-8, -(1 + 2^-8), 0, -0.0, math.huge, -math.huge, 0 / 0,
+                2^-130, -2^-140, 3.4e38, 65504.123, 0.1, -7.77, 1 + 2^-7 + 2^-9}
+  local f = rn.tensor(vals)
+  local fast = f:to("bfloat16"):to("float32"):totable()
+  local slow = rn.tensor(vals, {dtype = "bfloat16"}):to("float64"):totable()
+  for i = 1, #vals do
+    local a, b = fast[i], slow[i]
+    T.truthy(a == b or (a ~= a and b ~= b), string.format("value %d (%g): %g vs %g", i, vals[i], a, b))
+  end
+  local big = rn.randn({3, 40000})
+  local strided = big:transpose(1, 2) -- not contiguous
+  T.eq((strided:to("bfloat16"):to("float32") - strided:contiguous():to("bfloat16"):to("float32")):abs():max():item(), 0)
+  T.truthy((big:to("bfloat16"):to("float32") - big):abs():max():item() <= 2^-8 * big:abs():max():item())
+end)
+
 T.test("arange, rand, randn and the seeded generator", function()
   T.eq(rn.arange(5):totable(), {0, 1, 2, 3, 4})
   T.eq(rn.arange(1, 2, 0.25, {dtype = "float64"}):totable(), {1, 1.25, 1.5, 1.75})

@@ -83,6 +83,23 @@ int rn_cpu_copy(rn_tensor *dst, const rn_tensor *src) {
       double *y = (double *)yp + off[0];
       const float *x = (const float *)xp + off[1];
       for (int64_t i = 0; i < it.inner; i++) y[i * it.istride[0]] = x[i * it.istride[1]];
+    } else if (dst->dtype == RN_BF16 && src->dtype == RN_F32) {
+      /* round to nearest even, NaN kept quiet (rn_f32_to_bf16), vectorizable */
+      uint16_t *y = (uint16_t *)yp + off[0];
+      const uint32_t *x = (const uint32_t *)xp + off[1];
+      int64_t sy = it.istride[0], sx = it.istride[1];
+#pragma omp simd
+      for (int64_t i = 0; i < it.inner; i++) {
+        uint32_t u = x[i * sx];
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        y[i * sy] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
+      }
+    } else if (dst->dtype == RN_F32 && src->dtype == RN_BF16) {
+      uint32_t *y = (uint32_t *)yp + off[0];
+      const uint16_t *x = (const uint16_t *)xp + off[1];
+      int64_t sy = it.istride[0], sx = it.istride[1];
+#pragma omp simd
+      for (int64_t i = 0; i < it.inner; i++) y[i * sy] = (uint32_t)x[i * sx] << 16;
     } else if (dst->dtype == src->dtype) {
       for (int64_t i = 0; i < it.inner; i++)
         memcpy(yp + (size_t)(off[0] + i * it.istride[0]) * ey,
