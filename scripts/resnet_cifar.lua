@@ -80,6 +80,8 @@ usage: rnlua scripts/resnet_cifar.lua [options]
                        and augment each batch there (default on; same batches
                        as the CPU pipeline, bit for bit)
   --threads T          CPU threads (default: all cores)
+  --precision P        float32 | mixed_bfloat16 (convolutions in bf16 math,
+                       every tensor float32; needs AVX512-BF16/AMX or a GPU)
   --seed S             seeds weights, shuffling and augmentation (default 1)
   --train-limit N      use only the first N training images (default all)
   --test-limit N       evaluate on the first N test images (default all)
@@ -101,7 +103,7 @@ local opt = { epochs = 1, ["batch-size"] = 128, lr = 0.1, device = "cpu", seed =
 local numeric = { epochs = true, ["batch-size"] = true, lr = true, threads = true, seed = true,
   ["train-limit"] = true, ["test-limit"] = true, ["steps-per-epoch"] = true }
 local strings = { data = true, dataset = true, device = true, save = true, resume = true,
-  log = true, plot = true, ["device-data"] = true }
+  log = true, plot = true, ["device-data"] = true, precision = true }
 local i = 1
 while arg[i] do
   local key = arg[i]:match("^%-%-([%w-]+)$")
@@ -133,6 +135,13 @@ if dd ~= nil and dd ~= "on" and dd ~= "off" then die("--device-data must be on o
 if dd == "on" and opt.device ~= "cuda" then die("--device-data on needs --device cuda") end
 local device_data = opt.device == "cuda" and dd ~= "off" -- the pipeline: device-resident or host batches
 if opt.threads then rn.set_num_threads(opt.threads) end
+if opt.precision then
+  if opt.precision ~= "float32" and opt.precision ~= "mixed_bfloat16" then
+    die("--precision must be float32 or mixed_bfloat16, got '" .. opt.precision .. "'")
+  end
+  local ok, err = pcall(rn.mixed_precision.set_global_policy, opt.precision)
+  if not ok then die("--precision " .. opt.precision .. ": " .. tostring(err)) end
+end
 rn.manual_seed(opt.seed)
 
 -- ---- data ---------------------------------------------------------------------------
@@ -193,8 +202,9 @@ local train = rn.data.Loader(train_x, train_y, { batch_size = bs, seed = opt.see
   out_size = { 32, 32 }, pad_crop = 4, flip = dataset == "cifar10", drop_last = train_x:size(1) > bs })
 local test = rn.data.Loader(test_x, test_y, { batch_size = bs, dataset = dataset, out_size = { 32, 32 },
   augment = false, shuffle = false })
-print(string.format("train %d images, test %d, batch %d, %d threads%s", train_x:size(1), test_x:size(1), bs,
-  rn.get_num_threads(), device_data and ", data uploaded to cuda once and augmented there" or ""))
+print(string.format("train %d images, test %d, batch %d, %d threads, %s%s", train_x:size(1), test_x:size(1), bs,
+  rn.get_num_threads(), rn.mixed_precision.global_policy(),
+  device_data and ", data uploaded to cuda once and augmented there" or ""))
 
 -- ---- model and training ---------------------------------------------------------------
 
