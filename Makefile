@@ -94,8 +94,9 @@ run: deps
 	@mkdir -p runs
 	./rnlua scripts/resnet_cifar.lua $(RUN_ARGS)
 
-# The main job's default budget: a few minutes on 2 CPU cores.
-RUN_ARGS ?= --epochs 2 --train-limit 10000 --test-limit 2000 --log runs/run.csv --plot runs/run.png
+# The main job's default budget: about 2.5 minutes on 2 CPU cores (84.65% test
+# accuracy on Fashion-MNIST, doc/results.md).
+RUN_ARGS ?= --epochs 2 --train-limit 30000 --log runs/run.csv --plot runs/run.png
 
 # Benchmarks against PyTorch: the CPU one first (scripts/bench_cpu.sh, the
 # seed ResNet in rnlua and in torch, same threads; BENCH_ARGS="--reps 3" etc.),

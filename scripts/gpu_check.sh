@@ -7,8 +7,12 @@
 #                                     (default: $OUT, else out/gpu_check)
 #   scripts/gpu_check.sh --bundle     run HERE, before carrying: copies the
 #                                     shared libraries ./rnlua needs beyond
-#                                     glibc/libstdc++ (OpenBLAS, readline...)
-#                                     into .gpulibs/ (git-excluded)
+#                                     glibc/libstdc++ (oneDNN, OpenBLAS,
+#                                     readline...) gzipped into .gpulibs/
+#                                     (git-excluded; libdnnl + libopenblas
+#                                     are ~76 MB raw, over the 64 MiB carry
+#                                     limit, ~22 MB gzipped); the check
+#                                     unpacks them into a temp dir
 #
 # Steps, each under its own timeout, each logged to OUTDIR/<step>.log:
 #   env        nvidia-smi, nvcc, python3, the binary's shared libraries
@@ -28,21 +32,28 @@
 #              scripts/bench_gpu.lua (rnlua, cuda; $RN_GPU_BENCH_ARGS), then
 #              scripts/bench_gpu_torch.py (PyTorch eager fp32, eager AMP
 #              channels_last, torch.compile; $RN_GPU_TORCH_ARGS) where python3
-#              has torch; their RESULT lines become bench_table.txt (images/s,
-#              s/epoch, rnlua/torch ratios), printed before the summary
-# A summary table comes last. Re-runnable: it only writes OUTDIR (and, for
-# `make`, the build dir). Bounded: every step has a timeout, and all of them
-# together stay within $RN_GPU_BUDGET seconds (default 540); the timeouts
-# (tests 120, sanitizer 100, train 60, bench 70 + 150) leave room for a build.
-# $RN_GPU_FULL_SUITE=1 also runs the whole suite.
+#              has torch; their RESULT lines become a table (images/s,
+#              s/epoch, rnlua/torch ratios), printed (and saved in
+#              summary.txt) just before the step table
+# A summary table comes last (after the bench table). Re-runnable: it only
+# writes OUTDIR (and, for `make`, the build dir). Bounded: every step has a
+# timeout, cut to what is left of $RN_GPU_BUDGET seconds (default 300: run
+# it with a device timeout_s of 330 or more); the timeouts (tests 100,
+# sanitizer 60, train 40, bench 45 + 60) are in priority order, so a slow
+# step starves the later, less important ones, never the summary.
+# OUTDIR gets at most 8 files (the device tool returns no more): env.log,
+# build.log (only when it builds), cuda_tests.log, sanitizer.log, train.log,
+# bench.log, bench_torch.log, summary.txt (bench table + step table);
+# $RN_GPU_FULL_SUITE=1 also runs the whole suite (suite.log: a 9th file,
+# so one log may not come back).
 set -u
 
 cd "$(dirname "$0")/.." || exit 2
-ROOT=$(pwd)
 
 # ---- bundle mode (on the build machine) --------------------------------------
 if [ "${1:-}" = "--bundle" ]; then
   [ -x ./rnlua ] || { echo "gpu_check: ./rnlua not built; run make first" >&2; exit 2; }
+  rm -rf .gpulibs
   mkdir -p .gpulibs
   grep -qx '/.gpulibs/' .git/info/exclude 2>/dev/null || echo '/.gpulibs/' >> .git/info/exclude
   ldd ./rnlua | awk '/=> \//{print $3}' | while read -r lib; do
@@ -50,10 +61,10 @@ if [ "${1:-}" = "--bundle" ]; then
       libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libresolv.so*|libutil.so*|\
       libgcc_s.so*|libstdc++.so*) continue ;;
     esac
-    cp -L "$lib" .gpulibs/
+    gzip -6 -c "$lib" >".gpulibs/$(basename "$lib").gz" # follows the link, keeps its soname
   done
-  echo "gpu_check: bundled into .gpulibs/ ($(du -sh .gpulibs | cut -f1)):"
-  ls .gpulibs
+  echo "gpu_check: bundled into .gpulibs/ ($(du -sh .gpulibs | cut -f1); carry limit 64 MiB with ./rnlua):"
+  ls -la .gpulibs
   echo "carry [\"rnlua\", \".gpulibs\"] and run: scripts/gpu_check.sh \"\$OUT\""
   exit 0
 fi
@@ -73,9 +84,10 @@ note_of() {
   grep -E '^[0-9]+ passed, [0-9]+ failed|ERROR SUMMARY' "$1" 2>/dev/null | tail -n 1
 }
 
-# The whole run stays within $RN_GPU_BUDGET seconds (default 540: one device
-# command may run 600): each step's timeout is cut to what is left.
-BUDGET=${RN_GPU_BUDGET:-540}
+# The whole run stays within $RN_GPU_BUDGET seconds (default 300, about 5
+# minutes of the session's 15 of device time): each step's timeout is cut to
+# what is left.
+BUDGET=${RN_GPU_BUDGET:-300}
 
 # step NAME TIMEOUT CMD...: runs CMD with a timeout, output to OUTDIR/NAME.log
 step() {
@@ -101,16 +113,26 @@ step() {
 
 skip() { echo "== $1: skipped: $2"; record "$1" "skipped: $2" 0; }
 
+BENCH_TABLE=$(mktemp /tmp/rn_bench_table.XXXXXX)
 # shellcheck disable=SC2317  # called by the EXIT trap
 summary() {
   echo
+  if [ -s "$BENCH_TABLE" ]; then
+    echo "== bench table (rnlua/this > 1: rnlua is faster)"
+    cat "$BENCH_TABLE"
+  fi
   echo "== summary (logs in $OUTDIR)"
   {
+    if [ -s "$BENCH_TABLE" ]; then cat "$BENCH_TABLE"; echo; fi
     printf '%-11s %-48s %7s  %s\n' step status seconds note
     for i in "${!NAMES[@]}"; do
       printf '%-11s %-48s %7s  %s\n' "${NAMES[$i]}" "${STATUS[$i]}" "${TIMES[$i]}" "${NOTES[$i]}"
     done
-  } | tee "$OUTDIR/summary.txt"
+  } >"$OUTDIR/summary.txt"
+  # the step table is the last thing printed
+  sed -n '/^step /,$p' "$OUTDIR/summary.txt"
+  rm -f "$BENCH_TABLE"
+  if [ -n "${GPULIBS_TMP:-}" ]; then rm -rf "$GPULIBS_TMP"; fi
 }
 trap summary EXIT
 
@@ -140,38 +162,63 @@ find_libs() {
   local dirs=""
   if command -v python3 >/dev/null; then
     dirs=$(timeout 60 python3 - <<'EOF' 2>/dev/null
-import os
+import importlib.util, os
+want = ("libcublas", "libcudnn", "libnvrtc", "libnvJitLink")
+seen = []
+def add(lib):
+    try:
+        if lib not in seen and os.path.isdir(lib) and any(f.startswith(want) for f in os.listdir(lib)):
+            seen.append(lib)
+    except OSError:
+        pass
+# the nvidia-* wheels (nvidia/cu13/lib, nvidia/cudnn/lib, ...), found without importing torch
 try:
-    import nvidia
-    seen = set()
-    for p in list(nvidia.__path__):
+    spec = importlib.util.find_spec("nvidia")
+    for p in (spec.submodule_search_locations or []) if spec else []:
         for d in sorted(os.listdir(p)):
-            lib = os.path.join(p, d, "lib")
-            if os.path.isdir(lib) and any(f.startswith(("libcublas", "libcudnn", "libnvrtc", "libnvJitLink"))
-                                          for f in os.listdir(lib)):
-                if lib not in seen:
-                    seen.add(lib)
-                    print(lib)
+            add(os.path.join(p, d, "lib"))
 except Exception:
     pass
+# builds that ship cuDNN/cuBLAS inside torch/lib (conda, older wheels)
+try:
+    spec = importlib.util.find_spec("torch")
+    for p in (spec.submodule_search_locations or []) if spec else []:
+        add(os.path.join(p, "lib"))
+except Exception:
+    pass
+print("\n".join(seen))
 EOF
 )
   fi
   if [ -z "$dirs" ]; then
-    dirs=$(timeout 120 find / -xdev \( -path /proc -o -path /sys \) -prune -o \
+    dirs=$(timeout 30 find /opt /usr /root /home -xdev \( -path /proc -o -path /sys \) -prune -o \
              \( -name 'libcublas.so*' -o -name 'libcudnn.so*' \) -printf '%h\n' 2>/dev/null |
            sort -u)
   fi
   echo "$dirs"
 }
+ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-} # for python3 (torch brings its own libraries)
 LIBDIRS=$(find_libs)
 {
   echo "# dirs with libcublas/libcudnn:"
   echo "${LIBDIRS:-none found}"
 } >>"$OUTDIR/env.log"
 for d in $LIBDIRS; do LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; done
-[ -d .gpulibs ] && LD_LIBRARY_PATH="$ROOT/.gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# the bundled host libraries (gzipped by --bundle; plain .so files are taken too)
+if [ -d .gpulibs ]; then
+  GPULIBS_TMP=$(mktemp -d /tmp/rn_gpulibs.XXXXXX)
+  for f in .gpulibs/*; do
+    case "$f" in
+      *.gz) gzip -dc "$f" >"$GPULIBS_TMP/$(basename "$f" .gz)" ;;
+      *) cp -L "$f" "$GPULIBS_TMP/" ;;
+    esac
+  done 2>>"$OUTDIR/env.log"
+  echo "# unpacked .gpulibs into $GPULIBS_TMP: $(ls "$GPULIBS_TMP" | tr '\n' ' ')" >>"$OUTDIR/env.log"
+  LD_LIBRARY_PATH="$GPULIBS_TMP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 export LD_LIBRARY_PATH
+# ./rnlua (and the CUDA libraries it dlopens) resolve now; log what it links
+if [ -x ./rnlua ]; then { echo "# ldd ./rnlua with LD_LIBRARY_PATH"; ldd ./rnlua; } >>"$OUTDIR/env.log" 2>&1; fi
 echo "# LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >>"$OUTDIR/env.log"
 if [ -n "$LIBDIRS" ]; then record libs ok 0 "$(echo "$LIBDIRS" | wc -w) dirs on LD_LIBRARY_PATH"
 else record libs "none found (loader path only)" 0; fi
@@ -199,11 +246,11 @@ fi
 rm -f "$PROBE"
 
 # ---- tests --------------------------------------------------------------------
-step cuda_tests 150 env RN_TEST_VERBOSE=1 ./rnlua tests/run.lua tests/test_cuda.lua \
+step cuda_tests 100 env RN_TEST_VERBOSE=1 ./rnlua tests/run.lua tests/test_cuda.lua \
   tests/test_determinism.lua tests/test_cuda_data.lua
 
 if command -v compute-sanitizer >/dev/null; then
-  step sanitizer 100 env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
+  step sanitizer 60 env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
     --print-limit 30 ./rnlua tests/run.lua tests/test_cuda.lua
 else
   skip sanitizer "compute-sanitizer not on PATH"
@@ -214,9 +261,19 @@ if [ "${RN_GPU_FULL_SUITE:-0}" = 1 ]; then
 fi
 
 # ---- optional steps -------------------------------------------------------------
-if [ -f scripts/resnet_cifar.lua ]; then
+have_train_data() {
+  [ -n "${RN_GPU_TRAIN_ARGS:-}" ] && return 0
+  local p
+  for p in data ./ "$HOME/data" "$HOME/datasets"; do
+    ls -d "$p"/cifar-10-batches-bin "$p"/cifar-10-binary.tar.gz >/dev/null 2>&1 && return 0
+  done
+  [ -d /usr/share/datasets/fashion-mnist ]
+}
+if [ -f scripts/resnet_cifar.lua ] && ! have_train_data; then
+  skip train "no CIFAR-10 / fashion-mnist here (set RN_GPU_TRAIN_ARGS=\"--data PATH ...\")"
+elif [ -f scripts/resnet_cifar.lua ]; then
   # shellcheck disable=SC2086
-  step train 60 ./rnlua scripts/resnet_cifar.lua ${RN_GPU_TRAIN_ARGS:---device cuda --epochs 1 \
+  step train 40 ./rnlua scripts/resnet_cifar.lua ${RN_GPU_TRAIN_ARGS:---device cuda --epochs 1 \
     --train-limit 6400 --test-limit 1000}
 else
   skip train "scripts/resnet_cifar.lua not present yet"
@@ -245,17 +302,16 @@ bench_table() {
 if [ -f scripts/bench_gpu.lua ]; then
   # shellcheck disable=SC2086
   # cuDNN algorithms measured (RN_CUDNN_FIND=1), as torch.backends.cudnn.benchmark below
-  step bench 70 env RN_CUDNN_FIND="${RN_CUDNN_FIND:-1}" ./rnlua scripts/bench_gpu.lua \
-    ${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 60}
+  step bench 45 env RN_CUDNN_FIND="${RN_CUDNN_FIND:-1}" ./rnlua scripts/bench_gpu.lua \
+    ${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 40}
   if command -v python3 >/dev/null && timeout 60 python3 -c 'import torch' 2>/dev/null; then
     # shellcheck disable=SC2086
-    step bench_torch 150 python3 scripts/bench_gpu_torch.py ${RN_GPU_TORCH_ARGS:---batch-sizes \
-      128,512 --warmup 3 --steps 15 --budget 140}
+    step bench_torch 60 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu_torch.py \
+      ${RN_GPU_TORCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 55}
   else
     skip bench_torch "python3 with torch not found"
   fi
-  echo "== bench table (rnlua/this > 1: rnlua is faster)"
-  bench_table "$OUTDIR/bench_table.txt" "$OUTDIR/bench.log" "$OUTDIR/bench_torch.log"
+  bench_table "$BENCH_TABLE" "$OUTDIR/bench.log" "$OUTDIR/bench_torch.log" >/dev/null
 else
   skip bench "scripts/bench_gpu.lua not present"
 fi

@@ -59,6 +59,27 @@ T.test("cuda: built with CUDA where nvcc and cuDNN headers exist", function()
   T.eq(rn.built_with_cuda, true, "nvcc and cudnn.h exist, so the build includes CUDA")
 end)
 
+-- scripts/gpu_check.sh is the one prepared run for a lent GPU (about 15
+-- minutes of device time, a minute or two of it to start the machine): it
+-- must parse, run the three CUDA test files, stay within about 5 minutes,
+-- and bundle the host libraries compressed (raw libdnnl + libopenblas pass
+-- the 64 MiB carry limit).
+T.test("cuda: scripts/gpu_check.sh parses, runs the CUDA tests, fits about 5 minutes", function()
+  local f = io.open("scripts/gpu_check.sh")
+  if not f then T.skip("scripts/gpu_check.sh not found (run from the repository root)") end
+  local src = f:read("a")
+  f:close()
+  T.truthy(os.execute("bash -n scripts/gpu_check.sh"), "bash -n scripts/gpu_check.sh")
+  for _, t in ipairs({ "tests/test_cuda.lua", "tests/test_determinism.lua",
+                       "tests/test_cuda_data.lua" }) do
+    T.truthy(src:find(t, 1, true), "gpu_check.sh runs " .. t)
+  end
+  local budget = tonumber(src:match("BUDGET=%${RN_GPU_BUDGET:%-(%d+)}"))
+  T.truthy(budget and budget <= 330, "default budget about 5 minutes, got " .. tostring(budget))
+  T.truthy(src:find("gzip", 1, true), "--bundle compresses the libraries")
+  T.truthy(src:find("trap summary EXIT", 1, true), "the summary is printed last, on every exit")
+end)
+
 T.test("cuda: is_available answers, with a reason when it is false", function()
   if AVAIL then
     T.eq(WHY, nil, "no reason when available")

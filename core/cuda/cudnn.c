@@ -572,7 +572,11 @@ static int fixed_algo_fits(const cgeom *g, descs *d, int algo, cudnnMathType_t m
   else
     st = dnn.cudnnGetConvolutionBackwardFilterWorkspaceSize(
         dnn.h, d->x, d->y, d->conv, d->w, (cudnnConvolutionBwdFilterAlgo_t)algo, &need);
-  if (st == CUDNN_STATUS_NOT_SUPPORTED || st == CUDNN_STATUS_BAD_PARAM) return 0;
+  /* cuDNN 9 reports sub-codes (CUDNN_STATUS_NOT_SUPPORTED_SHAPE = 3002,
+   * CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER = 2003, ...): compare categories */
+  if (CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED ||
+      CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_BAD_PARAM)
+    return 0;
   if (dnn_check(st, "cudnnGetConvolution*WorkspaceSize(fixed deterministic algorithm)", __FILE__,
                 __LINE__) < 0)
     return -1;
@@ -734,7 +738,12 @@ static int plan(cgeom *g, descs *d, int *algo, size_t *ws) {
   for (int t = 0; t < ntries && rc != 0; t++) {
     g->bf16 = tries[t][0];
     g->nchw = tries[t][1];
-    if (descs_make(d, g) < 0) return -1;
+    /* a descriptor cuDNN refuses (e.g. bf16 where it has no bf16 support)
+     * fails this try only: the next (float32 math) may do */
+    if (descs_make(d, g) < 0) {
+      rc = -1;
+      continue;
+    }
     rc = heuristics(g, d, algo, &math, ws); /* 1: none usable, -1: a cuDNN error */
     if (rc != 0) descs_free(d, false);      /* either way the next try may do */
   }
