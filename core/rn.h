@@ -103,6 +103,8 @@ rn_tensor *rn_contiguous(rn_tensor *t);  /* t itself (retained) if already */
 rn_tensor *rn_clone(rn_tensor *t);       /* always a fresh contiguous copy */
 rn_tensor *rn_detach(rn_tensor *t);      /* shares storage, no grad history */
 rn_tensor *rn_cast(rn_tensor *t, rn_dtype dt);
+/* a and b share storage but are different views (in-place ops copy b first) */
+bool rn_partial_alias(const rn_tensor *a, const rn_tensor *b);
 rn_tensor *rn_to_device(rn_tensor *t, rn_devtype dev);
 
 /* In place (no autograd; refused on a leaf that requires grad while grad mode

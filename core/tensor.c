@@ -474,6 +474,18 @@ int rn_check_inplace(const rn_tensor *t, const char *op) {
   return 0;
 }
 
+/* True when a and b share storage but are not the same view: an in-place
+ * kernel reading b while writing a could then read values it already wrote
+ * (the kernels run vectorized and in parallel, with no ordering). */
+bool rn_partial_alias(const rn_tensor *a, const rn_tensor *b) {
+  if (a->st != b->st) return false;
+  if (a->offset != b->offset || a->ndim != b->ndim) return true;
+  for (int d = 0; d < a->ndim; d++)
+    if (a->shape[d] != b->shape[d] || (a->shape[d] > 1 && a->stride[d] != b->stride[d]))
+      return true;
+  return false;
+}
+
 int rn_copy_(rn_tensor *dst, const rn_tensor *src) {
   if (rn_check_inplace(dst, "copy_") < 0) return -1;
   if (rn_device(dst) != rn_device(src)) {
@@ -496,7 +508,17 @@ int rn_copy_(rn_tensor *dst, const rn_tensor *src) {
     }
     src = e;
   }
+  rn_tensor *tmp = NULL;
+  if (rn_partial_alias(dst, src)) { /* overlapping views: read from a copy */
+    bool g = rn_grad_enabled();
+    rn_set_grad_enabled(false);
+    tmp = rn_clone((rn_tensor *)src);
+    rn_set_grad_enabled(g);
+    if (!tmp) { rn_release(e); return -1; }
+    src = tmp;
+  }
   int rc = rn_backend_of(dst)->copy(dst, src);
+  rn_release(tmp);
   rn_release(e);
   return rc;
 }

@@ -54,6 +54,22 @@ T.test("float32 <-> bfloat16 casts: the vector path rounds as the scalar one (ti
   T.truthy((big:to("bfloat16"):to("float32") - big):abs():max():item() <= 2^-8 * big:abs():max():item())
 end)
 
+T.test("copy_ and add_ between overlapping views read the source as it was", function()
+  local a = rn.arange(10):float()
+  a:narrow(1, 2, 9):copy_(a:narrow(1, 1, 9))
+  T.eq(a:totable(), {0, 0, 1, 2, 3, 4, 5, 6, 7, 8})
+  local n = 40000 -- large enough for the parallel, vectorized kernels
+  local c = rn.arange(n):float()
+  c:narrow(1, 1, n - 1):copy_(c:narrow(1, 2, n - 1))
+  T.eq((c:narrow(1, 1, n - 1) - (rn.arange(n - 1):float() + 1)):abs():max():item(), 0)
+  local b = rn.arange(n):float()
+  b:narrow(1, 2, n - 1):add_(b:narrow(1, 1, n - 1)) -- b[i] = (i-1) + (i-2), 1-based
+  T.eq((b:narrow(1, 2, n - 1) - (rn.arange(1, n):float() * 2 - 1)):abs():max():item(), 0)
+  local d = rn.arange(6):float()
+  d:add_(d) -- the same view: no copy needed, still right
+  T.eq(d:totable(), {0, 2, 4, 6, 8, 10})
+end)
+
 T.test("arange, rand, randn and the seeded generator", function()
   T.eq(rn.arange(5):totable(), {0, 1, 2, 3, 4})
   T.eq(rn.arange(1, 2, 0.25, {dtype = "float64"}):totable(), {1, 1.25, 1.5, 1.75})

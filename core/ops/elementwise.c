@@ -218,6 +218,11 @@ int rn_axpy_(rn_tensor *y, double alpha, const rn_tensor *x) {
   bool g = rn_grad_enabled();
   rn_set_grad_enabled(false);
   rn_tensor *e = rn_expand((rn_tensor *)x, y->ndim, y->shape);
+  if (e && rn_partial_alias(y, e)) { /* overlapping views: read from a copy */
+    rn_tensor *c = rn_clone(e);
+    rn_release(e);
+    e = c;
+  }
   rn_set_grad_enabled(g);
   if (!e) return -1;
   int rc = rn_backend_of(y)->axpy(y, alpha, e);
