@@ -29,7 +29,7 @@ FUZZ_WARN = -Wall -Wextra -Werror
 FUZZ_LIB_SRCS = $(filter-out core/rnlua.c core/repl.c,$(wildcard core/*.c core/ops/*.c \
   core/cpu/*.c core/io/*.c core/data/*.c core/lua/*.c))
 FUZZ_LIB_OBJS = $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(FUZZ_LIB_SRCS))
-FUZZ_LIBS = $(LUA_A) -lopenblas -lz -lm -ldl -lpthread
+FUZZ_LIBS = $(LUA_A) -ldnnl -lopenblas -lz -lm -ldl -lpthread
 FUZZ_BINS = $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))
 # per-target run options
 FUZZ_OPTS = -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1
