@@ -65,7 +65,19 @@ end
     last = v
     local p = io.popen("ls " .. dir .. " 2>/dev/null")
     for name in p:lines() do
-      if name:find("^model%.ckpt%.tmp") then leftovers = leftovers + 1; os.remove(dir .. "/" .. name) end
+      if name:find("^model%.ckpt%.tmp") then leftovers = leftovers + 1 end
+    end
+    p:close()
+    -- the next save removes the killed child's temp file (stale at once here)
+    local q = io.popen(string.format("RN_ATOMIC_STALE_SECONDS=0 %s -e %q 2>&1", bin, string.format(
+      "local rn = require 'rn'; require('rn.checkpoint').save(%q, {tensors = {w = rn.full({512, 512}, %d), " ..
+      "b = rn.full({1000}, %d), step = rn.full({1}, %d, {dtype = 'int64'})}, meta = {version = %d}})",
+      path, last, last, last, last)))
+    local out = q:read("a")
+    T.truthy(q:close(), "the cleaning save failed: " .. out)
+    p = io.popen("ls " .. dir .. " 2>/dev/null")
+    for name in p:lines() do
+      T.truthy(not name:find("^model%.ckpt%.tmp"), "a stale temp file is left after the next save: " .. name)
     end
     p:close()
   end
@@ -74,4 +86,32 @@ end
   end
   T.truthy(advanced > 0, "the child never completed a save; the test proves nothing")
   os.execute("rm -rf " .. dir)
+end)
+
+T.test("a save removes stale temp files of dead processes only", function()
+  local files = require "files"
+  local dir = files.tmpdir()
+  local path = dir .. "/m.ckpt"
+  local p = io.popen("sh -c 'echo $$'")
+  local dead = p:read("l")
+  p:close()
+  local p2 = io.popen("echo $PPID")
+  local alive = p2:read("l") -- the shell's parent: this rnlua process, alive
+  p2:close()
+  local function save(env)
+    local q = io.popen(string.format("%s %s -e %q 2>&1", env or "", bin,
+      string.format("require('rn.checkpoint').save(%q, {tensors = {w = require('rn').ones({2})}})", path)))
+    local out = q:read("a")
+    T.truthy(q:close(), out)
+  end
+  files.write(path .. ".tmp." .. dead, "x")
+  files.write(path .. ".tmp." .. alive, "x")
+  files.write(path .. ".tmp.notapid", "x")
+  save() -- default: 60 s; the dead process's file is too fresh to judge
+  T.truthy(files.try_read(path .. ".tmp." .. dead), "a fresh temp file was removed")
+  save("RN_ATOMIC_STALE_SECONDS=0")
+  T.eq(files.try_read(path .. ".tmp." .. dead), nil, "the dead process's temp file stays")
+  T.truthy(files.try_read(path .. ".tmp." .. alive), "a live process's temp file was removed")
+  T.truthy(files.try_read(path .. ".tmp.notapid"), "a file that is not a temp of ours was removed")
+  files.rmrf(dir)
 end)

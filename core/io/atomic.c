@@ -1,9 +1,18 @@
 /* atomic.c - atomic replacement of a file: write "<path>.tmp.<pid>" in the
  * target's folder, fsync it, rename it over the target, fsync the folder. A
  * crash at any point leaves the old file or the new one whole; a failure
- * removes the temp file and leaves the old target untouched. */
+ * removes the temp file and leaves the old target untouched.
+ *
+ * A process killed while saving leaves its temp file behind; the next save
+ * of the same path removes such leftovers: "<path>.tmp.<pid>" files whose
+ * process no longer exists on this machine and that were last written more
+ * than RN_ATOMIC_STALE_SECONDS (default 60) ago, so that a writer on another
+ * machine sharing the folder is not disturbed mid-write. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +26,37 @@ static void atomic_free(rn_atomic *a) {
   free(a->tmp);
   a->path = a->tmp = NULL;
   a->fd = -1;
+}
+
+/* Removes stale "<base>.tmp.<pid>" files beside path (see the header);
+ * best effort, errors ignored. */
+static void remove_stale_temps(const char *path) {
+  const char *slash = strrchr(path, '/');
+  const char *base = slash ? slash + 1 : path;
+  char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+  if (!dir) return;
+  const char *e = getenv("RN_ATOMIC_STALE_SECONDS");
+  long stale = e ? atol(e) : 60;
+  size_t bl = strlen(base);
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    const char *n = de->d_name;
+    if (strncmp(n, base, bl) != 0 || strncmp(n + bl, ".tmp.", 5) != 0) continue;
+    char *end;
+    long pid = strtol(n + bl + 5, &end, 10);
+    if (*end || pid <= 0 || pid == (long)getpid()) continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to judge */
+    char *full = malloc(strlen(dir) + strlen(n) + 2);
+    if (!full) break;
+    sprintf(full, "%s/%s", dir, n);
+    struct stat st;
+    if (lstat(full, &st) == 0 && S_ISREG(st.st_mode) && time(NULL) - st.st_mtime >= stale)
+      unlink(full);
+    free(full);
+  }
+  if (d) closedir(d);
+  free(dir);
 }
 
 int rn_atomic_begin(rn_atomic *a, const char *path) {
@@ -34,6 +74,7 @@ int rn_atomic_begin(rn_atomic *a, const char *path) {
     atomic_free(a);
     return rn_err("file %s: is a folder; cannot save over it", path);
   }
+  remove_stale_temps(path);
   a->fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (a->fd < 0) {
     int e = errno;
