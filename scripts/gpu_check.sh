@@ -12,7 +12,8 @@
 #                                     (git-excluded; libdnnl + libopenblas
 #                                     are ~76 MB raw, over the 64 MiB carry
 #                                     limit, ~22 MB gzipped); the check
-#                                     unpacks them into a temp dir
+#                                     unpacks them into a temp dir; and a
+#                                     Fashion-MNIST subset into .gpudata/
 #
 # Steps, each under its own timeout, each logged to OUTDIR/<step>.log:
 #   env        nvidia-smi, nvcc, python3, the binary's shared libraries
@@ -26,8 +27,9 @@
 #              nvcc exists
 #   cuda_tests ./rnlua tests/run.lua tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua
 #   sanitizer  compute-sanitizer memcheck on a light run of the same tests
-#   train      scripts/resnet_cifar.lua briefly, if that file exists
-#              (arguments: $RN_GPU_TRAIN_ARGS)
+#   train      scripts/resnet_cifar.lua, 4 epochs of 12,800 images (a loss
+#              curve; data: CIFAR-10, else Fashion-MNIST, else the subset
+#              that --bundle writes to .gpudata/; arguments: $RN_GPU_TRAIN_ARGS)
 #   bench      seed ResNet training throughput at batch 128 and 512:
 #              scripts/bench_gpu.lua (rnlua, cuda; $RN_GPU_BENCH_ARGS), then
 #              scripts/bench_gpu_torch.py (PyTorch eager fp32, eager AMP
@@ -65,7 +67,29 @@ if [ "${1:-}" = "--bundle" ]; then
   done
   echo "gpu_check: bundled into .gpulibs/ ($(du -sh .gpulibs | cut -f1); carry limit 64 MiB with ./rnlua):"
   ls -la .gpulibs
-  echo "carry [\"rnlua\", \".gpulibs\"] and run: scripts/gpu_check.sh \"\$OUT\""
+  # the training step's data: the first $N images of each Fashion-MNIST split
+  # (the device machines have no /usr/share/datasets; the whole set is 31 MB,
+  # too much beside the libraries), as IDX files with the count rewritten
+  rm -rf .gpudata
+  grep -qx '/.gpudata/' .git/info/exclude 2>/dev/null || echo '/.gpudata/' >> .git/info/exclude
+  FM=/usr/share/datasets/fashion-mnist
+  if [ -f $FM/train-images-idx3-ubyte.gz ]; then
+    mkdir -p .gpudata/fashion-mnist
+    idx_head() { # idx_head SRC DST N ITEMBYTES MAGIC3: an IDX file cut to N items
+      local hdr=$((4 + 4 * ($5 - 0)))
+      { printf "\\x00\\x00\\x08\\x$(printf %02x "$5")"
+        printf "\\x$(printf %02x $(($3 >> 24 & 255)))\\x$(printf %02x $(($3 >> 16 & 255)))"
+        printf "\\x$(printf %02x $(($3 >> 8 & 255)))\\x$(printf %02x $(($3 & 255)))"
+        gzip -dc "$1" | tail -c +9 | head -c $((hdr - 8 + $3 * $4))
+      } | gzip -1 >"$2"
+    }
+    idx_head $FM/train-images-idx3-ubyte.gz .gpudata/fashion-mnist/train-images-idx3-ubyte.gz 12800 784 3
+    idx_head $FM/train-labels-idx1-ubyte.gz .gpudata/fashion-mnist/train-labels-idx1-ubyte.gz 12800 1 1
+    idx_head $FM/t10k-images-idx3-ubyte.gz .gpudata/fashion-mnist/t10k-images-idx3-ubyte.gz 2000 784 3
+    idx_head $FM/t10k-labels-idx1-ubyte.gz .gpudata/fashion-mnist/t10k-labels-idx1-ubyte.gz 2000 1 1
+    echo "gpu_check: Fashion-MNIST subset (12,800 train, 2,000 test) in .gpudata/ ($(du -sh .gpudata | cut -f1))"
+  fi
+  echo "carry [\"rnlua\", \".gpulibs\", \".gpudata\"] and run: scripts/gpu_check.sh \"\$OUT\""
   exit 0
 fi
 
@@ -267,14 +291,20 @@ have_train_data() {
   for p in data ./ "$HOME/data" "$HOME/datasets"; do
     ls -d "$p"/cifar-10-batches-bin "$p"/cifar-10-binary.tar.gz >/dev/null 2>&1 && return 0
   done
-  [ -d /usr/share/datasets/fashion-mnist ]
+  [ -d /usr/share/datasets/fashion-mnist ] || [ -d .gpudata/fashion-mnist ]
 }
+# the default training run: 4 short epochs (a loss curve), on CIFAR-10 if it is
+# found, else Fashion-MNIST (the system's, or the subset carried in .gpudata/)
+TRAIN_DATA=""
+if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -d .gpudata/fashion-mnist ]; then
+  TRAIN_DATA="--dataset fashion-mnist --data .gpudata/fashion-mnist"
+fi
 if [ -f scripts/resnet_cifar.lua ] && ! have_train_data; then
   skip train "no CIFAR-10 / fashion-mnist here (set RN_GPU_TRAIN_ARGS=\"--data PATH ...\")"
 elif [ -f scripts/resnet_cifar.lua ]; then
   # shellcheck disable=SC2086
-  step train 40 ./rnlua scripts/resnet_cifar.lua ${RN_GPU_TRAIN_ARGS:---device cuda --epochs 1 \
-    --train-limit 6400 --test-limit 1000}
+  step train 40 ./rnlua scripts/resnet_cifar.lua ${RN_GPU_TRAIN_ARGS:---device cuda --epochs 4 \
+    --train-limit 12800 --test-limit 2000 $TRAIN_DATA}
 else
   skip train "scripts/resnet_cifar.lua not present yet"
 fi
@@ -304,7 +334,7 @@ if [ -f scripts/bench_gpu.lua ]; then
   # cuDNN algorithms measured (RN_CUDNN_FIND=1), as torch.backends.cudnn.benchmark below
   step bench 45 env RN_CUDNN_FIND="${RN_CUDNN_FIND:-1}" ./rnlua scripts/bench_gpu.lua \
     ${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 40}
-  if command -v python3 >/dev/null && timeout 60 python3 -c 'import torch' 2>/dev/null; then
+  if command -v python3 >/dev/null && env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 60 python3 -c 'import torch' 2>/dev/null; then
     # shellcheck disable=SC2086
     step bench_torch 60 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu_torch.py \
       ${RN_GPU_TORCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 55}

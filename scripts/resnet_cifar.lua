@@ -68,7 +68,9 @@ end
 local USAGE = [[
 usage: rnlua scripts/resnet_cifar.lua [options]
   --data PATH          CIFAR-10: cifar-10-binary.tar.gz or its extracted folder
-                       (default: looks in ./data, ./, ~/data, ~/datasets)
+                       (default: looks in ./data, ./, ~/data, ~/datasets);
+                       with --dataset fashion-mnist: the folder of its four
+                       IDX files (default /usr/share/datasets/fashion-mnist)
   --dataset NAME       cifar10 | fashion-mnist (default: cifar10 when found,
                        else fashion-mnist from /usr/share/datasets/fashion-mnist)
   --epochs N           epochs to train (default 1)
@@ -130,6 +132,9 @@ if opt.device ~= "cpu" and opt.device ~= "cuda" then die("--device must be cpu o
 if opt.device == "cuda" and not rn.cuda.is_available() then
   die("--device cuda: " .. tostring(rn.cuda.why_unavailable()))
 end
+if opt.dataset and opt.dataset ~= "cifar10" and opt.dataset ~= "fashion-mnist" then
+  die("--dataset must be cifar10 or fashion-mnist, got '" .. opt.dataset .. "'")
+end
 local dd = opt["device-data"]
 if dd ~= nil and dd ~= "on" and dd ~= "off" then die("--device-data must be on or off, got '" .. dd .. "'") end
 if dd == "on" and opt.device ~= "cuda" then die("--device-data on needs --device cuda") end
@@ -182,7 +187,11 @@ if opt.dataset ~= "fashion-mnist" then
   end
 end
 if not dataset then
-  local dir = "/usr/share/datasets/fashion-mnist"
+  local dir = opt.dataset == "fashion-mnist" and opt.data or "/usr/share/datasets/fashion-mnist"
+  if not exists(dir .. "/train-images-idx3-ubyte.gz") then
+    die("no Fashion-MNIST in " .. dir .. " (wants train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, " ..
+      "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; Debian: apt install dataset-fashion-mnist)")
+  end
   local function idx(name) return rn.read_idx(dir .. "/" .. name, name:match("labels") and { classes = 10 } or nil) end
   train_x = idx("train-images-idx3-ubyte.gz"):unsqueeze(4)
   train_y = idx("train-labels-idx1-ubyte.gz")
