@@ -10,6 +10,9 @@
 --
 --   ./rnlua scripts/bench_gpu.lua [--batch-sizes 128,512] [--warmup 3] [--steps 20]
 --                                 [--device cuda] [--budget SECONDS] [--modes fp32,bf16]
+--                                 [--profile B]
+-- --profile B (B > 0) ends with model:profile at batch B in float32: the time
+-- of each layer's forward and backward, the device synchronized around each.
 --
 -- Modes (each batch size runs them in the order given; fp32 first keeps it
 -- the reference of gpu_check.sh's table):
@@ -25,13 +28,13 @@ local rn = require "rn"
 local core = require "rn.core"
 
 local opt = { ["batch-sizes"] = "128,512", warmup = 3, steps = 20, device = "cuda", budget = 0,
-              modes = "fp32,bf16" }
+              modes = "fp32,bf16", profile = 0 }
 local i = 1
 while arg[i] do
   local k = arg[i]:match("^%-%-([%w-]+)$")
   if not k or opt[k] == nil or arg[i + 1] == nil then
     io.stderr:write("usage: rnlua scripts/bench_gpu.lua [--batch-sizes 128,512] [--warmup N] "
-      .. "[--steps N] [--device cuda|cpu] [--budget SECONDS] [--modes fp32,bf16]\n")
+      .. "[--steps N] [--device cuda|cpu] [--budget SECONDS] [--modes fp32,bf16] [--profile B]\n")
     os.exit(2)
   end
   opt[k] = type(opt[k]) == "number" and tonumber(arg[i + 1]) or arg[i + 1]
@@ -125,4 +128,17 @@ for bs in tostring(opt["batch-sizes"]):gmatch("%d+") do
     end
   end
   if stop then break end
+end
+
+if opt.profile > 0 then
+  local bs = math.tointeger(opt.profile)
+  rn.manual_seed(1)
+  local model = create_resnet({ 32, 32, 3 })
+  model:to(opt.device)
+  model:compile({ optimizer = rn.optim.SGD(model:parameters(), { lr = 0.01, momentum = 0.9 }),
+                  loss = "sparse_categorical_crossentropy" })
+  local x = rn.randn({ bs, 32, 32, 3 }):to(opt.device)
+  local y = (rn.rand({ bs }) * 10):long():to(opt.device)
+  print(string.format("\nper-layer profile (model:profile, float32, batch %d, 3 steps):", bs))
+  model:profile(x, y, { steps = 3 })
 end

@@ -23,10 +23,14 @@
 #              .gpulibs/ if present
 #              (logged in env.log)
 #   build      ./rnlua if present (built elsewhere and carried: carry
-#              ["rnlua", ".gpulibs"]) and built with CUDA; else `make` where
+#              ["rnlua", ".gpulibs", ".gpudata"]) and built with CUDA; else `make` where
 #              nvcc exists
-#   cuda_tests ./rnlua tests/run.lua tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua
-#   sanitizer  compute-sanitizer memcheck on a light run of the same tests
+#   cuda_tests ./rnlua tests/run.lua tests/test_cuda.lua tests/test_determinism.lua
+#              tests/test_cuda_data.lua, all but the out-of-memory test
+#   sanitizer  compute-sanitizer memcheck on a light run of test_cuda and
+#              test_cuda_data
+#   oom        the out-of-memory test alone (it fills the card), with the
+#              wall time of each phase
 #   train      scripts/resnet_cifar.lua, 4 epochs of 12,800 images (a loss
 #              curve; data: CIFAR-10, else Fashion-MNIST, else the subset
 #              that --bundle writes to .gpudata/; arguments: $RN_GPU_TRAIN_ARGS)
@@ -40,14 +44,16 @@
 # A summary table comes last (after the bench table). Re-runnable: it only
 # writes OUTDIR (and, for `make`, the build dir). Bounded: every step has a
 # timeout, cut to what is left of $RN_GPU_BUDGET seconds (default 300: run
-# it with a device timeout_s of 330 or more); the timeouts (tests 100,
-# sanitizer 60, train 40, bench 45 + 60) are in priority order, so a slow
-# step starves the later, less important ones, never the summary.
+# it with a device timeout_s of 330 or more; 400 runs every step to its
+# end); the timeouts (tests 100, sanitizer 60, oom 60, train 40, bench 60 +
+# 90) are in priority order, so a slow step starves the later, less
+# important ones, never the summary. bench also prints the per-layer
+# profile at batch 128 (--profile).
 # OUTDIR gets at most 8 files (the device tool returns no more): env.log,
-# build.log (only when it builds), cuda_tests.log, sanitizer.log, train.log,
-# bench.log, bench_torch.log, summary.txt (bench table + step table);
-# $RN_GPU_FULL_SUITE=1 also runs the whole suite (suite.log: a 9th file,
-# so one log may not come back).
+# cuda_tests.log, sanitizer.log, oom.log, train.log, bench.log,
+# bench_torch.log, summary.txt (bench table + step table); build.log (only
+# when it builds) and $RN_GPU_FULL_SUITE=1's suite.log are a 9th and 10th,
+# so then a log may not come back.
 set -u
 
 cd "$(dirname "$0")/.." || exit 2
@@ -254,6 +260,7 @@ echo 'local rn = require "rn"; print(rn.built_with_cuda and "cuda" or "nocuda")'
 usable() { [ -x ./rnlua ] && [ "$(timeout 30 ./rnlua "$PROBE" 2>/dev/null)" = cuda ]; }
 if usable; then
   record build "ok (carried ./rnlua)" 0
+  export RN_CARRIED_BUILD=1 # built on another machine: nvcc/cudnn.h here say nothing of it
 elif command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   if [ -x ./rnlua ]; then echo "./rnlua does not run here or lacks CUDA: rebuilding"; fi
   step build 300 make -j"$(nproc)" all
@@ -270,15 +277,18 @@ fi
 rm -f "$PROBE"
 
 # ---- tests --------------------------------------------------------------------
-step cuda_tests 100 env RN_TEST_VERBOSE=1 ./rnlua tests/run.lua tests/test_cuda.lua \
-  tests/test_determinism.lua tests/test_cuda_data.lua
+# the out-of-memory test fills the card: its own step, after the others
+step cuda_tests 100 env RN_TEST_VERBOSE=2 RN_TEST_EXCLUDE="out of memory" ./rnlua tests/run.lua \
+  tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua
 
 if command -v compute-sanitizer >/dev/null; then
   step sanitizer 60 env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
-    --print-limit 30 ./rnlua tests/run.lua tests/test_cuda.lua
+    --print-limit 30 ./rnlua tests/run.lua tests/test_cuda.lua tests/test_cuda_data.lua
 else
   skip sanitizer "compute-sanitizer not on PATH"
 fi
+
+step oom 60 env RN_TEST_VERBOSE=2 RN_TEST_MATCH="out of memory" ./rnlua tests/run.lua tests/test_cuda.lua
 
 if [ "${RN_GPU_FULL_SUITE:-0}" = 1 ]; then
   step suite 300 ./rnlua tests/run.lua
@@ -332,12 +342,12 @@ bench_table() {
 if [ -f scripts/bench_gpu.lua ]; then
   # shellcheck disable=SC2086
   # cuDNN algorithms measured (RN_CUDNN_FIND=1), as torch.backends.cudnn.benchmark below
-  step bench 45 env RN_CUDNN_FIND="${RN_CUDNN_FIND:-1}" ./rnlua scripts/bench_gpu.lua \
-    ${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 40}
+  step bench 60 env RN_CUDNN_FIND="${RN_CUDNN_FIND:-1}" ./rnlua scripts/bench_gpu.lua \
+    ${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 40 --profile 128}
   if command -v python3 >/dev/null && env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 60 python3 -c 'import torch' 2>/dev/null; then
     # shellcheck disable=SC2086
-    step bench_torch 60 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu_torch.py \
-      ${RN_GPU_TORCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 55}
+    step bench_torch 90 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu_torch.py \
+      ${RN_GPU_TORCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 85}
   else
     skip bench_torch "python3 with torch not found"
   fi

@@ -1,6 +1,10 @@
 -- run.lua - runs the test files (all tests/test_*.lua, or those named as
 -- arguments) and ends with the line "N passed, N failed, N skipped".
 -- Run from the repository root: ./rnlua tests/run.lua [files...]
+-- Environment: RN_TEST_VERBOSE=1 prints a line per passed test with its wall
+-- time (=2 also a line as each test starts, so a hang shows where it is);
+-- RN_TEST_MATCH / RN_TEST_EXCLUDE (Lua patterns on the test name) run only
+-- the tests that match / do not match.
 package.path = "tests/lib/?.lua;" .. package.path
 local T = require "t"
 
@@ -26,8 +30,12 @@ end
 
 local passed, failed, skipped = 0, load_failed, 0
 local verbose = os.getenv("RN_TEST_VERBOSE")
+local match, exclude = os.getenv("RN_TEST_MATCH"), os.getenv("RN_TEST_EXCLUDE")
+local clock = require("rn")._clock -- wall time (os.clock is CPU time)
 for _, t in ipairs(T.tests) do
-  local t0 = os.clock()
+  if (match and not t.name:find(match)) or (exclude and t.name:find(exclude)) then goto continue end
+  if verbose == "2" then io.write(string.format("run  %s: %s\n", t.file, t.name)); io.flush() end
+  local t0 = clock()
   local ok, err = xpcall(t.fn, function(e)
     if T.is_skip(e) then return e end
     return debug.traceback(tostring(e), 2)
@@ -35,7 +43,7 @@ for _, t in ipairs(T.tests) do
   collectgarbage()
   if ok then
     passed = passed + 1
-    if verbose then io.write(string.format("ok   %s: %s (%.2fs)\n", t.file, t.name, os.clock() - t0)) end
+    if verbose then io.write(string.format("ok   %s: %s (%.2fs)\n", t.file, t.name, clock() - t0)) end
   elseif T.is_skip(err) then
     skipped = skipped + 1
     io.write(string.format("SKIP %s: %s: %s\n", t.file, t.name, err.msg))
@@ -44,6 +52,7 @@ for _, t in ipairs(T.tests) do
     io.write(string.format("FAIL %s: %s\n  %s\n", t.file, t.name, tostring(err):gsub("\n", "\n  ")))
   end
   io.flush()
+  ::continue::
 end
 io.write(string.format("%d passed, %d failed, %d skipped\n", passed, failed, skipped))
 os.exit(failed == 0 and 0 or 1, true) -- close the state: sanitizers then see every free
