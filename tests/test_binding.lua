@@ -117,3 +117,26 @@ T.test("cuda on a host without a device is a clear error, and the CPU keeps work
   T.raises(function() return rn.ones(2, {device = "cuda"}) end, "cuda")
   T.eq((rn.ones(2) + 1):totable(), {2, 2})
 end)
+
+-- tostring reads only the elements it shows: past 1000 elements, the first and
+-- last 3 of each dim longer than 6, gathered corner by corner
+T.test("tostring summarizes big tensors from their corners, over any view", function()
+  local x = rn.arange(0, 2000):reshape({20, 100})
+  local s = tostring(x)
+  T.eq(s:match("^[^\n]*"), "rn.Tensor (20,100) float32 cpu")
+  T.truthy(s:find("[[   0.,    1.,    2., ...,   97.,   98.,   99.],\n", 1, true), s)
+  T.truthy(s:find(" ...,\n [1700., 1701., 1702., ..., 1797., 1798., 1799.],", 1, true), s)
+  local last = "[1900., 1901., 1902., ..., 1997., 1998., 1999.]]"
+  T.eq(s:sub(-#last), last)
+  -- a transposed view: its corners, not the storage's
+  local tv = tostring(rn.arange(0, 5000):reshape({5, 10, 100}):transpose(1, 3))
+  T.truthy(tv:find("[[[   0., 1000., 2000., 3000., 4000.],", 1, true), tv)
+  T.truthy(tv:find("[ 999., 1999., 2999., 3999., 4999.]]]", 1, true), tv)
+  -- 2^40 elements of one stored float: printed without touching the rest
+  local big = rn.full({1}, 7):expand({1 << 40})
+  T.eq(tostring(big), "rn.Tensor (1099511627776) float32 cpu\n[7., 7., 7., ..., 7., 7., 7.]")
+  -- small tensors and dims of 6 or less are whole
+  T.eq(tostring(rn.arange(0, 6)), "rn.Tensor (6) float32 cpu\n[0., 1., 2., 3., 4., 5.]")
+  local w = tostring(rn.arange(0, 1200):reshape({200, 6}))
+  T.truthy(w:find("[[   0.,    1.,    2.,    3.,    4.,    5.],", 1, true), w)
+end)

@@ -1,25 +1,68 @@
 /* l_print.c - tostring of tensors: a header line with shape, dtype, device
  * and autograd state, then the values, nested by dim, right-aligned in one
  * format chosen from the values shown, truncated to 3+3 per dim past 1000
- * elements. */
+ * elements. Only the elements shown are read: a summarized tensor's corners
+ * are gathered into a small CPU tensor first, so printing a 50 GB GPU
+ * tensor copies at most 6^ndim elements to the host. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "../autograd.h"
 #include "rnl.h"
 
 #define EDGE 3
 #define SUMMARIZE 1000
 
 typedef struct {
-  const rn_tensor *t;
-  bool summarize, integer_dtype;
+  const rn_tensor *t; /* the shown part, on the CPU */
+  bool cut[RN_MAXDIM]; /* dim d of the original was cut to EDGE ... EDGE */
+  bool integer_dtype;
   char fmt[16];
   int width;
 } printer;
 
-static bool shown(const printer *p, int d, int64_t i) {
-  return !p->summarize || p->t->shape[d] <= 2 * EDGE || i < EDGE || i >= p->t->shape[d] - EDGE;
+/* The shown part of t on the CPU: where t has more than SUMMARIZE elements,
+ * each dim longer than 2*EDGE keeps its first and last EDGE (cut[d] set),
+ * copied corner by corner (at most 2^ndim views); else all of t. */
+static rn_tensor *shown_part(rn_tensor *t, bool *cut) {
+  bool summarize = rn_numel(t) > SUMMARIZE;
+  int64_t shape[RN_MAXDIM];
+  int ncut = 0;
+  for (int d = 0; d < t->ndim; d++) {
+    cut[d] = summarize && t->shape[d] > 2 * EDGE;
+    shape[d] = cut[d] ? 2 * EDGE : t->shape[d];
+    ncut += cut[d];
+  }
+  if (ncut == 0) return rn_device(t) == RN_CPU ? (rn_retain(t), t) : rn_to_device(t, RN_CPU);
+  rn_tensor *out = rn_empty(t->ndim, shape, t->dtype, RN_CPU);
+  if (!out) return NULL;
+  bool g = rn_grad_enabled();
+  rn_set_grad_enabled(false);
+  int rc = 0;
+  for (unsigned mask = 0; rc == 0 && mask < (1u << t->ndim); mask++) {
+    rn_tensor *src = t, *dst = out;
+    rn_retain(src);
+    rn_retain(dst);
+    for (int d = 0; d < t->ndim && src && dst; d++) {
+      bool hi = (mask >> d) & 1u;
+      if (!cut[d] && hi) { rn_release(src); src = NULL; break; } /* a corner counted twice */
+      if (!cut[d]) continue;
+      rn_tensor *s2 = rn_narrow(src, d, hi ? t->shape[d] - EDGE : 0, EDGE);
+      rn_tensor *d2 = rn_narrow(dst, d, hi ? EDGE : 0, EDGE);
+      rn_release(src);
+      rn_release(dst);
+      src = s2;
+      dst = d2;
+      if (!src || !dst) rc = -1;
+    }
+    if (src && dst) rc = rn_copy_(dst, src);
+    rn_release(src);
+    rn_release(dst);
+  }
+  rn_set_grad_enabled(g);
+  if (rc < 0) { rn_release(out); return NULL; }
+  return out;
 }
 
 static double value_at(const rn_tensor *t, int64_t off) {
@@ -33,12 +76,11 @@ static void fmt_one(const printer *p, double v, char *buf, size_t n) {
   else snprintf(buf, n, p->fmt, v);
 }
 
-/* visits the shown elements, calling f on each */
+/* visits every element of the shown part, calling f on each */
 static void visit(const printer *p, int d, int64_t off, void (*f)(printer *, double), printer *pp) {
   const rn_tensor *t = p->t;
   if (d == t->ndim) { f(pp, value_at(t, off)); return; }
-  for (int64_t i = 0; i < t->shape[d]; i++)
-    if (shown(p, d, i)) visit(p, d + 1, off + i * t->stride[d], f, pp);
+  for (int64_t i = 0; i < t->shape[d]; i++) visit(p, d + 1, off + i * t->stride[d], f, pp);
 }
 
 static double g_maxabs, g_minabs;
@@ -63,15 +105,12 @@ static void emit(luaL_Buffer *b, const printer *p, int d, int64_t off, int inden
   char buf[64];
   luaL_addchar(b, '[');
   for (int64_t i = 0; i < t->shape[d]; i++) {
-    if (!shown(p, d, i)) {
-      if (i == EDGE) {
-        if (d == t->ndim - 1) luaL_addstring(b, "..., ");
-        else {
-          luaL_addstring(b, "...,\n");
-          for (int k = 0; k < indent + 1; k++) luaL_addchar(b, ' ');
-        }
+    if (p->cut[d] && i == EDGE) { /* the elements left out */
+      if (d == t->ndim - 1) luaL_addstring(b, "..., ");
+      else {
+        luaL_addstring(b, "...,\n");
+        for (int k = 0; k < indent + 1; k++) luaL_addchar(b, ' ');
       }
-      continue;
     }
     if (d == t->ndim - 1) {
       fmt_one(p, value_at(t, off + i * t->stride[d]), buf, sizeof buf);
@@ -97,16 +136,15 @@ int rnl_tostring(lua_State *L) {
   rn_tensor *t = *box;
   char sh[160];
   luaL_Buffer b;
-  /* values are read on the CPU */
-  rn_tensor *c = rn_device(t) == RN_CPU ? (rn_retain(t), t) : rn_to_device(t, RN_CPU);
+  printer p = {.integer_dtype = !rn_dtype_is_float(t->dtype)};
+  rn_tensor *c = shown_part(t, p.cut); /* values are read on the CPU */
   if (!c) return rnl_error(L);
+  p.t = c;
   rn_tensor **hold = lua_newuserdatauv(L, sizeof *hold, 0); /* released by __gc */
   *hold = NULL;
   luaL_setmetatable(L, RNL_TENSOR);
   *hold = c;
   luaL_buffinit(L, &b);
-  printer p = {.t = c, .summarize = rn_numel(c) > SUMMARIZE,
-               .integer_dtype = !rn_dtype_is_float(c->dtype)};
   if (rn_numel(c) > 0) {
     g_maxabs = 0; g_minabs = INFINITY; g_allint = true;
     visit(&p, 0, 0, scan, &p);

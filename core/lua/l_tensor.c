@@ -40,8 +40,9 @@ static create_opts_t get_create_opts(lua_State *L, int idx, const char *op) {
 }
 
 /* Moves a freshly made CPU tensor to o.dev and sets requires_grad, then pushes. */
+/* t (made on the CPU, or already on o->dev) moved to o->dev */
 static int finish_create(lua_State *L, rn_tensor *t, const create_opts_t *o) {
-  if (t && o->dev != RN_CPU) {
+  if (t && rn_device(t) != o->dev) {
     rn_tensor *m = rn_to_device(t, o->dev);
     rn_release(t);
     t = m;
@@ -66,7 +67,7 @@ static int l_fill_create(lua_State *L, const char *op, double v, bool has_v) {
   int oi, nd = shape_and_opts(L, shape, &oi, op);
   if (has_v) { v = luaL_checknumber(L, oi); oi++; }
   create_opts_t o = get_create_opts(L, oi, op);
-  return finish_create(L, rn_full(nd, shape, v, o.dtype, RN_CPU), &o);
+  return finish_create(L, rn_full(nd, shape, v, o.dtype, o.dev), &o); /* filled where it lives */
 }
 static int l_zeros(lua_State *L) { return l_fill_create(L, "zeros", 0, false); }
 static int l_ones(lua_State *L) { return l_fill_create(L, "ones", 1, false); }
@@ -78,7 +79,7 @@ static int l_full(lua_State *L) {
   int nd = rnl_shape(L, 1, shape, "full");
   double v = luaL_checknumber(L, 2);
   create_opts_t o = get_create_opts(L, 3, "full");
-  return finish_create(L, rn_full(nd, shape, v, o.dtype, RN_CPU), &o);
+  return finish_create(L, rn_full(nd, shape, v, o.dtype, o.dev), &o);
 }
 
 static const char *const rand_opts[] = {"dtype", "device", "requires_grad", "low", "high",
