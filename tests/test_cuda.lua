@@ -1048,3 +1048,39 @@ T.test("cuda: out of memory is a catchable error; memory comes back", function()
   T.eq(s3.reserved, s3.allocated)
   near(kg, keep, "earlier tensors still intact")
 end)
+
+T.test("cuda: model:compare against the CPU, layer by layer, the model left as it was", function()
+  need_gpu()
+  if ON_CPU then T.skip("compares two devices") end
+  local L = require "rn.layers"
+  rn.manual_seed(5)
+  local inp = L.Input({ 8, 8, 3 })
+  local h = L.Conv2D(8, 3, { padding = "same" })(inp)
+  h = L.BatchNormalization()(h)
+  h = L.ReLU()(h)
+  h = L.Add()({ h, L.Conv2D(8, 1)(inp) })
+  local m = rn.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(h)))
+  m:compile{ optimizer = rn.optim.SGD{ lr = 0.05 }, loss = "sparse_categorical_crossentropy" }
+  local x, y = rn.randn({ 6, 8, 8, 3 }), rn.tensor({ 0, 1, 2, 0, 1, 2 }):long()
+  local objs = {}
+  for _, w in ipairs(m:weights()) do objs[w.name] = w.tensor end
+  local r = m:compare(x, y, { print = false }) -- default: against cuda
+  T.truthy(r.b:find("^cuda/"), r.b)
+  for _, v in ipairs(r.rows) do
+    if v.out_rel then T.truthy(v.out_rel < 1e-4, v.name .. " output rel " .. v.out_rel) end
+    if v.grad_rel then T.truthy(v.grad_rel < 1e-3, v.name .. " gradient rel " .. v.grad_rel) end
+  end
+  for _, w in ipairs(m:weights()) do
+    T.eq(w.tensor.device, "cpu")
+    T.truthy(rawequal(w.tensor, objs[w.name]), w.name .. ": the same tensor object")
+  end
+  local k0 = m:weights()[1].tensor:clone()
+  m:train_step(x, y)
+  T.truthy((m:weights()[1].tensor - k0):abs():max():item() > 0, "the optimizer still trains the model")
+  -- and from the device side
+  m:to("cuda")
+  local r2 = m:compare(x:cuda(), y:cuda(), { print = false })
+  T.truthy(r2.b:find("^cpu/"), r2.b)
+  T.truthy(r2.worst_rel < 1e-3, "worst rel " .. r2.worst_rel)
+  T.eq(m:weights()[1].tensor.device, "cuda")
+end)

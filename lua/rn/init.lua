@@ -115,6 +115,7 @@ local ok, err = pcall(function()
   rn.fit = require "rn.fit"
   rn.fit.install(rn.Model)
   require "rn.profile" -- model:profile
+  require "rn.compare" -- model:compare
 end)
 if not ok then
   package.loaded.rn = nil
