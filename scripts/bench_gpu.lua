@@ -71,8 +71,8 @@ print(string.format("bench_gpu: seed ResNet, rnlua %s on %s%s, warmup %d, timed 
   table.concat(names, ", "), opt.device,
   opt.device == "cuda" and (" (" .. core.cuda_device_name() .. ")") or "", opt.warmup, opt.steps))
 
--- one timed run of batch size bs under the current policy
-local function run(mode, bs)
+-- the seeded, compiled model on the device and a synthetic batch of bs
+local function setup(bs)
   rn.manual_seed(1)
   local model = create_resnet({ 32, 32, 3 })
   model:to(opt.device)
@@ -80,6 +80,12 @@ local function run(mode, bs)
                   loss = "sparse_categorical_crossentropy" })
   local x = rn.randn({ bs, 32, 32, 3 }):to(opt.device)
   local y = (rn.rand({ bs }) * 10):long():to(opt.device)
+  return model, x, y
+end
+
+-- one timed run of batch size bs under the current policy
+local function run(mode, bs)
+  local model, x, y = setup(bs)
   local t0 = rn._clock()
   local loss
   for _ = 1, opt.warmup do loss = model:train_step(x, y).loss end
@@ -132,13 +138,7 @@ end
 
 if opt.profile > 0 then
   local bs = math.tointeger(opt.profile)
-  rn.manual_seed(1)
-  local model = create_resnet({ 32, 32, 3 })
-  model:to(opt.device)
-  model:compile({ optimizer = rn.optim.SGD(model:parameters(), { lr = 0.01, momentum = 0.9 }),
-                  loss = "sparse_categorical_crossentropy" })
-  local x = rn.randn({ bs, 32, 32, 3 }):to(opt.device)
-  local y = (rn.rand({ bs }) * 10):long():to(opt.device)
+  local model, x, y = setup(bs)
   print(string.format("\nper-layer profile (model:profile, float32, batch %d, 3 steps):", bs))
   model:profile(x, y, { steps = 3 })
 end
