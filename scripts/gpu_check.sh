@@ -73,7 +73,7 @@ if [ "${1:-}" = "--bundle" ]; then
   done
   echo "gpu_check: bundled into .gpulibs/ ($(du -sh .gpulibs | cut -f1); carry limit 64 MiB with ./rnlua):"
   ls -la .gpulibs
-  # the training step's data: the first $N images of each Fashion-MNIST split
+  # the training step's data: the first images of each Fashion-MNIST split
   # (the device machines have no /usr/share/datasets; the whole set is 31 MB,
   # too much beside the libraries), as IDX files with the count rewritten
   rm -rf .gpudata
@@ -82,7 +82,7 @@ if [ "${1:-}" = "--bundle" ]; then
   if [ -f $FM/train-images-idx3-ubyte.gz ]; then
     mkdir -p .gpudata/fashion-mnist
     idx_head() { # idx_head SRC DST N ITEMBYTES MAGIC3: an IDX file cut to N items
-      local hdr=$((4 + 4 * ($5 - 0)))
+      local hdr=$((4 + 4 * $5)) # magic, then a 4-byte size per dim
       { printf "\\x00\\x00\\x08\\x$(printf %02x "$5")"
         printf "\\x$(printf %02x $(($3 >> 24 & 255)))\\x$(printf %02x $(($3 >> 16 & 255)))"
         printf "\\x$(printf %02x $(($3 >> 8 & 255)))\\x$(printf %02x $(($3 & 255)))"

@@ -39,8 +39,8 @@ static create_opts_t get_create_opts(lua_State *L, int idx, const char *op) {
   return o;
 }
 
-/* Moves a freshly made CPU tensor to o.dev and sets requires_grad, then pushes. */
-/* t (made on the CPU, or already on o->dev) moved to o->dev */
+/* Pushes t (made on the CPU, or already on o->dev) moved to o->dev, with
+ * requires_grad set. */
 static int finish_create(lua_State *L, rn_tensor *t, const create_opts_t *o) {
   if (t && rn_device(t) != o->dev) {
     rn_tensor *m = rn_to_device(t, o->dev);
