@@ -9,6 +9,8 @@
 #   make test-asan  the suite under ASan+UBSan (separate build dir)
 #   make test-valgrind  binding tests under valgrind
 #   make run        deps + build + the main job on the default data
+#   make bench      rnlua against PyTorch (CPU, then GPU where there is one)
+#   make bench-dnnl oneDNN's convolution algorithms on the seed's shapes
 #   make install PREFIX=/usr/local
 
 PREFIX ?= /usr/local
@@ -41,7 +43,7 @@ SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/io/*.c core/data/*.c c
 OBJS = $(patsubst %.c,$(BUILD)/%.o,$(SRCS)) $(CUDA_OBJS)
 DEPS = $(OBJS:.o=.d)
 
-.PHONY: all deps test test-asan test-valgrind run install clean bench check-deps
+.PHONY: all deps test test-asan test-valgrind run install clean bench bench-dnnl check-deps
 
 all: rnlua
 
@@ -106,6 +108,13 @@ bench: all
 	@if ./rnlua -e 'os.exit(require("rn").cuda.is_available() and 0 or 1)'; then \
 	  ./rnlua scripts/bench_gpu.lua && python3 scripts/bench_gpu_torch.py; \
 	else echo "bench: no CUDA device here ($$(./rnlua -e 'print(require("rn").cuda.why_unavailable())')); GPU benchmark skipped"; fi
+
+# oneDNN alone on the seed ResNet's 3x3 shapes: direct NHWC (what rnlua
+# runs), direct nChw16c and Winograd (doc/perf.md). DNNL_ARGS="--batch 512".
+bench-dnnl:
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -o $(BUILD)/dnnl_conv_algos scripts/dnnl_conv_algos.c -ldnnl
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(BUILD)/dnnl_conv_algos $(DNNL_ARGS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/rnlua/lua/rn

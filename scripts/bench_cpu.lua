@@ -10,7 +10,8 @@
 --                   only where the CPU has AVX512-BF16 or AMX-BF16, else a
 --                   visible skip line (also when the policy API is missing)
 --       fp32-infer  batch 128, model:predict (no gradients, inference mode)
---   - with --profile, model:profile(x, y, {steps = 3}) at batch 128 (fp32).
+--   - with --profile, model:profile(x, y, {steps = 3}) (fp32) at each of the
+--     --batches, then one line per layer type comparing them per image.
 -- Each figure: --warmup untimed steps (default 2), then --reps timed steps
 -- (default 5), each timed alone; the median step time gives images/s.
 -- Per figure, a machine-readable line
@@ -30,7 +31,7 @@ usage: rnlua scripts/bench_cpu.lua [options]
   --modes LIST     among fp32-train,bf16-train,fp32-infer (default: all three)
   --batches LIST   training batch sizes for fp32-train (default 128,512);
                    bf16-train and fp32-infer use the first
-  --profile        also print model:profile(x, y, {steps = 3}) at the first batch size
+  --profile        also print model:profile(x, y, {steps = 3}) at each batch size
   --no-conv        skip the single-conv figure]]
 
 local function nproc()
@@ -206,7 +207,39 @@ if want["fp32-infer"] then
 end
 
 if profile then
-  print(string.format("\nper-layer profile (model:profile, fp32, batch %d, 3 steps):", B1))
-  local xb, yb = data(B1)
-  model:profile(xb, yb, {steps = 3})
+  local profs = {}
+  for _, b in ipairs(batches) do
+    print(string.format("\nper-layer profile (model:profile, fp32, batch %d, 3 steps):", b))
+    local xb, yb = data(b)
+    profs[#profs + 1] = { b = b, p = model:profile(xb, yb, {steps = 3, warmup = 1}) }
+    xb, yb = nil, nil
+    collectgarbage()
+  end
+  if #profs > 1 then -- the same table per 128 images, batch sizes side by side
+    local head = string.format("\n%-28s", "ms per 128 images")
+    for _, q in ipairs(profs) do head = head .. string.format("  %9s", "batch " .. q.b) end
+    print(head)
+    local function per(q, ms) return ms / q.b * 128 end
+    local types = {}
+    for _, t in ipairs(profs[1].p.by_type) do types[#types + 1] = t.type end
+    for _, ty in ipairs(types) do
+      for _, dir in ipairs{ "forward_ms", "backward_ms" } do
+        local line = string.format("%-28s", ty .. (dir == "forward_ms" and " fwd" or " bwd"))
+        for _, q in ipairs(profs) do
+          local v = 0
+          for _, t in ipairs(q.p.by_type) do if t.type == ty then v = t[dir] end end
+          line = line .. string.format("  %9.2f", per(q, v))
+        end
+        print(line)
+      end
+    end
+    local line = string.format("%-28s", "loss+optimizer+other")
+    for _, q in ipairs(profs) do
+      line = line .. string.format("  %9.2f", per(q, q.p.loss.total_ms + q.p.optimizer.total_ms + q.p.other.total_ms))
+    end
+    print(line)
+    line = string.format("%-28s", "step")
+    for _, q in ipairs(profs) do line = line .. string.format("  %9.2f", per(q, q.p.step_ms)) end
+    print(line)
+  end
 end

@@ -90,6 +90,34 @@ T.test("profile: rows add up to the measured step", function()
   T.near(bsum, p.backward_ms, 1e-9, 1e-9, "backward column = backward wall time")
 end)
 
+T.test("profile: by_type sums the layer rows per type, largest first", function()
+  local m = compiled()
+  local x, y = data()
+  local p = m:profile(x, y, { steps = 2, print = false })
+  local want = {}
+  for i = 1, p.nlayers do
+    local r = p.rows[i]
+    local w = want[r.type] or { n = 0, f = 0, b = 0 }
+    want[r.type] = w
+    w.n, w.f, w.b = w.n + 1, w.f + r.forward_ms, w.b + r.backward_ms
+  end
+  local seen, count = {}, 0
+  for i, t in ipairs(p.by_type) do
+    local w = want[t.type]
+    T.truthy(w and not seen[t.type], "type " .. tostring(t.type) .. " once")
+    seen[t.type] = true
+    T.eq(t.count, w.n, t.type .. " count")
+    T.near(t.forward_ms, w.f, 1e-12, 1e-12, t.type .. " forward")
+    T.near(t.backward_ms, w.b, 1e-12, 1e-12, t.type .. " backward")
+    T.near(t.total_ms, w.f + w.b, 1e-12, 1e-12, t.type .. " total")
+    T.near(t.percent, 100 * t.total_ms / p.step_ms, 1e-9, 1e-9, t.type .. " percent")
+    if i > 1 then T.truthy(p.by_type[i - 1].total_ms >= t.total_ms, "sorted by total") end
+    count = count + t.count
+  end
+  T.eq(count, p.nlayers, "every layer in one type")
+  T.truthy(seen.Conv2D and want.Conv2D.n == 2, "two Conv2D layers summed")
+end)
+
 T.test("profile: prints the table", function()
   local m = compiled()
   local x, y = data()
@@ -105,6 +133,7 @@ T.test("profile: prints the table", function()
   T.truthy(text:find("conv2d", 1, true) and text:find("(Conv2D)", 1, true), "a layer row")
   T.truthy(text:find("\n loss ", 1, true) and text:find("\n optimizer ", 1, true)
     and text:find("\n other ", 1, true), "loss/optimizer/other rows")
+  T.truthy(text:find("Layer type (count)", 1, true) and text:find("\n Conv2D (2) ", 1, true), "by-type rows")
 end)
 
 T.test("profile: scope back to 0, layers unwrapped, profiler off (also after an error)", function()

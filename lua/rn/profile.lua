@@ -24,6 +24,8 @@
 -- rn.optim optimizer or name; a loss function or name); opts.optimizer and
 -- opts.loss override the compiled ones. opts.print=false keeps it quiet;
 -- opts.warmup (default 0) untimed steps first.
+-- After the per-layer table it prints the layers summed by type (all Conv2D
+-- layers together, ...), largest first: res.by_type.
 local layers = require "rn.layers"
 local Model = require("rn.model").Model
 local core = require "rn.core"
@@ -85,6 +87,13 @@ local function fmt_table(self, res, batch)
   out[#out + 1] = " " .. string.rep("=", w + 41)
   out[#out + 1] = line("step", string.format("%.3f", res.forward_ms), string.format("%.3f", res.backward_ms),
     string.format("%.3f ms", res.step_ms))
+  out[#out + 1] = ""
+  out[#out + 1] = line("Layer type (count)", "Forward ms", "Backward ms", "% of step")
+  out[#out + 1] = " " .. string.rep("=", w + 41)
+  for _, t in ipairs(res.by_type) do
+    out[#out + 1] = line(string.format("%s (%d)", t.type, t.count), string.format("%.3f", t.forward_ms),
+      string.format("%.3f", t.backward_ms), string.format("%.1f", t.percent))
+  end
   return table.concat(out, "\n")
 end
 
@@ -93,7 +102,9 @@ end
 --- {steps=, step_ms=, forward_ms=, backward_ms=, nlayers=, rows = {...}}
 --- where rows are the layers in graph order ({name=, type=, id=, forward_ms=,
 --- backward_ms=, total_ms=, percent=}) followed by the rows "loss",
---- "optimizer" and "other"; res.loss, res.optimizer, res.other are those rows.
+--- "optimizer" and "other"; res.loss, res.optimizer, res.other are those rows;
+--- res.by_type: the layer rows summed per layer type, largest total first
+--- ({type=, count=, forward_ms=, backward_ms=, total_ms=, percent=}).
 function Model:profile(x, y, opts)
   local rn = require "rn"
   local o = layers.check_options(self:who() .. " profile", opts, { "steps", "warmup", "optimizer", "loss", "print" })
@@ -210,6 +221,26 @@ function Model:profile(x, y, opts)
   local f_all, b_all = 0, 0
   for i = 1, n do f_all, b_all = f_all + res.rows[i].forward_ms, b_all + res.rows[i].backward_ms end
   res.forward_ms = f_all + res.loss.forward_ms
+  local by, order = {}, {}
+  for i = 1, n do
+    local r = res.rows[i]
+    local t = by[r.type]
+    if not t then
+      t = { type = r.type, count = 0, forward_ms = 0, backward_ms = 0, first = i }
+      by[r.type], order[#order + 1] = t, t
+    end
+    t.count, t.forward_ms, t.backward_ms = t.count + 1, t.forward_ms + r.forward_ms, t.backward_ms + r.backward_ms
+  end
+  for _, t in ipairs(order) do
+    t.total_ms = t.forward_ms + t.backward_ms
+    t.percent = res.step_ms > 0 and 100 * t.total_ms / res.step_ms or 0
+  end
+  table.sort(order, function(a, b) -- ties in graph order, so the order is stable
+    if a.total_ms ~= b.total_ms then return a.total_ms > b.total_ms end
+    return a.first < b.first
+  end)
+  for _, t in ipairs(order) do t.first = nil end
+  res.by_type = order
   res.backward_ms = t_bwd * ms
   if o.print ~= false then
     local b = first and first:dim() > 0 and first:size(1) or "?"
