@@ -17,6 +17,10 @@
 
 #include "rn.h"
 
+#define RN_POST_SUM 1  /* conv2d_fwd_fused: add the conv into y's values */
+#define RN_POST_RELU 2 /* conv2d_fwd_fused: then max(y, 0) */
+#define RN_NOT_FUSED 1 /* conv2d_fwd_fused: no fused kernel here, y untouched */
+
 typedef struct rn_backend {
   const char *name;
   rn_devtype dev;
@@ -59,6 +63,13 @@ typedef struct rn_backend {
                     const rn_tensor *b, const rn_conv_params *p);
   int (*conv2d_bwd_data)(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
                          const rn_conv_params *p);
+  /* optional: conv2d_fwd with an epilogue, for inference (rn_conv2d_fused):
+   * y = conv(x, w, b) + (post & RN_POST_SUM ? y's values on entry : 0), then
+   * max(y, 0) when post & RN_POST_RELU. Returns 0, -1 after rn_err, or
+   * RN_NOT_FUSED with y untouched when it has no fused kernel for the case;
+   * the front end then runs conv2d_fwd, binary and unary instead. */
+  int (*conv2d_fwd_fused)(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
+                          const rn_tensor *b, const rn_conv_params *p, int post);
   /* gw, gb (gb may be NULL) are overwritten */
   int (*conv2d_bwd_filter)(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
                            const rn_tensor *x, const rn_conv_params *p);

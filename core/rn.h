@@ -197,6 +197,13 @@ typedef struct {
 void rn_same_padding(int64_t in, int k, int stride, int dil, int *lo, int *hi);
 /* x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL -> (N,OH,OW,Cout) */
 rn_tensor *rn_conv2d(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_params *p);
+/* Inference only (no autograd), for the model graph's fusions: y = conv(x,
+ * w, b), plus acc when acc is given, then max(y, 0) when relu. acc: (N,OH,
+ * OW,Cout), contiguous, x's dtype and device, or NULL; when given, the
+ * result is written into acc's memory and acc itself is returned (a new
+ * reference). An error when gradients are on and an input requires one. */
+rn_tensor *rn_conv2d_fused(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_params *p,
+                           bool relu, rn_tensor *acc);
 typedef struct {
   int kh, kw, stride_h, stride_w;
   int pad_top, pad_bottom, pad_left, pad_right;

@@ -1,7 +1,7 @@
 -- test_cpu_fast.lua - the CPU fast paths against their references: oneDNN
 -- convolutions vs im2col and float64, bfloat16 math (mixed_bfloat16) vs
 -- float32, fused BatchNormalization+ReLU vs the two ops (bitwise), the model
--- graph's fusion vs none (bitwise), the caching CPU allocator, and the
+-- graph's fusion vs none (bitwise in training), the caching CPU allocator, and the
 -- rn.cpu settings and their errors. No timings are asserted here.
 local T = require "t"
 local rn = require "rn"
@@ -177,7 +177,7 @@ local function small_model()
   return rn.Model(inp, L.Dense(3)(h))
 end
 
-T.test("model fusion: only plain single-use BN->ReLU pairs fuse; results are bitwise those of no fusion", function()
+T.test("model fusion: only plain single-use BN->ReLU pairs fuse; training is bitwise that of no fusion", function()
   rn.manual_seed(21)
   local m = small_model()
   local n = 0
@@ -199,7 +199,8 @@ T.test("model fusion: only plain single-use BN->ReLU pairs fuse; results are bit
   local b1, b2, bo, bm = step(true)
   T.eq(b1, a1, "first loss")
   T.eq(b2, a2, "second loss")
-  T.eq(maxdiff(ao, bo), 0, "inference outputs")
+  -- inference also folds conv->BN (tests/test_infer_fusion.lua): equal within rounding
+  T.near(bo, ao, 1e-6, 1e-5, "inference outputs")
   local aw, bw = am:weights(), bm:weights()
   T.eq(#aw, #bw)
   T.truthy(#aw > 10, "weights listed")

@@ -8,7 +8,8 @@
 -- trained on the device against the CPU, bfloat16 math (mixed_bfloat16:
 -- conv2d forward and gradients against the CPU in float32 within 1.6e-2 of
 -- the largest value, float32 math again afterwards, a small residual net
--- trained 20 steps), the allocator's statistics, and the out-of-memory path.
+-- trained 20 steps), the allocator's statistics, the out-of-memory path,
+-- model:compare across devices and predict with the inference fusions.
 -- Without a device every GPU test skips with the reason.
 --
 -- RN_CUDA_TEST_ON_CPU=1 runs the parity tests with "cpu" as the second
@@ -1083,4 +1084,35 @@ T.test("cuda: model:compare against the CPU, layer by layer, the model left as i
   T.truthy(r2.b:find("^cpu/"), r2.b)
   T.truthy(r2.worst_rel < 1e-3, "worst rel " .. r2.worst_rel)
   T.eq(m:weights()[1].tensor.device, "cuda")
+end)
+
+T.test("cuda: predict with the inference fusions (BN folded, add in place) matches the CPU", function()
+  need_gpu()
+  if ON_CPU then T.skip("compares two devices") end
+  local R = loadfile("scripts/resnet_cifar.lua")()
+  rn.manual_seed(6)
+  local m = R.create_resnet({ 16, 16, 3 })
+  rn.no_grad(function() -- BN statistics away from 0/1, so a wrong fold shows
+    for _, l in ipairs(m.layers) do
+      if l.moving_mean then
+        local c = l.moving_mean:size(1)
+        l.moving_mean:copy_(rn.randn({ c }) * 0.3)
+        l.moving_variance:copy_(rn.rand({ c }) + 0.5)
+        l.beta:copy_(rn.randn({ c }) * 0.2)
+      end
+    end
+  end)
+  local x = rn.randn({ 8, 16, 16, 3 })
+  local cpu = m:predict(x)
+  m:to("cuda")
+  local xc = x:cuda()
+  local x0 = xc:clone()
+  local fused = m:predict(xc)
+  m.fusion = false
+  local plain = m:predict(xc)
+  m.fusion = nil
+  T.eq(fused.device, "cuda")
+  T.near(fused:cpu(), plain:cpu(), 1e-5, 1e-4, "fused vs unfused on the device")
+  T.near(fused:cpu(), cpu, 1e-4, 1e-3, "device vs CPU")
+  T.eq((xc - x0):abs():max():item(), 0, "the input is not written")
 end)

@@ -38,6 +38,7 @@ const rn_backend rn_cpu_backend = {
   .cross_entropy = rn_cpu_cross_entropy,
   .gemm = rn_cpu_gemm,
   .conv2d_fwd = rn_cpu_conv2d_fwd,
+  .conv2d_fwd_fused = rn_cpu_conv2d_fwd_fused,
   .conv2d_bwd_data = rn_cpu_conv2d_bwd_data,
   .conv2d_bwd_filter = rn_cpu_conv2d_bwd_filter,
   .pool2d_fwd = rn_cpu_pool2d_fwd,

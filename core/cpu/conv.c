@@ -304,6 +304,17 @@ static char *col_buffers(const geom *g, int64_t cl, int nt, size_t *each) {
 
 /* ---- forward ------------------------------------------------------------- */
 
+/* The backend's conv2d_fwd_fused: oneDNN with post-ops, or RN_NOT_FUSED
+ * (the front end composes conv, add and relu) where oneDNN does not run. */
+int rn_cpu_conv2d_fwd_fused(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
+                            const rn_tensor *b, const rn_conv_params *p, int post) {
+  geom g;
+  if (check_dtype(x->dtype, "conv2d") < 0 || geom_init(&g, x->shape, w, y->shape, p, "conv2d") < 0)
+    return -1;
+  int rd = rn_dnnl_conv2d_fwd_post(y, x, w, b, p, post);
+  return rd == RN_DNNL_FALLBACK ? RN_NOT_FUSED : rd;
+}
+
 int rn_cpu_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
                       const rn_conv_params *p) {
   const char *op = "conv2d";

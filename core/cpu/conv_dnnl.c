@@ -24,6 +24,10 @@
  * count; the filter gradient may differ between thread counts. Deterministic
  * mode uses the im2col kernels (thread-count independent); see conv.c.
  *
+ * Forward epilogues (rn_dnnl_conv2d_fwd_post, for inference): oneDNN post-ops
+ * add the convolution into the output's values (the residual add) and/or
+ * apply a ReLU in the same pass; part of the primitive's key.
+ *
  * Not thread-safe: called from the Lua thread only (the data loader threads
  * never run ops). */
 #include <oneapi/dnnl/dnnl.h>
@@ -40,6 +44,7 @@ typedef enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_W } dir_t;
 
 typedef struct {
   int dir, bf16, bias;
+  int post; /* forward epilogue: RN_POST_SUM | RN_POST_RELU (backend.h), or 0 */
   int threads; /* oneDNN sizes a primitive's work split and scratchpad for the
                 * thread count at creation: a new count needs a new primitive */
   int64_t N, H, W, C, KH, KW, O, OH, OW;
@@ -156,6 +161,16 @@ static entry *create(const key_t_ *k) {
   if (dnnl_primitive_attr_create(&attr) ||
       dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))
     goto done;
+  if (k->post) { /* y = relu?(conv + b (+ y)): oneDNN post-ops, applied in that order */
+    dnnl_post_ops_t po;
+    if (dnnl_post_ops_create(&po)) goto done;
+    int bad = ((k->post & RN_POST_SUM) && dnnl_post_ops_append_sum(po, 1.0f)) ||
+              ((k->post & RN_POST_RELU) &&
+               dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f)) ||
+              dnnl_primitive_attr_set_post_ops(attr, po);
+    dnnl_post_ops_destroy(po);
+    if (bad) goto done;
+  }
   dnnl_alg_kind_t alg = dnnl_convolution_direct; /* auto picked no Winograd here (measured) */
   dnnl_convolution_desc_t fd;
   /* the forward desc (also the hint of the backward ones) with the kernel's input types */
@@ -224,11 +239,12 @@ done:
   }
   if (verbose < 0) verbose = getenv("RN_DNNL_VERBOSE") != NULL;
   if (verbose)
-    fprintf(stderr, "rn dnnl: %s (%lld,%lld,%lld,%lld) k%lldx%lld s%d -> %lld %s%s\n",
+    fprintf(stderr, "rn dnnl: %s (%lld,%lld,%lld,%lld) k%lldx%lld s%d -> %lld %s%s%s\n",
             k->dir == DIR_FWD ? "fwd" : k->dir == DIR_BWD_DATA ? "bwd_data" : "bwd_w",
             (long long)k->N, (long long)k->H, (long long)k->W, (long long)k->C,
             (long long)k->KH, (long long)k->KW, k->sh, (long long)k->O, e->impl,
-            k->bf16 ? " (bf16 math)" : "");
+            k->bf16 ? " (bf16 math)" : "",
+            k->post == 0 ? "" : k->post == RN_POST_SUM ? " +sum" : k->post == RN_POST_RELU ? " +relu" : " +sum+relu");
   return e;
 }
 
@@ -387,9 +403,15 @@ done:
 
 int rn_dnnl_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
                        const rn_conv_params *p) {
+  return rn_dnnl_conv2d_fwd_post(y, x, w, b, p, 0);
+}
+
+int rn_dnnl_conv2d_fwd_post(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
+                            const rn_tensor *b, const rn_conv_params *p, int post) {
   key_t_ k;
   if (!wanted(x) || !key_init(&k, DIR_FWD, x->shape, w, y->shape, b != NULL, p))
     return RN_DNNL_FALLBACK;
+  k.post = post;
   entry *e = lookup(&k);
   if (!e) return RN_DNNL_FALLBACK;
   return run(e, "conv2d", rn_ptr(x), rn_ptr(w), b ? rn_ptr(b) : NULL, rn_ptr(y));

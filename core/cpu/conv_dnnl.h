@@ -19,6 +19,10 @@ void rn_dnnl_clear_cache(void);
 
 int rn_dnnl_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
                        const rn_conv_params *p);
+/* The forward with an epilogue: post is RN_POST_SUM (y += conv, y holding
+ * the summand on entry) and/or RN_POST_RELU (backend.h). */
+int rn_dnnl_conv2d_fwd_post(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
+                            const rn_tensor *b, const rn_conv_params *p, int post);
 int rn_dnnl_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
                             const rn_conv_params *p);
 int rn_dnnl_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,

@@ -46,6 +46,8 @@ int rn_cpu_cross_entropy(rn_tensor *loss, rn_tensor *dlogits, const rn_tensor *l
 int rn_cpu_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
                 const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
                 int64_t ldc);
+int rn_cpu_conv2d_fwd_fused(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
+                            const rn_tensor *b, const rn_conv_params *p, int post);
 int rn_cpu_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
                       const rn_conv_params *p);
 int rn_cpu_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,

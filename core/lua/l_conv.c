@@ -5,7 +5,10 @@
  *   rn.max_pool2d(x, k_or_{kh,kw}, {stride=, padding=})  stride defaults to k
  *   rn.avg_pool2d(x, k_or_{kh,kw}, {stride=, padding=, count_include_pad=false})
  *   rn.global_avg_pool2d(x)  (N,H,W,C) -> (N,C)
- *   rn._conv2d_ref(x, w, b_or_nil, opts)  naive reference forward, for tests */
+ *   rn._conv2d_ref(x, w, b_or_nil, opts)  naive reference forward, for tests
+ *   rn.core._conv2d_fused(x, w, b_or_nil, opts, relu, acc_or_nil)
+ *     inference only: relu?(conv + acc), written into acc when given (the
+ *     model graph's inference fusions, lua/rn/model.lua) */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -132,6 +135,17 @@ static int l_conv2d(lua_State *L) {
   return 1;
 }
 
+static int l_conv2d_fused(lua_State *L) {
+  rn_tensor *x, *w, *b;
+  rn_conv_params p;
+  if (!lua_istable(L, 4)) luaL_error(L, "conv2d_fused: argument 4 must be the options table");
+  conv_args(L, "conv2d_fused", &x, &w, &b, &p);
+  luaL_checktype(L, 5, LUA_TBOOLEAN);
+  rn_tensor *acc = rnl_opt(L, 6, "conv2d_fused");
+  rnl_push(L, rn_conv2d_fused(x, w, b, &p, lua_toboolean(L, 5), acc));
+  return 1;
+}
+
 /* Reference forward (tests): same arguments; output shape from the params. */
 static int l_conv2d_ref(lua_State *L) {
   const char *op = "conv2d_ref";
@@ -203,7 +217,8 @@ static int l_global_avg_pool2d(lua_State *L) {
 static const luaL_Reg funcs[] = {
   {"conv2d", l_conv2d}, {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
   {"global_avg_pool2d", l_global_avg_pool2d}, {NULL, NULL}};
-static const luaL_Reg test_funcs[] = {{"_conv2d_ref", l_conv2d_ref}, {NULL, NULL}};
+static const luaL_Reg test_funcs[] = {
+  {"_conv2d_ref", l_conv2d_ref}, {"_conv2d_fused", l_conv2d_fused}, {NULL, NULL}};
 
 void rnl_open_conv(lua_State *L, int rn_idx, int methods_idx) {
   rnl_register(L, rn_idx, methods_idx, funcs, 1);

@@ -2,6 +2,8 @@
  * checks with messages naming shapes and valid ranges, output shape, dispatch
  * to the backend's conv2d_fwd, and the autograd record whose backward calls
  * conv2d_bwd_data / conv2d_bwd_filter for the inputs that need a gradient.
+ * rn_conv2d_fused: the same convolution for inference, with the residual add
+ * and/or a ReLU as its epilogue (the model graph's inference fusions).
  *   x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL -> y: (N,OH,OW,Cout)
  *   OH = floor((H + pad_top + pad_bottom - dil_h*(KH-1) - 1) / stride_h) + 1 */
 #include <stdlib.h>
@@ -149,6 +151,85 @@ rn_tensor *rn_conv2d(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_par
   rn_release(wc);
   return y;
 fail:
+  rn_release(xc);
+  rn_release(wc);
+  rn_release(bc);
+  rn_release(y);
+  return NULL;
+}
+
+/* y = [relu](conv(x, w, b) [+ acc]), no autograd: the backend's fused kernel
+ * where it has one for the case, else conv2d_fwd into a temporary, then the
+ * add into acc and the relu in place. */
+rn_tensor *rn_conv2d_fused(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_params *p,
+                           bool relu, rn_tensor *acc) {
+  rn_tensor *ins[4] = {x, w, b ? b : acc, b ? acc : NULL};
+  int nin = 2 + (b != NULL) + (acc != NULL);
+  if (!x || !w) { rn_err("conv2d_fused: input and weight are required"); return NULL; }
+  if (rn_same_device("conv2d_fused", nin, ins) < 0) return NULL;
+  if (rn_needs_grad(nin, ins)) {
+    rn_err("conv2d_fused: inference only, but an input requires a gradient; "
+           "call it under rn.no_grad");
+    return NULL;
+  }
+  rn_conv_params q;
+  int64_t ys[4];
+  if (conv2d_check(x, w, b, p, &q, ys) < 0) return NULL;
+  if (acc) {
+    char b1[128], b2[128];
+    bool same = acc->ndim == 4;
+    for (int i = 0; same && i < 4; i++) same = acc->shape[i] == ys[i];
+    if (!same) {
+      rn_err("conv2d_fused: the accumulator has shape %s; it must be the output's "
+             "(%lld,%lld,%lld,%lld) for x %s", rn_shape_str(acc, b1, sizeof b1),
+             (long long)ys[0], (long long)ys[1], (long long)ys[2], (long long)ys[3],
+             rn_shape_str(x, b2, sizeof b2));
+      return NULL;
+    }
+    if (acc->dtype != x->dtype) {
+      rn_err("conv2d_fused: the accumulator has dtype %s but x has %s",
+             rn_dtype_name(acc->dtype), rn_dtype_name(x->dtype));
+      return NULL;
+    }
+    if (!rn_is_contiguous(acc)) {
+      rn_err("conv2d_fused: the accumulator must be contiguous");
+      return NULL;
+    }
+  }
+  const rn_backend *be = rn_backend_of(x);
+  if (!RN_HAS(be, conv2d_fwd)) return NULL;
+  bool gm = rn_grad_enabled();
+  rn_set_grad_enabled(false);
+  rn_tensor *xc = rn_contiguous(x), *wc = xc ? rn_contiguous(w) : NULL;
+  rn_tensor *bc = (wc && b) ? rn_contiguous(b) : NULL, *y = NULL, *t = NULL;
+  rn_set_grad_enabled(gm);
+  if (!wc || (b && !bc)) goto fail;
+  if (acc) {
+    rn_retain(acc);
+    y = acc;
+  } else if (!(y = rn_empty(4, ys, x->dtype, rn_device(x)))) {
+    goto fail;
+  }
+  int post = (acc ? RN_POST_SUM : 0) | (relu ? RN_POST_RELU : 0);
+  int rc = be->conv2d_fwd_fused ? be->conv2d_fwd_fused(y, xc, wc, bc, &q, post) : RN_NOT_FUSED;
+  if (rc == RN_NOT_FUSED) {
+    if (acc) {
+      if (!RN_HAS(be, binary) || !(t = rn_empty(4, ys, x->dtype, rn_device(x)))) goto fail;
+      rc = be->conv2d_fwd(t, xc, wc, bc, &q);
+      if (rc == 0) rc = be->binary(RN_OP_ADD, y, y, t);
+    } else {
+      rc = be->conv2d_fwd(y, xc, wc, bc, &q);
+    }
+    if (rc == 0 && relu) rc = RN_HAS(be, unary) ? be->unary(RN_OP_RELU, y, y) : -1;
+  }
+  if (rc < 0) goto fail;
+  rn_release(t);
+  rn_release(xc);
+  rn_release(wc);
+  rn_release(bc);
+  return y;
+fail:
+  rn_release(t);
   rn_release(xc);
   rn_release(wc);
   rn_release(bc);

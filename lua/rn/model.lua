@@ -183,6 +183,122 @@ function Model:_find_fusions()
       end
     end
   end
+  self:_find_infer_fusions()
+end
+
+-- Inference fusions: used by Model:call when training is false and
+-- gradients are off (model:predict, evaluate, rn.no_grad(model, x, ...)),
+-- unless model.fusion == false. Only the stock layer classes take part
+-- (their own call; a Conv2D without activation):
+--  * Conv2D -> BatchNormalization [-> ReLU fused into that BN]: the BN, with
+--    its moving statistics, is folded into the convolution's kernel and
+--    bias (w' = w*k, b' = (b - mean)*k + beta, k = gamma/sqrt(var + eps) per
+--    output channel) and the ReLU becomes the convolution's epilogue: one
+--    pass over the activation instead of two. The conv output must feed only
+--    that BN and not be a model output.
+--  * Add(Conv2D(h), s) of two inputs: the convolution runs at the Add and
+--    adds its result into s's memory (its epilogue), when s is dead after
+--    the Add and only the graph holds it: s was made by a stock Conv2D,
+--    BatchNormalization, ReLU or Add (of two or more inputs: they return new
+--    tensors), every layer that reads s is one of those (none passes s
+--    through), s is not a model output, and at the Add no later layer
+--    still needs it. Otherwise the convolution and the add run as usual.
+-- Results equal the unfused graph's within float rounding (folding changes
+-- the order of the BN's multiply and the convolution's sums).
+local function stock(l, class, name)
+  return l.call == class.call and l.class_name == name
+end
+
+function Model:_find_infer_fusions()
+  local L = rn.layers
+  local fold, skip, add, defer = {}, {}, {}, {}
+  self._ifold, self._iskip, self._iadd, self._idefer = fold, skip, add, defer
+  local consumers = {}
+  for _, node in ipairs(self._order) do
+    for _, s in ipairs(node.inputs) do
+      consumers[s] = consumers[s] or {}
+      table.insert(consumers[s], node)
+    end
+  end
+  local function plain_conv(node)
+    local l = node.layer
+    return stock(l, L.Conv2D, "Conv2D") and not l.activation and node.single_input and
+      not node.multi_output
+  end
+  local function single_use(s) return self._uses[s] == 1 and not self._is_output[s] end
+  -- layers that return a new tensor, never their input or a view of it
+  local function fresh(node)
+    local l = node.layer
+    if node.multi_output then return false end
+    if stock(l, L.Add, "Add") then return #node.inputs >= 2 end
+    return stock(l, L.Conv2D, "Conv2D") or stock(l, L.BatchNormalization, "BatchNormalization") or
+      (stock(l, L.ReLU, "ReLU") and l.max_value == nil and l.negative_slope == 0)
+  end
+  for _, node in ipairs(self._order) do
+    local l = node.layer
+    if plain_conv(node) and single_use(node.outputs[1]) then
+      local bn = consumers[node.outputs[1]][1]
+      if stock(bn.layer, L.BatchNormalization, "BatchNormalization") and bn.single_input and
+          not bn.multi_output then
+        local plan = { bn = bn, out = bn.outputs[1] }
+        skip[bn] = true
+        if self._fuse_bn[bn] then -- its ReLU: the single consumer of the BN output
+          local r = consumers[bn.outputs[1]][1]
+          plan.relu, plan.out, skip[r] = r, r.outputs[1], true
+        end
+        fold[node] = plan
+      end
+    elseif stock(l, L.Add, "Add") and #node.inputs == 2 and not node.multi_output then
+      local a, b = node.inputs[1], node.inputs[2]
+      for _, pair in ipairs{ { a, b }, { b, a } } do
+        local c, o = pair[1], pair[2]
+        local cn, on = c.node, o.node
+        if c ~= o and cn and on and plain_conv(cn) and not fold[cn] and not defer[cn] and
+            single_use(c) and fresh(on) and not self._is_output[o] then
+          local ok = true
+          for _, u in ipairs(consumers[o]) do ok = ok and fresh(u) end
+          if ok then
+            add[node], defer[cn] = { conv = cn, c = c, other = o }, true
+            break
+          end
+        end
+      end
+    end
+  end
+end
+
+-- Whether the Conv2D layer l's output on x can be added into o in place:
+-- same shape, dtype and device, o contiguous (else the usual path, which
+-- also gives the usual errors).
+local function can_accumulate(l, x, o)
+  if not (x:dim() == 4 and o:dim() == 4 and o:is_contiguous() and o.dtype == x.dtype and
+      o.device == x.device) then
+    return false
+  end
+  local ok, sh = pcall(l.compute_output_shape, l, x:size())
+  if not ok then return false end
+  for d = 1, 4 do
+    if o:size(d) ~= (d == 1 and x:size(1) or sh[d]) then return false end
+  end
+  return true
+end
+
+-- The convolution of a Conv2D layer on x with the BN of plan folded in
+-- (plan nil: none) and the epilogue: relu, and/or the add into acc.
+local function conv_fused(l, x, plan, relu, acc)
+  if x:dim() ~= 4 then l:compute_output_shape(x:size()) end -- its error
+  l:_check_channels(x:size(4))
+  local w, b = l.kernel, l.bias
+  if plan then
+    local bn = plan.bn.layer
+    local k = 1 / (bn.moving_variance + bn.epsilon):sqrt()
+    if bn.gamma then k = k * bn.gamma end
+    w = w * k
+    b = ((b and (b - bn.moving_mean)) or -bn.moving_mean) * k
+    if bn.beta then b = b + bn.beta end
+  end
+  return rn._conv2d_fused(x, w, b,
+    { stride = l.strides, padding = l.padding, dilation = l.dilation_rate }, relu, acc)
 end
 
 --- model:get_layer(name): the layer of that name (nil if none).
@@ -217,6 +333,14 @@ function Model:call(inputs, training)
     vals[s] = xs[i]
   end
   for s, n in pairs(self._uses) do left[s] = n end
+  local fuse = self.fusion ~= false
+  local infer = fuse and training == false and not rn.is_grad_enabled()
+  local function drop(node) -- forget what no later node reads
+    for _, s in ipairs(node.inputs) do
+      left[s] = left[s] - 1
+      if left[s] == 0 and not self._is_output[s] then vals[s] = nil end
+    end
+  end
   for _, node in ipairs(self._order) do
     local args
     if node.single_input then
@@ -226,8 +350,28 @@ function Model:call(inputs, training)
       for j, s in ipairs(node.inputs) do args[j] = vals[s] end
     end
     local y
-    local fuse = self.fusion ~= false
-    if fuse and self._fused_relu[node] then
+    if infer and (self._iskip[node] or self._idefer[node]) then
+      -- a BN (and ReLU) folded into its conv, or a conv that runs at its Add
+      if self._iskip[node] then drop(node) end
+      goto continue
+    elseif infer and self._ifold[node] then
+      local plan = self._ifold[node]
+      vals[plan.out] = conv_fused(node.layer, args, plan, plan.relu ~= nil, nil)
+      drop(node)
+      goto continue
+    elseif infer and self._iadd[node] then
+      local plan = self._iadd[node]
+      local cn = plan.conv
+      local h, o = vals[cn.inputs[1]], vals[plan.other]
+      if left[plan.other] == 1 and can_accumulate(cn.layer, h, o) then
+        y = conv_fused(cn.layer, h, nil, false, o)
+      else -- s still needed later (or of another shape, dtype, layout): as usual
+        local c = cn.layer:_call_eager(h, training, true)
+        for j, s in ipairs(node.inputs) do args[j] = s == plan.c and c or vals[s] end
+        y = node.layer:_call_eager(args, training, false)
+      end
+      drop(cn)
+    elseif fuse and self._fused_relu[node] then
       y = args -- its BatchNormalization ran the ReLU already
     elseif fuse and self._fuse_bn[node] then
       node.layer._fuse_relu = true
@@ -243,10 +387,8 @@ function Model:call(inputs, training)
     else
       vals[node.outputs[1]] = y
     end
-    for _, s in ipairs(node.inputs) do -- drop what no later node reads
-      left[s] = left[s] - 1
-      if left[s] == 0 and not self._is_output[s] then vals[s] = nil end
-    end
+    drop(node)
+    ::continue::
   end
   if self._single_output then return vals[self.outputs[1]] end
   local out = {}
