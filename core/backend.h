@@ -92,8 +92,11 @@ typedef struct rn_backend {
                 const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
                 const rn_tensor *save_invstd);
   /* optional: batch norm with a ReLU fused into the same passes (same
-   * arguments; y = max(bn(x), 0); the backward takes that y for the ReLU's
-   * mask). Where absent, core/ops/norm.c runs batch norm, then relu. */
+   * arguments; y = max(bn(x), 0); the backward takes that y, and beta, for
+   * the ReLU's mask: a kernel may read y > 0 or recompute bn(x) > 0 from x,
+   * the saved statistics, gamma and beta, which must then give the same
+   * bits as its forward). Where absent, core/ops/norm.c runs batch norm,
+   * then relu. */
   int (*bn_relu_fwd_train)(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                            const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                            rn_tensor *running_mean, rn_tensor *running_var, double momentum,
@@ -103,7 +106,8 @@ typedef struct rn_backend {
                            const rn_tensor *running_var, double eps);
   int (*bn_relu_bwd)(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                      const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
-                     const rn_tensor *save_mean, const rn_tensor *save_invstd);
+                     const rn_tensor *beta, const rn_tensor *save_mean,
+                     const rn_tensor *save_invstd);
 } rn_backend;
 
 /* The backend for a device, or NULL + rn_err (not built, no device). */

@@ -155,6 +155,44 @@ T.test("batch_norm relu=true: the same bits as batch_norm then relu (train, infe
   T.raises(function() rn.batch_norm(rn.randn({2, 3}), nil, nil, nil, nil, {relu = 1}) end, "relu")
 end)
 
+T.test("batch_norm relu=true backward: the forward's mask (recomputed from x), also without beta, " ..
+    "with a large mean, and after gamma/beta change in place", function()
+  rn.manual_seed(17)
+  for _, dt in ipairs({"float32", "float64"}) do
+    for _, case in ipairs({"no beta", "large mean", "params changed"}) do
+      local C = 24
+      local x = rn.randn({8, 5, 5, C}, {dtype = dt})
+      if case == "large mean" then x = x * 0.01 + 1000 end
+      local g = rn.rand({C}, {dtype = dt}) - 0.3 -- some negative gammas
+      local b = case ~= "no beta" and rn.randn({C}, {dtype = dt}) * 0.5 or nil
+      local gy = rn.randn({8, 5, 5, C}, {dtype = dt})
+      local function run(fused, change)
+        local xx, gg = x:clone():requires_grad_(), g:clone():requires_grad_()
+        local bb = b and b:clone():requires_grad_()
+        local o = {training = true, relu = fused or nil}
+        local y = rn.batch_norm(xx, gg, bb, nil, nil, o)
+        if not fused then y = y:relu() end
+        if change then -- between the forward and the backward
+          rn.no_grad(function() gg:copy_(-gg); if bb then bb:copy_(bb + 5) end end)
+        end
+        y:backward(gy)
+        return {y, xx.grad, gg.grad, bb and bb.grad}
+      end
+      local change = case == "params changed"
+      local a, f = run(false, change), run(true, change)
+      local what = dt .. " " .. case
+      if change then -- the gradient at the forward's parameters
+        local r = run(true, false)
+        for k = 2, 4 do T.eq(maxdiff(f[k], r[k]), 0, what .. ": as if unchanged, output " .. k) end
+      end
+      T.truthy(a[1]:min():item() == 0 and a[1]:max():item() > 0, what .. ": the relu clipped something")
+      for k = 1, b and 4 or 3 do
+        T.eq(maxdiff(a[k], f[k]), 0, what .. ": output " .. k)
+      end
+    end
+  end
+end)
+
 -- a small pre-activation net: BN->ReLU pairs, one BN output used twice, a
 -- ReLU6 and a user subclass that must not be fused
 local function small_model()

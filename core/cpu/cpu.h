@@ -77,7 +77,8 @@ int rn_cpu_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *
                              const rn_tensor *running_var, double eps);
 int rn_cpu_bn_relu_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                        const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
-                       const rn_tensor *save_mean, const rn_tensor *save_invstd);
+                       const rn_tensor *beta, const rn_tensor *save_mean,
+                       const rn_tensor *save_invstd);
 
 /* Sets the thread count of the CPU kernels and of BLAS. */
 void rn_cpu_set_threads(int n);

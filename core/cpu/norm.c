@@ -11,7 +11,11 @@
  *
  * Fused BN+ReLU (bn_relu_*): the same kernels with the ReLU applied to the
  * output in the same pass, and its backward mask (output > 0) applied to gy
- * inside the backward's two passes: no separate ReLU tensor or pass.
+ * inside the backward's two passes: no separate ReLU tensor or pass. The
+ * backward does not read the output: it recomputes bn(x) > 0 from x, which
+ * both passes read anyway, with the forward's own float coefficients (the
+ * forward rounds invstd to the saved float32 value before using it, so the
+ * backward rebuilds them bit for bit): one activation less to read twice.
  */
 #include <math.h>
 #include <omp.h>
@@ -56,20 +60,27 @@ static float *sum_scratch(const rn_tensor *x, size_t C) {
   return malloc(sizeof(float) * 3 * C * (size_t)omp_get_max_threads());
 }
 
+/* The fused ReLU's mask recomputed in the backward: keep gy where
+ * b*(x - mean) + d > 0, evaluated as the forward evaluated its output (in
+ * float for float32 x: bf, df and the float mean; in double for float64). */
+typedef struct {
+  const double *b, *d;
+  const float *bf, *df;
+} relu_mask;
+
 /* Per-block partial sums of (x - shift) and (x - shift)^2, or with gy given,
- * of g and g*(x - shift) where g = gy, or gy masked by mask > 0 (the output
- * of a fused BN+ReLU: the ReLU's backward) when mask is given.
+ * of g and g*(x - shift) where g = gy, or gy masked by the ReLU's mask (the
+ * fused BN+ReLU's backward; shift is then the batch mean) when rm is given.
  * part: [nblk][2][C] doubles. float32 data is summed in float over runs of
  * SUB rows (vectorizes 4-16 wide), each run then added into the block's
  * double sums: the float error stays that of a SUB-term sum. scratch:
  * 3*C floats per thread (float32 only). */
-static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const rn_tensor *mask,
+static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const relu_mask *rm,
                          const double *shift, int64_t R, int64_t C, double *part,
                          float *scratch) {
   int64_t nblk = (R + BLK - 1) / BLK;
   const char *xp = rn_ptr(x);
   const char *gp = gy ? rn_ptr(gy) : NULL;
-  const char *mp = mask ? rn_ptr(mask) : NULL;
   bool f32 = x->dtype == RN_F32;
 #pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
   for (int64_t b = 0; b < nblk; b++) {
@@ -85,14 +96,16 @@ static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const rn_tenso
         for (int64_t c = 0; c < C; c++) f1[c] = f2[c] = 0;
         for (int64_t r = q0; r < q1; r++) {
           const float *xr = (const float *)xp + r * C;
-          if (gp && mp) {
-            const float *gr = (const float *)gp + r * C, *mr = (const float *)mp + r * C;
+          if (gp && rm) {
+            const float *gr = (const float *)gp + r * C;
+            const float *bf = rm->bf, *df = rm->df;
 #pragma omp simd
             for (int64_t c = 0; c < C; c++) {
-              float gv = gr[c], mv = mr[c]; /* both loaded: the select vectorizes */
-              float g = mv > 0 ? gv : 0.0f;
+              float xc = xr[c] - fs[c], gv = gr[c]; /* loaded: the select vectorizes */
+              float v = bf[c] * xc + df[c];
+              float g = v > 0 ? gv : 0.0f;
               f1[c] += g;
-              f2[c] += g * (xr[c] - fs[c]);
+              f2[c] += g * xc;
             }
           } else if (gp) {
             const float *gr = (const float *)gp + r * C;
@@ -121,13 +134,12 @@ static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const rn_tenso
       const double *xr = (const double *)xp + r * C;
       if (gp) {
         const double *gr = (const double *)gp + r * C;
-        const double *mr = mp ? (const double *)mp + r * C : NULL;
 #pragma omp simd
         for (int64_t c = 0; c < C; c++) {
-          double gv = gr[c], mv = mr ? mr[c] : 1.0;
-          double g = mv > 0 ? gv : 0.0;
+          double xc = xr[c] - shift[c], gv = gr[c];
+          double g = !rm || rm->b[c] * xc + rm->d[c] > 0 ? gv : 0.0;
           s1[c] += g;
-          s2[c] += g * (xr[c] - shift[c]);
+          s2[c] += g * xc;
         }
       } else {
 #pragma omp simd
@@ -149,14 +161,15 @@ static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const rn_tenso
 }
 
 /* out = a*in + b*(x - m) + d per channel (in may be NULL: no a term), with
- * in masked by mask > 0 when mask is given, and out = max(out, 0) when relu.
- * out, in, mask, x: (R,C); a, b, m, d: (C) double. Subtracting m before
- * scaling keeps float32 precise when |mean| >> std. */
-static int affine_rows(rn_tensor *out, const rn_tensor *in, const rn_tensor *mask,
+ * in masked by the ReLU's mask when rm is given (m is then the batch mean),
+ * and out = max(out, 0) when relu. out, in, x: (R,C); a, b, m, d: (C)
+ * double. Subtracting m before scaling keeps float32 precise when |mean| >>
+ * std. */
+static int affine_rows(rn_tensor *out, const rn_tensor *in, const relu_mask *rm,
                        const rn_tensor *x, const double *a, const double *b, const double *m,
                        const double *d, int64_t R, int64_t C, bool relu, const char *op) {
   char *opp = rn_ptr(out);
-  const char *ip = in ? rn_ptr(in) : NULL, *xp = rn_ptr(x), *mp = mask ? rn_ptr(mask) : NULL;
+  const char *ip = in ? rn_ptr(in) : NULL, *xp = rn_ptr(x);
   if (x->dtype == RN_F32) {
     float *af = malloc(sizeof(float) * 4 * (size_t)(C ? C : 1));
     if (!af) return rn_err("%s: out of memory for %lld channels", op, (long long)C);
@@ -171,12 +184,13 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const rn_tensor *mas
     for (int64_t r = 0; r < R; r++) {
       float *o = (float *)opp + r * C;
       const float *xr = (const float *)xp + r * C;
-      if (ip && mp) {
-        const float *ir = (const float *)ip + r * C, *mr = (const float *)mp + r * C;
+      if (ip && rm) {
+        const float *ir = (const float *)ip + r * C, *rb = rm->bf, *rd = rm->df;
 #pragma omp simd
         for (int64_t c = 0; c < C; c++) {
-          float iv = ir[c], mv = mr[c];
-          o[c] = af[c] * (mv > 0 ? iv : 0.0f) + bf[c] * (xr[c] - mf[c]) + df[c];
+          float iv = ir[c], xc = xr[c] - mf[c];
+          float v = rb[c] * xc + rd[c]; /* the forward's output */
+          o[c] = af[c] * (v > 0 ? iv : 0.0f) + bf[c] * xc + df[c];
         }
       } else if (ip) {
         const float *ir = (const float *)ip + r * C;
@@ -202,11 +216,11 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const rn_tensor *mas
     const double *xr = (const double *)xp + r * C;
     if (ip) {
       const double *ir = (const double *)ip + r * C;
-      const double *mr = mp ? (const double *)mp + r * C : NULL;
 #pragma omp simd
       for (int64_t c = 0; c < C; c++) {
-        double iv = ir[c], mv = mr ? mr[c] : 1.0;
-        o[c] = a[c] * (mv > 0 ? iv : 0.0) + b[c] * (xr[c] - m[c]) + d[c];
+        double iv = ir[c], xc = xr[c] - m[c];
+        bool keep = !rm || rm->b[c] * xc + rm->d[c] > 0;
+        o[c] = a[c] * (keep ? iv : 0.0) + b[c] * xc + d[c];
       }
     } else {
 #pragma omp simd
@@ -259,6 +273,8 @@ static int bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invs
     double var = s2[c] / (double)R - dm * dm;
     if (var < 0) var = 0;
     double invstd = 1.0 / sqrt(var + eps);
+    /* float32: the saved value, so the fused ReLU's backward rebuilds b */
+    if (save_invstd->dtype == RN_F32) invstd = (double)(float)invstd;
     double g = pget(gamma, c, 1.0), be = pget(beta, c, 0.0);
     pset(save_mean, c, mean);
     pset(save_invstd, c, invstd);
@@ -333,8 +349,10 @@ int rn_cpu_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *
 /* With xhat = (x - mean)*invstd, over the R rows of each channel:
  *   gbeta = sum gy, ggamma = sum gy*xhat,
  *   gx = gamma*invstd * (gy - gbeta/R - xhat*ggamma/R). */
+/* relu: the backward of the fused BN+ReLU (beta, or NULL for 0, needed for
+ * the mask) */
 static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
-                  const rn_tensor *x, const rn_tensor *mask, const rn_tensor *gamma,
+                  const rn_tensor *x, bool relu, const rn_tensor *gamma, const rn_tensor *beta,
                   const rn_tensor *save_mean, const rn_tensor *save_invstd) {
   int64_t R, C;
   if (dims_rc(x, "batch_norm backward", &R, &C) < 0) return -1;
@@ -343,7 +361,7 @@ static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
                   rn_dtype_name(gy->dtype), rn_dtype_name(x->dtype));
   int64_t nblk = (R + BLK - 1) / BLK;
   size_t n1 = (size_t)(C ? C : 1);
-  double *mean = malloc(sizeof(double) * 4 * n1);
+  double *mean = malloc(sizeof(double) * 6 * n1 + sizeof(float) * 2 * n1);
   double *part = malloc(sizeof(double) * 2 * n1 * (size_t)(nblk ? nblk : 1));
   float *scratch = sum_scratch(x, n1);
   if (!mean || !part || (x->dtype == RN_F32 && !scratch)) {
@@ -352,9 +370,18 @@ static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
     free(scratch);
     return rn_err("batch_norm backward: out of memory for %lld channels", (long long)C);
   }
-  double *a = mean + n1, *b = a + n1, *d = b + n1;
-  for (int64_t c = 0; c < C; c++) mean[c] = pget(save_mean, c, 0.0);
-  partial_sums(x, gy, mask, mean, R, C, part, scratch);
+  double *a = mean + n1, *b = a + n1, *d = b + n1, *rb = d + n1, *rd = rb + n1;
+  float *rbf = (float *)(rd + n1), *rdf = rbf + n1;
+  relu_mask rm = {rb, rd, rbf, rdf};
+  for (int64_t c = 0; c < C; c++) {
+    mean[c] = pget(save_mean, c, 0.0);
+    /* the forward's output coefficients: bn(x) = rb*(x - mean) + rd */
+    rb[c] = pget(gamma, c, 1.0) * pget(save_invstd, c, 1.0);
+    rd[c] = pget(beta, c, 0.0);
+    rbf[c] = (float)rb[c];
+    rdf[c] = (float)rd[c];
+  }
+  partial_sums(x, gy, relu ? &rm : NULL, mean, R, C, part, scratch);
   free(scratch);
   const double *sg = part, *sgx = part + C; /* sum gy, sum gy*(x-mean) */
   for (int64_t c = 0; c < C; c++) {
@@ -367,7 +394,8 @@ static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
     b[c] = R ? -k * is * gg / (double)R : 0;
     d[c] = R ? -k * sg[c] / (double)R : 0;
   }
-  int rc = gx ? affine_rows(gx, gy, mask, x, a, b, mean, d, R, C, false, "batch_norm backward")
+  int rc = gx ? affine_rows(gx, gy, relu ? &rm : NULL, x, a, b, mean, d, R, C, false,
+                            "batch_norm backward")
               : 0;
   free(mean);
   free(part);
@@ -377,16 +405,15 @@ static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
 int rn_cpu_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                   const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
                   const rn_tensor *save_invstd) {
-  return bn_bwd(gx, ggamma, gbeta, gy, x, NULL, gamma, save_mean, save_invstd);
+  return bn_bwd(gx, ggamma, gbeta, gy, x, false, gamma, NULL, save_mean, save_invstd);
 }
 
-/* Backward of the fused BN+ReLU: y is its output; the ReLU's mask (y > 0)
- * is applied to gy on the fly. */
+/* Backward of the fused BN+ReLU. The ReLU's mask is recomputed from x (see
+ * the top of this file); y, the forward's output, is not read. */
 int rn_cpu_bn_relu_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                        const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
-                       const rn_tensor *save_mean, const rn_tensor *save_invstd) {
-  if (y->dtype != x->dtype)
-    return rn_err("batch_norm+relu backward: output dtype %s differs from x's %s",
-                  rn_dtype_name(y->dtype), rn_dtype_name(x->dtype));
-  return bn_bwd(gx, ggamma, gbeta, gy, x, y, gamma, save_mean, save_invstd);
+                       const rn_tensor *beta, const rn_tensor *save_mean,
+                       const rn_tensor *save_invstd) {
+  (void)y;
+  return bn_bwd(gx, ggamma, gbeta, gy, x, true, gamma, beta, save_mean, save_invstd);
 }

@@ -33,7 +33,11 @@ static int param_contig(rn_tensor *t, rn_tensor **out) {
 /* ---- backward ------------------------------------------------------------ */
 
 /* saved: x (contiguous, x's shape), gamma or NULL placeholder, save_mean,
- * save_invstd (training) / running_mean, running_var (inference) */
+ * save_invstd (training) / running_mean, running_var (inference); with the
+ * ReLU fused: y, then beta or a NULL placeholder. The parameters and running
+ * statistics are copies made at the forward, so the backward (and the
+ * fused ReLU's mask) use the forward's values even if those change in place
+ * before it. */
 static int bn_train_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   rn_tensor *x = n->saved[0], *gamma = n->saved[1]; /* NULL without gamma */
   rn_tensor *mean = n->saved[2], *invstd = n->saved[3];
@@ -51,7 +55,7 @@ static int bn_train_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   rn_tensor *y2 = NULL;
   if (rc == 0 && relu && !(y2 = rn_view2d(n->saved[4]))) rc = -1;
   if (rc == 0)
-    rc = relu ? be->bn_relu_bwd(gx2, gg, gb, g2, x2, y2, gamma, mean, invstd)
+    rc = relu ? be->bn_relu_bwd(gx2, gg, gb, g2, x2, y2, gamma, n->saved[5], mean, invstd)
               : be->bn_bwd(gx2, gg, gb, g2, x2, gamma, mean, invstd);
   rn_release(gc); rn_release(g2); rn_release(x2); rn_release(gx2); rn_release(y2);
   if (rc < 0) { rn_release(gx); rn_release(gg); rn_release(gb); return -1; }
@@ -229,15 +233,34 @@ static rn_tensor *batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
       n->ctx = c;
       n->ctx_free = free;
     }
-    /* saved[1] must exist even without gamma: save a placeholder slot */
+    /* saved[1] (and saved[5]) must exist even without gamma (beta): a
+     * placeholder slot. The (C) parameters are saved as copies: the
+     * backward must see the forward's values even if they change in place
+     * in between (an optimizer step, a user's copy_ under no_grad). */
+    rn_tensor *gk = NULL, *bk = NULL, *mk = NULL, *vk = NULL;
+    if (rc == 0) {
+      rn_set_grad_enabled(false);
+      if ((gc && !(gk = rn_clone(gc))) || (relu && bc && !(bk = rn_clone(bc))) ||
+          (!training && (!(mk = rn_clone(rmc)) || !(vk = rn_clone(rvc)))))
+        rc = -1;
+      rn_set_grad_enabled(g);
+    }
     if (rc == 0) rc = rn_node_save(n, xc);
     if (rc == 0) {
-      if (gc) rc = rn_node_save(n, gc);
+      if (gk) rc = rn_node_save(n, gk);
       else n->saved[n->nsaved++] = NULL;
     }
-    if (rc == 0) rc = rn_node_save(n, training ? sm : rmc);
-    if (rc == 0) rc = rn_node_save(n, training ? si : rvc);
-    if (rc == 0 && relu) rc = rn_node_save(n, y); /* saved[4]: the ReLU's mask */
+    if (rc == 0) rc = rn_node_save(n, training ? sm : mk);
+    if (rc == 0) rc = rn_node_save(n, training ? si : vk);
+    if (rc == 0 && relu) rc = rn_node_save(n, y); /* saved[4]: the ReLU's output */
+    if (rc == 0 && relu) {                          /* saved[5]: beta */
+      if (bk) rc = rn_node_save(n, bk);
+      else n->saved[n->nsaved++] = NULL;
+    }
+    rn_release(gk);
+    rn_release(bk);
+    rn_release(mk);
+    rn_release(vk);
     if (rc == 0) rn_node_attach(n, y);
     else rn_node_release(n);
   }
