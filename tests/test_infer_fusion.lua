@@ -241,6 +241,9 @@ T.test("conv2d_fused: epilogues against conv + add + relu, and its errors", func
     "accumulator has dtype float64 but x has float32", true)
   T.raises(function() rn.no_grad(fused, x, w, b, o, false, acc:transpose(2, 3)) end,
     "accumulator must be contiguous", true)
+  local x32 = rn.randn({2, 7, 7, 32})
+  T.raises(function() rn.no_grad(fused, x32, rn.randn({3, 3, 32, 32}), nil, o, false, x32) end,
+    "accumulator shares memory with an input", true)
   T.raises(function() rn.no_grad(fused, x, w, b, o, 1, nil) end, "boolean expected")
   T.raises(function() rn.no_grad(fused, x, w, b, nil, false, nil) end, "options table", true)
   T.raises(function() rn.no_grad(fused, x, rn.randn({3, 3, 8, 32}), b, o, false, nil) end,

@@ -195,6 +195,11 @@ rn_tensor *rn_conv2d_fused(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_co
       rn_err("conv2d_fused: the accumulator must be contiguous");
       return NULL;
     }
+    if (acc->st == x->st || acc->st == w->st || (b && acc->st == b->st)) {
+      rn_err("conv2d_fused: the accumulator shares memory with an input; it is written "
+             "while the inputs are read");
+      return NULL;
+    }
   }
   const rn_backend *be = rn_backend_of(x);
   if (!RN_HAS(be, conv2d_fwd)) return NULL;
