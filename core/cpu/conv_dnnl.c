@@ -244,7 +244,10 @@ done:
             (long long)k->N, (long long)k->H, (long long)k->W, (long long)k->C,
             (long long)k->KH, (long long)k->KW, k->sh, (long long)k->O, e->impl,
             k->bf16 ? " (bf16 math)" : "",
-            k->post == 0 ? "" : k->post == RN_POST_SUM ? " +sum" : k->post == RN_POST_RELU ? " +relu" : " +sum+relu");
+            !k->post                   ? ""
+            : k->post == RN_POST_SUM  ? " +sum"
+            : k->post == RN_POST_RELU ? " +relu"
+                                      : " +sum+relu");
   return e;
 }
 
