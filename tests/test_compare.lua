@@ -74,6 +74,12 @@ T.test("compare: im2col against oneDNN differs only in float rounding, in the co
   local x, y = data()
   local r = m:compare(x, y, { device = "cpu", conv_impl = "im2col", print = false })
   T.eq(rn.cpu.conv_impl(), "onednn", "the choice is restored")
+  rn.cpu.set_conv_impl("direct") -- and a "direct" setting comes back as "direct"
+  local ok, err = pcall(m.compare, m, x, y, { device = "cpu", conv_impl = "auto", print = false })
+  local now = rn.cpu.conv_impl()
+  rn.cpu.set_conv_impl("auto")
+  assert(ok, err)
+  T.eq(now, "onednn-direct", "direct restored")
   local c = row(r, "Conv2D")
   T.truthy(c.out_rel < 1e-5, "conv2d output rel " .. c.out_rel)
   -- the filter gradient sums 384 products per weight in another order
@@ -143,7 +149,7 @@ T.test("compare: bad options name the valid values", function()
   T.raises(function() m:compare(x, y, { device = "cpu", precision = "fp8" }) end,
     'precision must be "float32" or "mixed_bfloat16", got fp8')
   T.raises(function() m:compare(x, y, { device = "cpu", conv_impl = "fast" }) end,
-    'conv_impl must be "auto" or "im2col", got fast')
+    'conv_impl must be "auto", "direct" or "im2col", got fast')
   T.raises(function() m:compare(x, y, { device = "cpu", seed = 1.5 }) end, "seed must be an integer")
   T.raises(function() m:compare(x, y, { device = "cpu", nope = 1 }) end, "nope")
   T.raises(function() m:compare(x, "y", { device = "cpu" }) end, "y must be a tensor")

@@ -26,6 +26,10 @@ local configs = {
   {x = {4, 6, 6, 32}, w = {1, 1, 32, 64}, o = {}, bias = true},
   {x = {1, 32, 32, 3}, w = {3, 3, 3, 16}, o = {padding = "same"}, bias = true},
   {x = {2, 5, 5, 3}, w = {5, 5, 3, 2}, o = {}, bias = false},
+  -- Winograd under "auto" (3x3, stride 1, pad 1, 32+ channels in and out)
+  {x = {2, 8, 8, 32}, w = {3, 3, 32, 32}, o = {padding = "same"}, bias = true, wino = true},
+  {x = {3, 6, 7, 64}, w = {3, 3, 64, 32}, o = {padding = 1}, bias = false, wino = true},
+  {x = {2, 9, 5, 32}, w = {3, 3, 32, 48}, o = {padding = "same"}, bias = true, wino = true},
 }
 
 T.test("cpu: features table, conv impl setting and its errors", function()
@@ -37,12 +41,17 @@ T.test("cpu: features table, conv impl setting and its errors", function()
   T.eq(rn.cpu.conv_impl(), "onednn")
   rn.cpu.set_conv_impl("im2col")
   T.eq(rn.cpu.conv_impl(), "im2col")
+  rn.cpu.set_conv_impl("direct")
+  T.eq(rn.cpu.conv_impl(), "onednn-direct")
   rn.cpu.set_conv_impl("auto")
   T.eq(rn.cpu.conv_impl(), "onednn")
-  T.raises(function() rn.cpu.set_conv_impl("winograd") end, "'winograd' is not one of auto, im2col", true)
+  T.raises(function() rn.cpu.set_conv_impl("winograd") end,
+    "'winograd' is not one of auto, direct, im2col", true)
+  T.eq(rn.cpu.conv_impl(), "onednn", "unchanged by the error")
 end)
 
-T.test("conv2d: oneDNN and im2col agree with the float64 reference, forward and both grads", function()
+T.test("conv2d: oneDNN (Winograd and direct) and im2col agree with the float64 reference, " ..
+    "forward and both grads", function()
   rn.manual_seed(11)
   for i, c in ipairs(configs) do
     local x, w = rn.randn(c.x), rn.randn(c.w)
@@ -50,28 +59,44 @@ T.test("conv2d: oneDNN and im2col agree with the float64 reference, forward and 
     local y0 = rn.conv2d(x, w, b, c.o)
     local gy = rn.randn(y0:size())
     local ref = {conv_all(x:double(), w:double(), b and b:double(), c.o, gy:double())}
-    for _, impl in ipairs({"auto", "im2col"}) do
-      rn.cpu.set_conv_impl(impl)
-      local got = {conv_all(x, w, b, c.o, gy)}
-      for k = 1, 4 do
-        if ref[k] then
-          T.truthy(relerr(got[k]:double(), ref[k]) < 2e-5,
-            string.format("config %d, %s, output %d: relative error %.3g", i, impl, k,
-              relerr(got[k]:double(), ref[k])))
+    local by = {}
+    local ok, err = pcall(function()
+      for _, impl in ipairs({"auto", "direct", "im2col"}) do
+        rn.cpu.set_conv_impl(impl)
+        local got = {conv_all(x, w, b, c.o, gy)}
+        by[impl] = got
+        for k = 1, 4 do
+          if ref[k] then
+            T.truthy(relerr(got[k]:double(), ref[k]) < 2e-5,
+              string.format("config %d, %s, output %d: relative error %.3g", i, impl, k,
+                relerr(got[k]:double(), ref[k])))
+          end
         end
       end
-    end
+    end)
     rn.cpu.set_conv_impl("auto")
+    assert(ok, err)
+    -- Winograd runs the forward and the input gradient where eligible, and
+    -- only there; the weight gradient is the direct kernel's in both
+    local d1, d2 = maxdiff(by.auto[1], by.direct[1]), maxdiff(by.auto[2], by.direct[2])
+    if c.wino then
+      T.truthy(d1 > 0 and d2 > 0, string.format("config %d: Winograd differs from direct (%g, %g)", i, d1, d2))
+    else
+      T.truthy(d1 == 0 and d2 == 0, string.format("config %d: auto is direct here (%g, %g)", i, d1, d2))
+    end
+    T.eq(maxdiff(by.auto[3], by.direct[3]), 0, string.format("config %d: weight gradient", i))
   end
 end)
 
-T.test("conv2d: oneDNN gives the same bits run to run", function()
+T.test("conv2d: oneDNN gives the same bits run to run (direct and Winograd)", function()
   rn.manual_seed(3)
-  local x, w, b = rn.randn({8, 16, 16, 16}), rn.randn({3, 3, 16, 16}), rn.randn({16})
-  local gy = rn.randn({8, 16, 16, 16})
-  local a = {conv_all(x, w, b, {padding = "same"}, gy)}
-  local c = {conv_all(x, w, b, {padding = "same"}, gy)}
-  for k = 1, 4 do T.eq(maxdiff(a[k], c[k]), 0, "output " .. k) end
+  for _, C in ipairs({16, 32}) do
+    local x, w, b = rn.randn({8, 16, 16, C}), rn.randn({3, 3, C, C}), rn.randn({C})
+    local gy = rn.randn({8, 16, 16, C})
+    local a = {conv_all(x, w, b, {padding = "same"}, gy)}
+    local c = {conv_all(x, w, b, {padding = "same"}, gy)}
+    for k = 1, 4 do T.eq(maxdiff(a[k], c[k]), 0, C .. " channels, output " .. k) end
+  end
 end)
 
 T.test("mixed precision: policy round trip and errors", function()

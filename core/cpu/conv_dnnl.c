@@ -45,6 +45,7 @@ typedef enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_W } dir_t;
 typedef struct {
   int dir, bf16, bias;
   int post; /* forward epilogue: RN_POST_SUM | RN_POST_RELU (backend.h), or 0 */
+  int wino; /* Winograd wanted (wino_ok): forward and backward-data only */
   int threads; /* oneDNN sizes a primitive's work split and scratchpad for the
                 * thread count at creation: a new count needs a new primitive */
   int64_t N, H, W, C, KH, KW, O, OH, OW;
@@ -61,6 +62,14 @@ typedef struct entry {
   dnnl_memory_desc_t kxmd, kymd;              /* what the kernel reads (bf16 math: bf16) */
   dnnl_primitive_t xcvt, ycvt;                /* float32 -> bf16 of an input, or NULL */
   size_t wbytes, sbytes, xcbytes, ycbytes;
+  /* Winograd (nChw16c activations): the kernel's input and output are
+   * blocked copies; in: NHWC -> blocked of the input (fwd x, bwd-data gy),
+   * out: blocked -> NHWC of the output (fwd y, bwd-data gx), pre: NHWC ->
+   * blocked of y before a forward with the sum post-op */
+  int wino;
+  dnnl_memory_desc_t win_md, wout_md;
+  dnnl_primitive_t win, wout, wpre;
+  size_t winbytes, woutbytes;
   char impl[48];
   struct entry *next;
 } entry;
@@ -95,6 +104,9 @@ static void entry_free(entry *e) {
   if (e->wreorder) dnnl_primitive_destroy(e->wreorder);
   if (e->xcvt) dnnl_primitive_destroy(e->xcvt);
   if (e->ycvt) dnnl_primitive_destroy(e->ycvt);
+  if (e->win) dnnl_primitive_destroy(e->win);
+  if (e->wout) dnnl_primitive_destroy(e->wout);
+  if (e->wpre) dnnl_primitive_destroy(e->wpre);
   free(e);
 }
 
@@ -127,12 +139,13 @@ static dnnl_primitive_t reorder(const dnnl_memory_desc_t *from, const dnnl_memor
   return r;
 }
 
-/* Creates the primitive for k; returns NULL (no error set) when oneDNN has
- * no kernel for it. */
-static entry *create(const key_t_ *k) {
+/* Creates the primitive for k (with Winograd when wino); returns NULL (no
+ * error set) when oneDNN has no kernel for it. */
+static entry *create(const key_t_ *k, int wino) {
   entry *e = calloc(1, sizeof *e);
   if (!e) return NULL;
   e->k = *k;
+  e->wino = wino;
   dnnl_dims_t xd = {k->N, k->C, k->H, k->W}, yd = {k->N, k->O, k->OH, k->OW};
   dnnl_dims_t wd = {k->O, k->C, k->KH, k->KW}, bd = {k->O};
   dnnl_dims_t st = {k->sh, k->sw}, dil = {k->dh - 1, k->dw - 1};
@@ -158,6 +171,12 @@ static entry *create(const key_t_ *k) {
   if (k->bf16 && k->dir != DIR_FWD &&
       dnnl_memory_desc_init_by_tag(&e->kymd, 4, yd, dnnl_bf16, dnnl_nhwc))
     goto done;
+  /* Winograd reads and writes nChw16c: the kernel's x and y descs are the
+   * blocked ones; the copies are made in run() (float32 math only) */
+  dnnl_memory_desc_t bx = e->xmd, by = e->ymd;
+  if (wino && (dnnl_memory_desc_init_by_tag(&bx, 4, xd, dnnl_f32, dnnl_nChw16c) ||
+               dnnl_memory_desc_init_by_tag(&by, 4, yd, dnnl_f32, dnnl_nChw16c)))
+    goto done;
   if (dnnl_primitive_attr_create(&attr) ||
       dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))
     goto done;
@@ -171,10 +190,10 @@ static entry *create(const key_t_ *k) {
     dnnl_post_ops_destroy(po);
     if (bad) goto done;
   }
-  dnnl_alg_kind_t alg = dnnl_convolution_direct; /* auto picked no Winograd here (measured) */
+  dnnl_alg_kind_t alg = wino ? dnnl_convolution_winograd : dnnl_convolution_direct;
   dnnl_convolution_desc_t fd;
   /* the forward desc (also the hint of the backward ones) with the kernel's input types */
-  dnnl_memory_desc_t fx = e->kxmd, fy = e->ymd;
+  dnnl_memory_desc_t fx = wino ? bx : e->kxmd, fy = wino ? by : e->ymd;
   if (k->bf16) {
     if (dnnl_memory_desc_init_by_tag(&fx, 4, xd, dnnl_bf16, dnnl_nhwc)) goto done;
     if (k->dir != DIR_FWD && dnnl_memory_desc_init_by_tag(&fy, 4, yd, dnnl_bf16, dnnl_nhwc))
@@ -192,8 +211,9 @@ static entry *create(const key_t_ *k) {
     dnnl_memory_desc_t wf32;
     if (dnnl_memory_desc_init_by_tag(&wf32, 4, wd, dnnl_f32, dnnl_format_tag_any)) goto done;
     if (k->dir == DIR_BWD_DATA) {
-      if (dnnl_dilated_convolution_backward_data_desc_init(&bd_, alg, &e->kxmd, &wany, &e->kymd,
-                                                           st, dil, pl, pr))
+      if (dnnl_dilated_convolution_backward_data_desc_init(&bd_, alg, wino ? &bx : &e->kxmd,
+                                                           &wany, wino ? &by : &e->kymd, st,
+                                                           dil, pl, pr))
         goto done;
     } else if (dnnl_dilated_convolution_backward_weights_desc_init(
                    &bd_, alg, &e->kxmd, &wf32, k->bias ? &e->bmd : NULL, &e->kymd, st, dil,
@@ -228,6 +248,17 @@ static entry *create(const key_t_ *k) {
       !(e->wreorder = k->dir == DIR_BWD_W ? reorder(&e->prim_w, &e->user_w)
                                           : reorder(&e->user_w, &e->prim_w)))
     goto done;
+  if (wino) { /* fwd: x in, y out; bwd data: gy in, gx out */
+    bool fwd = k->dir == DIR_FWD;
+    e->win_md = fwd ? bx : by;
+    e->wout_md = fwd ? by : bx;
+    e->winbytes = dnnl_memory_desc_get_size(&e->win_md);
+    e->woutbytes = dnnl_memory_desc_get_size(&e->wout_md);
+    if (!(e->win = reorder(fwd ? &e->xmd : &e->ymd, &e->win_md)) ||
+        !(e->wout = reorder(&e->wout_md, fwd ? &e->ymd : &e->xmd)) ||
+        (fwd && (k->post & RN_POST_SUM) && !(e->wpre = reorder(&e->ymd, &e->wout_md))))
+      goto done;
+  }
   ok = 1;
 done:
   if (pd) dnnl_primitive_desc_destroy(pd);
@@ -239,11 +270,11 @@ done:
   }
   if (verbose < 0) verbose = getenv("RN_DNNL_VERBOSE") != NULL;
   if (verbose)
-    fprintf(stderr, "rn dnnl: %s (%lld,%lld,%lld,%lld) k%lldx%lld s%d -> %lld %s%s%s\n",
+    fprintf(stderr, "rn dnnl: %s (%lld,%lld,%lld,%lld) k%lldx%lld s%d -> %lld %s%s%s%s\n",
             k->dir == DIR_FWD ? "fwd" : k->dir == DIR_BWD_DATA ? "bwd_data" : "bwd_w",
             (long long)k->N, (long long)k->H, (long long)k->W, (long long)k->C,
             (long long)k->KH, (long long)k->KW, k->sh, (long long)k->O, e->impl,
-            k->bf16 ? " (bf16 math)" : "",
+            k->bf16 ? " (bf16 math)" : "", wino ? " (nChw16c copies)" : "",
             !k->post                   ? ""
             : k->post == RN_POST_SUM  ? " +sum"
             : k->post == RN_POST_RELU ? " +relu"
@@ -263,7 +294,8 @@ static entry *lookup(const key_t_ *k) {
       return e->prim ? e : NULL;
     }
   }
-  entry *e = create(k);
+  entry *e = k->wino ? create(k, 1) : NULL;
+  if (!e) e = create(k, 0); /* direct, also where Winograd has no kernel */
   if (!e) {
     e = calloc(1, sizeof *e);
     if (!e) return NULL;
@@ -282,6 +314,19 @@ static entry *lookup(const key_t_ *k) {
   return e->prim ? e : NULL;
 }
 
+/* Whether Winograd is tried for k: float32 3x3 stride-1 undilated "same"
+ * convolutions, forward and backward-data, with 32 or more channels in and
+ * out (multiples of 16: its nChw16c layout). Measured on the project's
+ * AVX-512 machine (make bench-dnnl, doc/perf.md): faster than the direct
+ * kernels there at 32 and 64 channels, with the layout copies; slower at 16.
+ * Backward-weights stays direct (no faster). */
+static int wino_ok(const key_t_ *k) {
+  if (mode != RN_DNNL_AUTO || k->bf16 || k->dir == DIR_BWD_W) return 0;
+  if (k->KH != 3 || k->KW != 3 || k->sh != 1 || k->sw != 1 || k->dh != 1 || k->dw != 1) return 0;
+  if (k->pt != 1 || k->pb != 1 || k->pl != 1 || k->pr != 1) return 0;
+  return k->C >= 32 && k->O >= 32 && k->C % 16 == 0 && k->O % 16 == 0;
+}
+
 static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, const int64_t *ys,
                     bool bias, const rn_conv_params *p) {
   memset(k, 0, sizeof *k); /* padding bytes too: keys are compared with memcmp */
@@ -294,6 +339,7 @@ static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, c
   k->OH = ys[1]; k->OW = ys[2];
   k->sh = p->stride_h; k->sw = p->stride_w; k->dh = p->dil_h; k->dw = p->dil_w;
   k->pt = p->pad_top; k->pb = p->pad_bottom; k->pl = p->pad_left; k->pr = p->pad_right;
+  k->wino = wino_ok(k);
   return k->N > 0 && k->OH > 0 && k->OW > 0 && k->O > 0 && k->C > 0;
 }
 
@@ -322,10 +368,11 @@ static int mem(dnnl_memory_t *m, const dnnl_memory_desc_t *md, const void *p, co
 /* Runs one direction: x/gx (act), weights (w/gw), bias (b/gb, or NULL), y/gy (out). */
 static int run(entry *e, const char *op, void *act, void *wt, void *bias, void *out) {
   int rc = -1;
-  dnnl_memory_t m[8] = {0};
-  void *wbuf = NULL, *sbuf = NULL, *xcb = NULL, *ycb = NULL;
+  dnnl_memory_t m[10] = {0};
+  void *wbuf = NULL, *sbuf = NULL, *xcb = NULL, *ycb = NULL, *wib = NULL, *wob = NULL;
   if ((e->xcvt && !(xcb = rn_cpu_alloc(e->xcbytes))) ||
-      (e->ycvt && !(ycb = rn_cpu_alloc(e->ycbytes))))
+      (e->ycvt && !(ycb = rn_cpu_alloc(e->ycbytes))) ||
+      (e->wino && (!(wib = rn_cpu_alloc(e->winbytes)) || !(wob = rn_cpu_alloc(e->woutbytes)))))
     goto done;
   if (e->wreorder) {
     wbuf = rn_cpu_alloc(e->wbytes ? e->wbytes : 1);
@@ -360,6 +407,21 @@ static int run(entry *e, const char *op, void *act, void *wt, void *bias, void *
     }
     ky = m[7];
   }
+  /* m[8], m[9]: Winograd's blocked copies of the input and the output */
+  dnnl_memory_t ka = m[0], ko = m[4]; /* what the kernel writes: act (bwd data), out (fwd) */
+  if (e->wino) {
+    bool fwd = e->k.dir == DIR_FWD;
+    if (mem(&m[8], &e->win_md, wib, op) || mem(&m[9], &e->wout_md, wob, op)) goto done;
+    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, fwd ? m[0] : m[4]}, {DNNL_ARG_TO, m[8]}};
+    dnnl_exec_arg_t q[2] = {{DNNL_ARG_FROM, m[4]}, {DNNL_ARG_TO, m[9]}};
+    if (dnnl_primitive_execute(e->win, stream, 2, r) ||
+        (e->wpre && dnnl_primitive_execute(e->wpre, stream, 2, q))) {
+      rc = rn_err("%s: oneDNN layout reorder failed", op);
+      goto done;
+    }
+    if (fwd) kx = m[8], ko = m[9];
+    else ky = m[8], ka = m[9];
+  }
   dnnl_exec_arg_t a[6];
   int n = 0;
   if (e->k.dir != DIR_BWD_W && e->wreorder) {
@@ -372,10 +434,10 @@ static int run(entry *e, const char *op, void *act, void *wt, void *bias, void *
       a[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, kx};
       a[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, kw};
       if (bias) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, m[3]};
-      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, m[4]};
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, ko};
       break;
     case DIR_BWD_DATA:
-      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, m[0]};
+      a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, ka};
       a[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, kw};
       a[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, ky};
       break;
@@ -387,6 +449,13 @@ static int run(entry *e, const char *op, void *act, void *wt, void *bias, void *
   }
   if (sbuf) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m[5]};
   if (exec(e, n, a, op) < 0) goto done;
+  if (e->wino) {
+    bool fwd = e->k.dir == DIR_FWD;
+    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, m[9]}, {DNNL_ARG_TO, fwd ? m[4] : m[0]}};
+    dnnl_status_t s = dnnl_primitive_execute(e->wout, stream, 2, r);
+    if (s == dnnl_success) s = dnnl_stream_wait(stream);
+    if (s) { rc = rn_err("%s: oneDNN layout reorder failed: %s", op, status_str(s)); goto done; }
+  }
   if (e->k.dir == DIR_BWD_W && e->wreorder) {
     dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, m[2]}, {DNNL_ARG_TO, m[1]}};
     dnnl_status_t s = dnnl_primitive_execute(e->wreorder, stream, 2, r);
@@ -395,12 +464,14 @@ static int run(entry *e, const char *op, void *act, void *wt, void *bias, void *
   }
   rc = 0;
 done:
-  for (int i = 0; i < 8; i++)
+  for (int i = 0; i < 10; i++)
     if (m[i]) dnnl_memory_destroy(m[i]);
   rn_cpu_free(wbuf);
   rn_cpu_free(sbuf);
   rn_cpu_free(xcb);
   rn_cpu_free(ycb);
+  rn_cpu_free(wib);
+  rn_cpu_free(wob);
   return rc;
 }
 

@@ -10,7 +10,9 @@
 
 #define RN_DNNL_FALLBACK 1
 
-typedef enum { RN_DNNL_AUTO = 0, RN_DNNL_OFF = 1 } rn_dnnl_mode;
+/* AUTO: oneDNN, Winograd where it is faster (wino_ok in conv_dnnl.c);
+ * DIRECT: oneDNN's direct kernels only; OFF: the im2col kernels */
+typedef enum { RN_DNNL_AUTO = 0, RN_DNNL_OFF = 1, RN_DNNL_DIRECT = 2 } rn_dnnl_mode;
 
 void rn_dnnl_set_mode(rn_dnnl_mode m);
 rn_dnnl_mode rn_dnnl_get_mode(void);

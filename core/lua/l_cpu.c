@@ -4,7 +4,7 @@
  *   rn.core._cpu_features()          -> {avx2=true, avx512f=..., avx512_bf16=..., amx_bf16=...}
  *   rn.core._cpu_memory_stats()      -> {allocated=, reserved=, peak=, cached=, limit=, hits=, misses=}
  *   rn.core._cpu_empty_cache()      (cached blocks and oneDNN primitives)
- *   rn.core._set_conv_impl("auto"|"im2col"), rn.core._conv_impl() -> name
+ *   rn.core._set_conv_impl("auto"|"direct"|"im2col"), rn.core._conv_impl() -> name
  *   rn.core._set_math_precision("float32"|"bfloat16", cpu_needed), _math_precision() */
 #include <string.h>
 
@@ -60,17 +60,18 @@ static int l_cpu_empty_cache(lua_State *L) {
   return 0;
 }
 
-static const char *const impls[] = {"auto", "im2col", NULL};
+static const char *const impls[] = {"auto", "im2col", "direct", NULL};
 
 static int l_set_conv_impl(lua_State *L) {
   int i = luaL_checkoption(L, 1, NULL, impls);
-  rn_dnnl_set_mode(i == 0 ? RN_DNNL_AUTO : RN_DNNL_OFF);
+  rn_dnnl_set_mode(i == 0 ? RN_DNNL_AUTO : i == 1 ? RN_DNNL_OFF : RN_DNNL_DIRECT);
   return 0;
 }
 
 static int l_conv_impl(lua_State *L) {
-  if (rn_dnnl_get_mode() == RN_DNNL_OFF) lua_pushstring(L, "im2col");
-  else lua_pushstring(L, rn_dnnl_available() ? "onednn" : "im2col");
+  rn_dnnl_mode m = rn_dnnl_get_mode();
+  if (m == RN_DNNL_OFF || !rn_dnnl_available()) lua_pushstring(L, "im2col");
+  else lua_pushstring(L, m == RN_DNNL_DIRECT ? "onednn-direct" : "onednn");
   return 1;
 }
 

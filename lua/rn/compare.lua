@@ -94,7 +94,9 @@ local function fmt_table(self, res)
 end
 
 local POLICIES = { float32 = true, mixed_bfloat16 = true }
-local IMPLS = { auto = true, im2col = true }
+local IMPLS = { auto = true, direct = true, im2col = true }
+-- rn.cpu.conv_impl()'s answer -> the set_conv_impl setting that gives it
+local IMPL_SETTING = { onednn = "auto", ["onednn-direct"] = "direct", im2col = "im2col" }
 
 --- model:compare(x, y [, {device=, precision=, conv_impl=, loss=, training=true,
 --- seed=1, print=true}]): see the file header.
@@ -124,10 +126,10 @@ function Model:compare(x, y, opts)
   if not POLICIES[policy_b] then
     fail("%s: precision must be \"float32\" or \"mixed_bfloat16\", got %s", who, tostring(policy_b))
   end
-  local impl_a = rn.cpu.conv_impl() == "im2col" and "im2col" or "auto"
+  local impl_a = IMPL_SETTING[rn.cpu.conv_impl()] or "auto"
   local impl_b = o.conv_impl or impl_a
   if not IMPLS[impl_b] then
-    fail("%s: conv_impl must be \"auto\" or \"im2col\", got %s", who, tostring(impl_b))
+    fail("%s: conv_impl must be \"auto\", \"direct\" or \"im2col\", got %s", who, tostring(impl_b))
   end
   local seed = o.seed == nil and 1 or o.seed
   if math.type(seed) ~= "integer" then fail("%s: seed must be an integer, got %s", who, tostring(seed)) end

@@ -57,16 +57,20 @@ rn.cuda = {
 
 --- rn.cpu: what the CPU has and how the CPU backend runs.
 ---   features()        {avx2=, avx512f=, avx512_bf16=, amx_bf16=, onednn=, ...}
----   conv_impl()       "onednn" or "im2col" (what float32 convolutions use)
----   set_conv_impl(s)  "auto" (oneDNN where it has a kernel) or "im2col"
+---   conv_impl()       "onednn", "onednn-direct" or "im2col" (what float32
+---                     convolutions use)
+---   set_conv_impl(s)  "auto" (oneDNN where it has a kernel, with Winograd for
+---                     3x3 stride-1 convolutions of 32+ channels), "direct"
+---                     (oneDNN's direct kernels only) or "im2col"
 ---   memory_stats()    the CPU allocator's counters (bytes); empty_cache() gives
 ---                     cached blocks back and drops the oneDNN primitives
 rn.cpu = {
   features = core._cpu_features,
   conv_impl = core._conv_impl,
   set_conv_impl = function(s)
-    if s ~= "auto" and s ~= "im2col" then
-      error(string.format("rn.cpu.set_conv_impl: '%s' is not one of auto, im2col", tostring(s)), 2)
+    if s ~= "auto" and s ~= "im2col" and s ~= "direct" then
+      error(string.format("rn.cpu.set_conv_impl: '%s' is not one of auto, direct, im2col",
+        tostring(s)), 2)
     end
     core._set_conv_impl(s)
   end,
