@@ -30,6 +30,7 @@ local configs = {
   {x = {2, 8, 8, 32}, w = {3, 3, 32, 32}, o = {padding = "same"}, bias = true, wino = true},
   {x = {3, 6, 7, 64}, w = {3, 3, 64, 32}, o = {padding = 1}, bias = false, wino = true},
   {x = {2, 9, 5, 32}, w = {3, 3, 32, 48}, o = {padding = "same"}, bias = true, wino = true},
+  {x = {2, 8, 8, 64}, w = {3, 3, 64, 64}, o = {padding = "same"}, bias = true, wino = true},
 }
 
 T.test("cpu: features table, conv impl setting and its errors", function()

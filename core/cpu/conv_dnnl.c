@@ -45,7 +45,7 @@ typedef enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_W } dir_t;
 typedef struct {
   int dir, bf16, bias;
   int post; /* forward epilogue: RN_POST_SUM | RN_POST_RELU (backend.h), or 0 */
-  int wino; /* Winograd wanted (wino_ok): forward and backward-data only */
+  int wino; /* Winograd wanted (wino_ok) */
   int threads; /* oneDNN sizes a primitive's work split and scratchpad for the
                 * thread count at creation: a new count needs a new primitive */
   int64_t N, H, W, C, KH, KW, O, OH, OW;
@@ -62,14 +62,15 @@ typedef struct entry {
   dnnl_memory_desc_t kxmd, kymd;              /* what the kernel reads (bf16 math: bf16) */
   dnnl_primitive_t xcvt, ycvt;                /* float32 -> bf16 of an input, or NULL */
   size_t wbytes, sbytes, xcbytes, ycbytes;
-  /* Winograd (nChw16c activations): the kernel's input and output are
-   * blocked copies; in: NHWC -> blocked of the input (fwd x, bwd-data gy),
-   * out: blocked -> NHWC of the output (fwd y, bwd-data gx), pre: NHWC ->
-   * blocked of y before a forward with the sum post-op */
+  /* Winograd (nChw16c activations; fwd and bwd-data): the kernel reads and
+   * writes blocked copies of the act (x / gx) and out (y / gy) tensors;
+   * *_in copy NHWC -> blocked before the kernel (x in fwd; gy in bwd-data,
+   * and y in a fwd with the sum post-op), *_out blocked -> NHWC after it (y
+   * in fwd, gx in bwd-data); NULL where not needed */
   int wino;
-  dnnl_memory_desc_t win_md, wout_md;
-  dnnl_primitive_t win, wout, wpre;
-  size_t winbytes, woutbytes;
+  dnnl_memory_desc_t wx_md, wy_md;
+  dnnl_primitive_t wx_in, wy_in, wx_out, wy_out;
+  size_t wxbytes, wybytes;
   char impl[48];
   struct entry *next;
 } entry;
@@ -104,9 +105,9 @@ static void entry_free(entry *e) {
   if (e->wreorder) dnnl_primitive_destroy(e->wreorder);
   if (e->xcvt) dnnl_primitive_destroy(e->xcvt);
   if (e->ycvt) dnnl_primitive_destroy(e->ycvt);
-  if (e->win) dnnl_primitive_destroy(e->win);
-  if (e->wout) dnnl_primitive_destroy(e->wout);
-  if (e->wpre) dnnl_primitive_destroy(e->wpre);
+  dnnl_primitive_t wp[4] = {e->wx_in, e->wy_in, e->wx_out, e->wy_out};
+  for (int i = 0; i < 4; i++)
+    if (wp[i]) dnnl_primitive_destroy(wp[i]);
   free(e);
 }
 
@@ -249,14 +250,15 @@ static entry *create(const key_t_ *k, int wino) {
                                           : reorder(&e->user_w, &e->prim_w)))
     goto done;
   if (wino) { /* fwd: x in, y out; bwd data: gy in, gx out */
-    bool fwd = k->dir == DIR_FWD;
-    e->win_md = fwd ? bx : by;
-    e->wout_md = fwd ? by : bx;
-    e->winbytes = dnnl_memory_desc_get_size(&e->win_md);
-    e->woutbytes = dnnl_memory_desc_get_size(&e->wout_md);
-    if (!(e->win = reorder(fwd ? &e->xmd : &e->ymd, &e->win_md)) ||
-        !(e->wout = reorder(&e->wout_md, fwd ? &e->ymd : &e->xmd)) ||
-        (fwd && (k->post & RN_POST_SUM) && !(e->wpre = reorder(&e->ymd, &e->wout_md))))
+    bool fwd = k->dir == DIR_FWD, bwd_d = k->dir == DIR_BWD_DATA;
+    e->wx_md = bx;
+    e->wy_md = by;
+    e->wxbytes = dnnl_memory_desc_get_size(&bx);
+    e->wybytes = dnnl_memory_desc_get_size(&by);
+    if ((!bwd_d && !(e->wx_in = reorder(&e->xmd, &bx))) ||
+        ((!fwd || (k->post & RN_POST_SUM)) && !(e->wy_in = reorder(&e->ymd, &by))) ||
+        (bwd_d && !(e->wx_out = reorder(&bx, &e->xmd))) ||
+        (fwd && !(e->wy_out = reorder(&by, &e->ymd))))
       goto done;
   }
   ok = 1;
@@ -315,11 +317,12 @@ static entry *lookup(const key_t_ *k) {
 }
 
 /* Whether Winograd is tried for k: float32 3x3 stride-1 undilated "same"
- * convolutions, forward and backward-data, with 32 or more channels in and
- * out (multiples of 16: its nChw16c layout). Measured on the project's
- * AVX-512 machine (make bench-dnnl, doc/perf.md): faster than the direct
- * kernels there at 32 and 64 channels, with the layout copies; slower at 16.
- * Backward-weights stays direct (no faster). */
+ * convolutions with 32 or more channels in and out (multiples of 16: its
+ * nChw16c layout), forward and backward-data. Measured on the project's
+ * AVX-512 machine (make bench-dnnl and the seed's training step, doc/
+ * perf.md): faster than the direct kernels there, with the layout copies;
+ * slower at 16 channels. The weight gradient stays direct: Winograd's was
+ * faster alone at 64 channels but made the training step 3-8% slower. */
 static int wino_ok(const key_t_ *k) {
   if (mode != RN_DNNL_AUTO || k->bf16 || k->dir == DIR_BWD_W) return 0;
   if (k->KH != 3 || k->KW != 3 || k->sh != 1 || k->sw != 1 || k->dh != 1 || k->dw != 1) return 0;
@@ -369,10 +372,10 @@ static int mem(dnnl_memory_t *m, const dnnl_memory_desc_t *md, const void *p, co
 static int run(entry *e, const char *op, void *act, void *wt, void *bias, void *out) {
   int rc = -1;
   dnnl_memory_t m[10] = {0};
-  void *wbuf = NULL, *sbuf = NULL, *xcb = NULL, *ycb = NULL, *wib = NULL, *wob = NULL;
+  void *wbuf = NULL, *sbuf = NULL, *xcb = NULL, *ycb = NULL, *wxb = NULL, *wyb = NULL;
   if ((e->xcvt && !(xcb = rn_cpu_alloc(e->xcbytes))) ||
       (e->ycvt && !(ycb = rn_cpu_alloc(e->ycbytes))) ||
-      (e->wino && (!(wib = rn_cpu_alloc(e->winbytes)) || !(wob = rn_cpu_alloc(e->woutbytes)))))
+      (e->wino && (!(wxb = rn_cpu_alloc(e->wxbytes)) || !(wyb = rn_cpu_alloc(e->wybytes)))))
     goto done;
   if (e->wreorder) {
     wbuf = rn_cpu_alloc(e->wbytes ? e->wbytes : 1);
@@ -407,20 +410,19 @@ static int run(entry *e, const char *op, void *act, void *wt, void *bias, void *
     }
     ky = m[7];
   }
-  /* m[8], m[9]: Winograd's blocked copies of the input and the output */
+  /* m[8], m[9]: Winograd's blocked copies of act and out */
   dnnl_memory_t ka = m[0], ko = m[4]; /* what the kernel writes: act (bwd data), out (fwd) */
   if (e->wino) {
-    bool fwd = e->k.dir == DIR_FWD;
-    if (mem(&m[8], &e->win_md, wib, op) || mem(&m[9], &e->wout_md, wob, op)) goto done;
-    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, fwd ? m[0] : m[4]}, {DNNL_ARG_TO, m[8]}};
+    if (mem(&m[8], &e->wx_md, wxb, op) || mem(&m[9], &e->wy_md, wyb, op)) goto done;
+    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, m[0]}, {DNNL_ARG_TO, m[8]}};
     dnnl_exec_arg_t q[2] = {{DNNL_ARG_FROM, m[4]}, {DNNL_ARG_TO, m[9]}};
-    if (dnnl_primitive_execute(e->win, stream, 2, r) ||
-        (e->wpre && dnnl_primitive_execute(e->wpre, stream, 2, q))) {
+    if ((e->wx_in && dnnl_primitive_execute(e->wx_in, stream, 2, r)) ||
+        (e->wy_in && dnnl_primitive_execute(e->wy_in, stream, 2, q))) {
       rc = rn_err("%s: oneDNN layout reorder failed", op);
       goto done;
     }
-    if (fwd) kx = m[8], ko = m[9];
-    else ky = m[8], ka = m[9];
+    kx = ka = m[8];
+    ky = ko = m[9];
   }
   dnnl_exec_arg_t a[6];
   int n = 0;
@@ -449,10 +451,10 @@ static int run(entry *e, const char *op, void *act, void *wt, void *bias, void *
   }
   if (sbuf) a[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m[5]};
   if (exec(e, n, a, op) < 0) goto done;
-  if (e->wino) {
-    bool fwd = e->k.dir == DIR_FWD;
-    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, m[9]}, {DNNL_ARG_TO, fwd ? m[4] : m[0]}};
-    dnnl_status_t s = dnnl_primitive_execute(e->wout, stream, 2, r);
+  if (e->wx_out || e->wy_out) {
+    dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, e->wx_out ? m[8] : m[9]},
+                            {DNNL_ARG_TO, e->wx_out ? m[0] : m[4]}};
+    dnnl_status_t s = dnnl_primitive_execute(e->wx_out ? e->wx_out : e->wy_out, stream, 2, r);
     if (s == dnnl_success) s = dnnl_stream_wait(stream);
     if (s) { rc = rn_err("%s: oneDNN layout reorder failed: %s", op, status_str(s)); goto done; }
   }
@@ -470,8 +472,8 @@ done:
   rn_cpu_free(sbuf);
   rn_cpu_free(xcb);
   rn_cpu_free(ycb);
-  rn_cpu_free(wib);
-  rn_cpu_free(wob);
+  rn_cpu_free(wxb);
+  rn_cpu_free(wyb);
   return rc;
 }
 
