@@ -217,27 +217,32 @@ T.test("conv2d_fused: epilogues against conv + add + relu, and its errors", func
   local x, w, b = rn.randn({2, 7, 7, 16}), rn.randn({3, 3, 16, 32}) * 0.2, rn.randn({32})
   local o = {padding = "same"}
   local acc = rn.randn({2, 7, 7, 32})
-  rn.no_grad(function()
-    local c = rn.conv2d(x, w, b, o)
-    for _, impl in ipairs({"auto", "im2col"}) do
-      rn.cpu.set_conv_impl(impl)
-      local ok, err = pcall(function()
-        T.near(fused(x, w, b, o, false, nil), c, 1e-5, 1e-5, impl .. ": plain")
-        T.near(fused(x, w, b, o, true, nil), c:relu(), 1e-5, 1e-5, impl .. ": relu")
-        local a = acc:clone()
-        local y = fused(x, w, nil, o, false, a)
-        T.near(y, rn.conv2d(x, w, nil, o) + acc, 1e-5, 1e-5, impl .. ": sum")
-        T.eq((y - a):abs():max():item(), 0, impl .. ": the result is the accumulator's memory")
-        a = acc:clone()
-        T.near(fused(x, w, b, o, true, a), (c + acc):relu(), 1e-5, 1e-5, impl .. ": sum + relu")
-        local s2 = {stride = 2, padding = "same"}
-        T.near(fused(x, w, b, s2, true, nil), rn.conv2d(x, w, b, s2):relu(), 1e-5, 1e-5,
-          impl .. ": stride 2")
-      end)
-      rn.cpu.set_conv_impl("auto")
-      assert(ok, err)
-    end
-  end)
+  -- 16 -> 32 channels: oneDNN's direct kernels; 32 -> 32: Winograd under "auto"
+  for _, cin in ipairs({16, 32}) do
+    if cin == 32 then x, w = rn.randn({2, 7, 7, 32}), rn.randn({3, 3, 32, 32}) * 0.2 end
+    rn.no_grad(function()
+      local c = rn.conv2d(x, w, b, o)
+      for _, impl in ipairs({"auto", "direct", "im2col"}) do
+        rn.cpu.set_conv_impl(impl)
+        local what = cin .. " channels, " .. impl
+        local ok, err = pcall(function()
+          T.near(fused(x, w, b, o, false, nil), c, 1e-5, 1e-5, what .. ": plain")
+          T.near(fused(x, w, b, o, true, nil), c:relu(), 1e-5, 1e-5, what .. ": relu")
+          local a = acc:clone()
+          local y = fused(x, w, nil, o, false, a)
+          T.near(y, rn.conv2d(x, w, nil, o) + acc, 1e-5, 1e-5, what .. ": sum")
+          T.eq((y - a):abs():max():item(), 0, what .. ": the result is the accumulator's memory")
+          a = acc:clone()
+          T.near(fused(x, w, b, o, true, a), (c + acc):relu(), 1e-5, 1e-5, what .. ": sum + relu")
+          local s2 = {stride = 2, padding = "same"}
+          T.near(fused(x, w, b, s2, true, nil), rn.conv2d(x, w, b, s2):relu(), 1e-5, 1e-5,
+            what .. ": stride 2")
+        end)
+        rn.cpu.set_conv_impl("auto")
+        assert(ok, err)
+      end
+    end)
+  end
   T.raises(function() fused(x:clone():requires_grad_(), w, b, o, false, nil) end,
     "inference only", true)
   T.raises(function() rn.no_grad(fused, x, w, b, o, false, rn.randn({2, 7, 7, 31})) end,

@@ -65,8 +65,9 @@ typedef struct entry {
   /* Winograd (nChw16c activations; fwd and bwd-data): the kernel reads and
    * writes blocked copies of the act (x / gx) and out (y / gy) tensors;
    * *_in copy NHWC -> blocked before the kernel (x in fwd; gy in bwd-data,
-   * and y in a fwd with the sum post-op), *_out blocked -> NHWC after it (y
-   * in fwd, gx in bwd-data); NULL where not needed */
+   * and y in a fwd with the sum and relu post-ops), *_out blocked -> NHWC
+   * after it (y in fwd, adding into y for the sum alone; gx in bwd-data);
+   * NULL where not needed */
   int wino;
   dnnl_memory_desc_t wx_md, wy_md;
   dnnl_primitive_t wx_in, wy_in, wx_out, wy_out;
@@ -130,14 +131,31 @@ static const char *status_str(dnnl_status_t s) {
   }
 }
 
-/* A reorder (layout and/or type conversion) primitive, or NULL. */
-static dnnl_primitive_t reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to) {
+/* A reorder (layout and/or type conversion) primitive, or NULL; with sum,
+ * one that adds into the destination's values (a sum post-op). */
+static dnnl_primitive_t reorder_ex(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
+                                   bool sum) {
   dnnl_primitive_desc_t rpd;
   dnnl_primitive_t r = NULL;
-  if (dnnl_reorder_primitive_desc_create(&rpd, from, engine, to, engine, NULL)) return NULL;
-  if (dnnl_primitive_create(&r, rpd)) r = NULL;
-  dnnl_primitive_desc_destroy(rpd);
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  if (sum && (dnnl_primitive_attr_create(&attr) || dnnl_post_ops_create(&po) ||
+              dnnl_post_ops_append_sum(po, 1.0f) || dnnl_primitive_attr_set_post_ops(attr, po))) {
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return NULL;
+  }
+  if (po) dnnl_post_ops_destroy(po);
+  if (!dnnl_reorder_primitive_desc_create(&rpd, from, engine, to, engine, attr)) {
+    if (dnnl_primitive_create(&r, rpd)) r = NULL;
+    dnnl_primitive_desc_destroy(rpd);
+  }
+  if (attr) dnnl_primitive_attr_destroy(attr);
   return r;
+}
+
+static dnnl_primitive_t reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to) {
+  return reorder_ex(from, to, false);
 }
 
 /* Creates the primitive for k (with Winograd when wino); returns NULL (no
@@ -181,7 +199,10 @@ static entry *create(const key_t_ *k, int wino) {
   if (dnnl_primitive_attr_create(&attr) ||
       dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))
     goto done;
-  if (k->post) { /* y = relu?(conv + b (+ y)): oneDNN post-ops, applied in that order */
+  /* Winograd with the sum alone: the copy back to NHWC adds into y instead
+   * (no copy of y into the blocked layout first) */
+  bool sum_in_copy = wino && k->dir == DIR_FWD && k->post == RN_POST_SUM;
+  if (k->post && !sum_in_copy) { /* y = relu?(conv + b (+ y)): oneDNN post-ops, in that order */
     dnnl_post_ops_t po;
     if (dnnl_post_ops_create(&po)) goto done;
     int bad = ((k->post & RN_POST_SUM) && dnnl_post_ops_append_sum(po, 1.0f)) ||
@@ -256,9 +277,10 @@ static entry *create(const key_t_ *k, int wino) {
     e->wxbytes = dnnl_memory_desc_get_size(&bx);
     e->wybytes = dnnl_memory_desc_get_size(&by);
     if ((!bwd_d && !(e->wx_in = reorder(&e->xmd, &bx))) ||
-        ((!fwd || (k->post & RN_POST_SUM)) && !(e->wy_in = reorder(&e->ymd, &by))) ||
+        ((!fwd || ((k->post & RN_POST_SUM) && !sum_in_copy)) &&
+         !(e->wy_in = reorder(&e->ymd, &by))) ||
         (bwd_d && !(e->wx_out = reorder(&bx, &e->xmd))) ||
-        (fwd && !(e->wy_out = reorder(&by, &e->ymd))))
+        (fwd && !(e->wy_out = reorder_ex(&by, &e->ymd, sum_in_copy))))
       goto done;
   }
   ok = 1;
