@@ -2,10 +2,16 @@
  * the CPU twin of cuDNN), with the same layouts as core/cpu/conv.c:
  *   x: (N,H,W,Cin) NHWC, w: (KH,KW,Cin,Cout) HWIO, b: (Cout), y: (N,OH,OW,Cout)
  * oneDNN describes tensors in logical (N,C,H,W) / (O,I,KH,KW) order with a
- * physical tag: activations are passed as `nhwc` (no reorder: oneDNN's JIT
- * kernels read NHWC directly), weights as `hwio` and reordered into the
+ * physical tag: activations are passed as `nhwc` (no reorder: oneDNN's direct
+ * JIT kernels read NHWC directly), weights as `hwio` and reordered into the
  * blocked layout the chosen kernel prefers (Cout*Cin*KH*KW values: tiny next
  * to the activations, and the weights change every step anyway).
+ *
+ * Winograd (wino_ok: 3x3 stride-1 convolutions with 32+ channels, forward
+ * and backward-data, float32) needs nChw16c activations: those calls copy
+ * their input into that layout and their output back, which costs far less
+ * than Winograd saves there (doc/perf.md); set_conv_impl("direct") (mode
+ * RN_DNNL_DIRECT) keeps the direct kernels everywhere.
  *
  * One primitive per (direction, shapes, params, math) is created on first use
  * and kept in a small cache (most recently used first, at most CACHE_MAX); a
