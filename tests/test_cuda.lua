@@ -1112,7 +1112,10 @@ T.test("cuda: predict with the inference fusions (BN folded, add in place) match
   local plain = m:predict(xc)
   m.fusion = nil
   T.eq(fused.device, "cuda")
-  T.near(fused:cpu(), plain:cpu(), 1e-5, 1e-4, "fused vs unfused on the device")
-  T.near(fused:cpu(), cpu, 1e-4, 1e-3, "device vs CPU")
+  -- softmax outputs after 43 layers; cuDNN may pick other algorithms per
+  -- call, so the tolerances are those of the other model-level parity tests
+  T.near(fused:cpu(), plain:cpu(), 1e-4, 1e-3, "fused vs unfused on the device")
+  T.near(fused:cpu(), cpu, 5e-4, 5e-3, "device vs CPU")
+  T.truthy((cpu - cpu:mean()):abs():max():item() > 1e-3, "outputs are not all equal")
   T.eq((xc - x0):abs():max():item(), 0, "the input is not written")
 end)
