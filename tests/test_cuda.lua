@@ -1113,7 +1113,7 @@ T.test("cuda: predict with the inference fusions (BN folded, add in place) match
   m.fusion = nil
   T.eq(fused.device, "cuda")
   -- softmax outputs after 43 layers; cuDNN may pick other algorithms per
-  -- call, so the tolerances are those of the other model-level parity tests
+  -- call: about the 1e-3 of the other model-level parity tests
   T.near(fused:cpu(), plain:cpu(), 1e-4, 1e-3, "fused vs unfused on the device")
   T.near(fused:cpu(), cpu, 5e-4, 5e-3, "device vs CPU")
   T.truthy((cpu - cpu:mean()):abs():max():item() > 1e-3, "outputs are not all equal")
