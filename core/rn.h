@@ -136,7 +136,18 @@ typedef struct {
   bool fma, avx, avx2, avx512f, avx512bw, avx512vl, avx512_vnni, avx512_bf16;
   bool amx_tile, amx_bf16, amx_int8;
 } rn_cpu_features;
+/* What the code may use: the CPU's features (CPUID) limited by the ISA cap
+ * that oneDNN honours (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA, e.g. AVX2), so
+ * a capped run takes the code paths of a CPU that has only that ISA. */
 const rn_cpu_features *rn_cpu_features_get(void);
+/* The CPU's own features, before the cap. */
+const rn_cpu_features *rn_cpu_features_hw(void);
+/* oneDNN's effective ISA ("avx2", "avx512_core_bf16", ...: the most its JIT
+ * kernels use here, after the cap), the cap as set in the environment (NULL
+ * when none), and the CPU's brand string. */
+const char *rn_cpu_isa_name(void);
+const char *rn_cpu_isa_cap(void);
+const char *rn_cpu_model(void);
 bool rn_cpu_has_bf16(void);
 /* RN_F32 (default) or RN_BF16: the math of convolutions (tensors stay
  * float32). cpu_needed: refuse bfloat16 when this CPU has no bf16 kernels. */

@@ -34,6 +34,15 @@
  * add the convolution into the output's values (the residual add) and/or
  * apply a ReLU in the same pass; part of the primitive's key.
  *
+ * What ran: every call notes the kernel that did the work, by direction: the
+ * oneDNN implementation name (`brg_conv_fwd:avx2`, `jit_wino_4x3:avx512_core`:
+ * the primitive descriptor's impl_info_str, algorithm and ISA), or
+ * `im2col+openblas (why)` where the call falls back. rn_dnnl_last_kernel
+ * gives the last call's, rn_dnnl_kernel_stat the calls per kernel since the
+ * last reset (rn.cpu.conv_kernels(), rn.cpu.conv_kernel_stats(): the tests
+ * assert against what ran, not against what was hoped for, since which
+ * kernels exist depends on the CPU and the ISA cap).
+ *
  * Not thread-safe: called from the Lua thread only (the data loader threads
  * never run ops). */
 #include <oneapi/dnnl/dnnl.h>
@@ -46,7 +55,7 @@
 
 #define CACHE_MAX 64
 
-typedef enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_W } dir_t;
+typedef enum { DIR_FWD = RN_CONV_FWD, DIR_BWD_DATA = RN_CONV_BWD_DATA, DIR_BWD_W = RN_CONV_BWD_FILTER } dir_t;
 
 typedef struct {
   int dir, bf16, bias;
@@ -78,7 +87,7 @@ typedef struct entry {
   dnnl_memory_desc_t wx_md, wy_md;
   dnnl_primitive_t wx_in, wy_in, wx_out, wy_out;
   size_t wxbytes, wybytes;
-  char impl[48];
+  char impl[64]; /* oneDNN's implementation name; for a cached failure, the rejected one */
   struct entry *next;
 } entry;
 
@@ -89,6 +98,53 @@ static entry *cache;
 static int cache_n;
 static rn_dnnl_mode mode = RN_DNNL_AUTO;
 static int verbose = -1;
+
+/* ---- what ran ----------------------------------------------------------- */
+
+#define STATS_MAX 64
+static char last[3][RN_KERNEL_NAME_MAX];
+static struct {
+  char name[RN_KERNEL_NAME_MAX];
+  int dir;
+  long long calls;
+} stats[STATS_MAX];
+static int nstats;
+
+static void note(int dir, const char *name) {
+  snprintf(last[dir], sizeof last[dir], "%s", name);
+  for (int i = 0; i < nstats; i++)
+    if (stats[i].dir == dir && !strcmp(stats[i].name, last[dir])) {
+      stats[i].calls++;
+      return;
+    }
+  if (nstats == STATS_MAX) return; /* a full table keeps its first kernels */
+  snprintf(stats[nstats].name, sizeof stats[nstats].name, "%s", last[dir]);
+  stats[nstats].dir = dir;
+  stats[nstats++].calls = 1;
+}
+
+static void note_im2col(int dir, const char *why) {
+  char b[RN_KERNEL_NAME_MAX];
+  snprintf(b, sizeof b, "im2col+openblas (%s)", why);
+  note(dir, b);
+}
+
+const char *rn_dnnl_last_kernel(int dir) {
+  return dir >= 0 && dir < 3 && last[dir][0] ? last[dir] : NULL;
+}
+
+bool rn_dnnl_kernel_stat(int i, int *dir, const char **name, long long *calls) {
+  if (i < 0 || i >= nstats) return false;
+  *dir = stats[i].dir;
+  *name = stats[i].name;
+  *calls = stats[i].calls;
+  return true;
+}
+
+void rn_dnnl_reset_kernel_stats(void) {
+  nstats = 0;
+  memset(last, 0, sizeof last);
+}
 
 void rn_dnnl_set_mode(rn_dnnl_mode m) { mode = m; }
 rn_dnnl_mode rn_dnnl_get_mode(void) { return mode; }
@@ -165,8 +221,9 @@ static dnnl_primitive_t reorder(const dnnl_memory_desc_t *from, const dnnl_memor
 }
 
 /* Creates the primitive for k (with Winograd when wino); returns NULL (no
- * error set) when oneDNN has no kernel for it. */
-static entry *create(const key_t_ *k, int wino) {
+ * error set) when oneDNN has no kernel for it, with the reason in rejected
+ * (RN_KERNEL_NAME_MAX bytes). */
+static entry *create(const key_t_ *k, int wino, char *rejected) {
   entry *e = calloc(1, sizeof *e);
   if (!e) return NULL;
   e->k = *k;
@@ -295,6 +352,8 @@ done:
   if (fwd_hint) dnnl_primitive_desc_destroy(fwd_hint);
   if (attr) dnnl_primitive_attr_destroy(attr);
   if (!ok) {
+    snprintf(rejected, RN_KERNEL_NAME_MAX, "oneDNN has only %s here",
+             e->impl[0] ? e->impl : "no kernel");
     entry_free(e);
     return NULL;
   }
@@ -312,8 +371,9 @@ done:
   return e;
 }
 
-/* The cached entry for k, creating it; NULL when oneDNN has no kernel. A
- * failed creation is cached too (prim NULL), so it is tried once. */
+/* The cached entry for k, creating it; NULL only when out of memory. A
+ * failed creation is cached too (prim NULL, impl the reason), so it is
+ * tried once. */
 static entry *lookup(const key_t_ *k) {
   entry **pp = &cache, *prev_last = NULL;
   for (entry *e = cache; e; pp = &e->next, e = e->next) {
@@ -321,15 +381,17 @@ static entry *lookup(const key_t_ *k) {
       *pp = e->next; /* move to front */
       e->next = cache;
       cache = e;
-      return e->prim ? e : NULL;
+      return e;
     }
   }
-  entry *e = k->wino ? create(k, 1) : NULL;
-  if (!e) e = create(k, 0); /* direct, also where Winograd has no kernel */
+  char rejected[RN_KERNEL_NAME_MAX] = "oneDNN has no kernel here";
+  entry *e = k->wino ? create(k, 1, rejected) : NULL;
+  if (!e) e = create(k, 0, rejected); /* direct, also where Winograd has no kernel */
   if (!e) {
     e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->k = *k;
+    snprintf(e->impl, sizeof e->impl, "%s", rejected);
   }
   e->next = cache;
   cache = e;
@@ -341,7 +403,7 @@ static entry *lookup(const key_t_ *k) {
     if (prev_last) entry_free(prev_last);
     cache_n--;
   }
-  return e->prim ? e : NULL;
+  return e;
 }
 
 /* Whether Winograd is tried for k: float32 3x3 stride-1 undilated "same"
@@ -374,10 +436,33 @@ static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, c
   return k->N > 0 && k->OH > 0 && k->OW > 0 && k->O > 0 && k->C > 0;
 }
 
-/* Whether oneDNN should be tried for this call at all. */
-static bool wanted(const rn_tensor *x) {
-  if (mode == RN_DNNL_OFF || x->dtype != RN_F32 || rn_is_deterministic()) return false;
-  return ready();
+/* Why oneDNN is not tried for this call, or NULL when it is. */
+static const char *why_not(const rn_tensor *x) {
+  if (mode == RN_DNNL_OFF) return "set_conv_impl im2col";
+  if (x->dtype != RN_F32) return rn_dtype_name(x->dtype);
+  if (rn_is_deterministic()) return "deterministic mode";
+  return ready() ? NULL : "oneDNN unavailable";
+}
+
+/* The entry to run for k in direction dir, noting the kernel; NULL (noted
+ * as im2col) when the call falls back. */
+static entry *pick(int dir, const rn_tensor *x, key_t_ *k, int ok_key) {
+  const char *why = why_not(x);
+  if (why) {
+    note_im2col(dir, why);
+    return NULL;
+  }
+  if (!ok_key) {
+    note_im2col(dir, "empty tensor");
+    return NULL;
+  }
+  entry *e = lookup(k);
+  if (!e || !e->prim) {
+    note_im2col(dir, e ? e->impl : "out of memory for oneDNN's cache");
+    return NULL;
+  }
+  note(dir, e->impl);
+  return e;
 }
 
 static int exec(entry *e, int nargs, dnnl_exec_arg_t *args, const char *op) {
@@ -513,10 +598,9 @@ int rn_dnnl_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, con
 int rn_dnnl_conv2d_fwd_post(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
                             const rn_tensor *b, const rn_conv_params *p, int post) {
   key_t_ k;
-  if (!wanted(x) || !key_init(&k, DIR_FWD, x->shape, w, y->shape, b != NULL, p))
-    return RN_DNNL_FALLBACK;
+  int ok_key = key_init(&k, DIR_FWD, x->shape, w, y->shape, b != NULL, p);
   k.post = post;
-  entry *e = lookup(&k);
+  entry *e = pick(DIR_FWD, x, &k, ok_key);
   if (!e) return RN_DNNL_FALLBACK;
   return run(e, "conv2d", rn_ptr(x), rn_ptr(w), b ? rn_ptr(b) : NULL, rn_ptr(y));
 }
@@ -524,9 +608,8 @@ int rn_dnnl_conv2d_fwd_post(rn_tensor *y, const rn_tensor *x, const rn_tensor *w
 int rn_dnnl_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
                             const rn_conv_params *p) {
   key_t_ k;
-  if (!wanted(gx) || !key_init(&k, DIR_BWD_DATA, gx->shape, w, gy->shape, false, p))
-    return RN_DNNL_FALLBACK;
-  entry *e = lookup(&k);
+  int ok_key = key_init(&k, DIR_BWD_DATA, gx->shape, w, gy->shape, false, p);
+  entry *e = pick(DIR_BWD_DATA, gx, &k, ok_key);
   if (!e) return RN_DNNL_FALLBACK;
   return run(e, "conv2d backward data", rn_ptr(gx), rn_ptr(w), NULL, rn_ptr(gy));
 }
@@ -534,9 +617,8 @@ int rn_dnnl_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
 int rn_dnnl_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
                               const rn_tensor *x, const rn_conv_params *p) {
   key_t_ k;
-  if (!wanted(x) || !key_init(&k, DIR_BWD_W, x->shape, gw, gy->shape, gb != NULL, p))
-    return RN_DNNL_FALLBACK;
-  entry *e = lookup(&k);
+  int ok_key = key_init(&k, DIR_BWD_W, x->shape, gw, gy->shape, gb != NULL, p);
+  entry *e = pick(DIR_BWD_W, x, &k, ok_key);
   if (!e) return RN_DNNL_FALLBACK;
   return run(e, "conv2d backward filter", rn_ptr(x), rn_ptr(gw), gb ? rn_ptr(gb) : NULL,
              rn_ptr(gy));
