@@ -203,6 +203,9 @@ typedef struct {
   int dil_h, dil_w;
   int pad_top, pad_bottom, pad_left, pad_right;
   int same;   /* 1: TF "same" padding computed from input size (overrides pads) */
+  int groups; /* channel groups G (0 or 1: none): Cin and Cout split into G
+               * slices, slice g of the output sees only slice g of the input;
+               * w: (KH,KW,Cin/G,Cout); depthwise is G = Cin */
 } rn_conv_params;
 /* TensorFlow "same": out = ceil(in/stride), extra padding at bottom/right. */
 void rn_same_padding(int64_t in, int k, int stride, int dil, int *lo, int *hi);

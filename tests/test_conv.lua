@@ -398,7 +398,7 @@ T.test("errors: conv2d checks name the op, the shapes and the valid range", func
   T.raises(function() return rn.conv2d(rn.zeros({1, 4, 4, 3}), w3, nil, {dilation = 2}) end,
     "smaller than the 5x5 %(dilated%) kernel")
   T.raises(function() return rn.conv2d(x3, w3, nil, {strides = 2}) end,
-    "conv2d: unknown option 'strides' %(valid: stride, padding, dilation%)")
+    "conv2d: unknown option 'strides' %(valid: stride, padding, dilation, groups%)")
   T.raises(function() return rn.conv2d(x3, w3, nil, {padding = "full"}) end, "conv2d: padding 'full' is not valid")
   T.raises(function() return rn.conv2d(x3, w3, nil, {padding = {1, 2, 3}}) end,
     "conv2d: option 'padding' must be an integer or a list of 2 or 4 integers, got a list of 3")

@@ -1,6 +1,8 @@
 /* conv_dnnl.c (cpu) - float32 convolutions through oneDNN (Debian's libdnnl,
  * the CPU twin of cuDNN), with the same layouts as core/cpu/conv.c:
- *   x: (N,H,W,Cin) NHWC, w: (KH,KW,Cin,Cout) HWIO, b: (Cout), y: (N,OH,OW,Cout)
+ *   x: (N,H,W,Cin) NHWC, w: (KH,KW,Cin/G,Cout) HWIO, b: (Cout), y: (N,OH,OW,Cout)
+ * with G channel groups (1: none; depthwise: G = Cin; oneDNN's grouped
+ * weights (G,O/G,I/G,KH,KW) in hwigo order are that same memory)
  * oneDNN describes tensors in logical (N,C,H,W) / (O,I,KH,KW) order with a
  * physical tag: activations are passed as `nhwc` (no reorder: oneDNN's direct
  * JIT kernels read NHWC directly), weights as `hwio` and reordered into the
@@ -59,6 +61,7 @@ typedef enum { DIR_FWD = RN_CONV_FWD, DIR_BWD_DATA = RN_CONV_BWD_DATA, DIR_BWD_W
 
 typedef struct {
   int dir, bf16, bias;
+  int groups; /* >= 1; weights (G, O/G, C/G, KH, KW) in hwigo order, i.e. HWIO of (KH,KW,C/G,O) */
   int post; /* forward epilogue: RN_POST_SUM | RN_POST_RELU (backend.h), or 0 */
   int wino; /* Winograd wanted (wino_ok) */
   int threads; /* oneDNN sizes a primitive's work split and scratchpad for the
@@ -229,7 +232,15 @@ static entry *create(const key_t_ *k, int wino, char *rejected) {
   e->k = *k;
   e->wino = wino;
   dnnl_dims_t xd = {k->N, k->C, k->H, k->W}, yd = {k->N, k->O, k->OH, k->OW};
+  /* weights: (O,I,KH,KW) hwio; grouped: (G,O/G,I/G,KH,KW) hwigo, the same
+   * memory as our (KH,KW,Cin/G,Cout) */
+  int G = k->groups, wnd = G > 1 ? 5 : 4;
   dnnl_dims_t wd = {k->O, k->C, k->KH, k->KW}, bd = {k->O};
+  if (G > 1) {
+    dnnl_dims_t wg = {G, k->O / G, k->C / G, k->KH, k->KW};
+    memcpy(wd, wg, sizeof wg);
+  }
+  dnnl_format_tag_t wtag = G > 1 ? dnnl_hwigo : dnnl_hwio;
   dnnl_dims_t st = {k->sh, k->sw}, dil = {k->dh - 1, k->dw - 1};
   dnnl_dims_t pl = {k->pt, k->pl}, pr = {k->pb, k->pr};
   dnnl_memory_desc_t wany;
@@ -239,8 +250,8 @@ static entry *create(const key_t_ *k, int wino, char *rejected) {
   int ok = 0;
   if (dnnl_memory_desc_init_by_tag(&e->xmd, 4, xd, dnnl_f32, dnnl_nhwc) ||
       dnnl_memory_desc_init_by_tag(&e->ymd, 4, yd, dnnl_f32, dnnl_nhwc) ||
-      dnnl_memory_desc_init_by_tag(&e->user_w, 4, wd, dnnl_f32, dnnl_hwio) ||
-      dnnl_memory_desc_init_by_tag(&wany, 4, wd, kt, dnnl_format_tag_any) ||
+      dnnl_memory_desc_init_by_tag(&e->user_w, wnd, wd, dnnl_f32, wtag) ||
+      dnnl_memory_desc_init_by_tag(&wany, wnd, wd, kt, dnnl_format_tag_any) ||
       dnnl_memory_desc_init_by_tag(&e->bmd, 1, bd, dnnl_f32, dnnl_x))
     goto done;
   /* bf16 math: the inputs the kernel reads are bf16 copies (x in fwd and
@@ -294,7 +305,7 @@ static entry *create(const key_t_ *k, int wino, char *rejected) {
     if (dnnl_primitive_desc_create(&fwd_hint, &fd, attr, engine, NULL)) goto done;
     dnnl_convolution_desc_t bd_;
     dnnl_memory_desc_t wf32;
-    if (dnnl_memory_desc_init_by_tag(&wf32, 4, wd, dnnl_f32, dnnl_format_tag_any)) goto done;
+    if (dnnl_memory_desc_init_by_tag(&wf32, wnd, wd, dnnl_f32, dnnl_format_tag_any)) goto done;
     if (k->dir == DIR_BWD_DATA) {
       if (dnnl_dilated_convolution_backward_data_desc_init(&bd_, alg, wino ? &bx : &e->kxmd,
                                                            &wany, wino ? &by : &e->kymd, st,
@@ -359,10 +370,10 @@ done:
   }
   if (verbose < 0) verbose = getenv("RN_DNNL_VERBOSE") != NULL;
   if (verbose)
-    fprintf(stderr, "rn dnnl: %s (%lld,%lld,%lld,%lld) k%lldx%lld s%d -> %lld %s%s%s%s\n",
+    fprintf(stderr, "rn dnnl: %s (%lld,%lld,%lld,%lld) k%lldx%lld s%d g%d -> %lld %s%s%s%s\n",
             k->dir == DIR_FWD ? "fwd" : k->dir == DIR_BWD_DATA ? "bwd_data" : "bwd_w",
             (long long)k->N, (long long)k->H, (long long)k->W, (long long)k->C,
-            (long long)k->KH, (long long)k->KW, k->sh, (long long)k->O, e->impl,
+            (long long)k->KH, (long long)k->KW, k->sh, k->groups, (long long)k->O, e->impl,
             k->bf16 ? " (bf16 math)" : "", wino ? " (nChw16c copies)" : "",
             !k->post                   ? ""
             : k->post == RN_POST_SUM  ? " +sum"
@@ -414,7 +425,7 @@ static entry *lookup(const key_t_ *k) {
  * slower at 16 channels. The weight gradient stays direct: Winograd's was
  * faster alone at 64 channels but made the training step 3-8% slower. */
 static int wino_ok(const key_t_ *k) {
-  if (mode != RN_DNNL_AUTO || k->bf16 || k->dir == DIR_BWD_W) return 0;
+  if (mode != RN_DNNL_AUTO || k->bf16 || k->dir == DIR_BWD_W || k->groups > 1) return 0;
   if (k->KH != 3 || k->KW != 3 || k->sh != 1 || k->sw != 1 || k->dh != 1 || k->dw != 1) return 0;
   if (k->pt != 1 || k->pb != 1 || k->pl != 1 || k->pr != 1) return 0;
   return k->C >= 32 && k->O >= 32 && k->C % 16 == 0 && k->O % 16 == 0;
@@ -429,6 +440,7 @@ static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, c
   k->threads = omp_get_max_threads();
   k->N = xs[0]; k->H = xs[1]; k->W = xs[2]; k->C = xs[3];
   k->KH = w->shape[0]; k->KW = w->shape[1]; k->O = w->shape[3];
+  k->groups = p->groups > 1 ? p->groups : 1;
   k->OH = ys[1]; k->OW = ys[2];
   k->sh = p->stride_h; k->sw = p->stride_w; k->dh = p->dil_h; k->dw = p->dil_w;
   k->pt = p->pad_top; k->pb = p->pad_bottom; k->pl = p->pad_left; k->pr = p->pad_right;

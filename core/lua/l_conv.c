@@ -1,5 +1,6 @@
 /* l_conv.c - Lua entry points of convolution and pooling (NHWC):
- *   rn.conv2d(x, w, b_or_nil, {stride=, padding=, dilation=})   (also x:conv2d(...))
+ *   rn.conv2d(x, w, b_or_nil, {stride=, padding=, dilation=, groups=})   (also x:conv2d(...))
+ *     groups: channel groups G (w: (KH,KW,Cin/G,Cout); depthwise: G = Cin)
  *     stride, dilation: n or {sh,sw}; padding: "same" (TF) | "valid" | n |
  *     {ph,pw} | {top,bottom,left,right}. The options table may take b's place.
  *   rn.max_pool2d(x, k_or_{kh,kw}, {stride=, padding=})  stride defaults to k
@@ -98,7 +99,7 @@ static void opt_padding(lua_State *L, int opts, int *same, int *pads, const char
 
 /* ---- conv2d -------------------------------------------------------------- */
 
-static const char *const conv_opts[] = {"stride", "padding", "dilation", NULL};
+static const char *const conv_opts[] = {"stride", "padding", "dilation", "groups", NULL};
 
 /* Parses (x, w, b_or_nil_or_opts, opts) for op; returns the opts index. */
 static int conv_args(lua_State *L, const char *op, rn_tensor **x, rn_tensor **w, rn_tensor **b,
@@ -124,6 +125,15 @@ static int conv_args(lua_State *L, const char *op, rn_tensor **x, rn_tensor **w,
   p->dil_h = d[0]; p->dil_w = d[1];
   p->pad_top = pads[0]; p->pad_bottom = pads[1]; p->pad_left = pads[2]; p->pad_right = pads[3];
   p->same = same;
+  p->groups = 1;
+  if (lua_istable(L, opts)) {
+    lua_getfield(L, opts, "groups");
+    if (!lua_isnil(L, -1)) {
+      p->groups = to_int(L, lua_gettop(L), op, "option 'groups'");
+      if (p->groups < 1) luaL_error(L, "%s: option 'groups' must be >= 1, got %d", op, p->groups);
+    }
+    lua_pop(L, 1);
+  }
   return opts;
 }
 
@@ -152,8 +162,9 @@ static int l_conv2d_ref(lua_State *L) {
   rn_tensor *x, *w, *b;
   rn_conv_params p;
   conv_args(L, op, &x, &w, &b, &p);
-  if (x->ndim != 4 || w->ndim != 4 || x->shape[3] != w->shape[2])
-    luaL_error(L, "%s: needs x (N,H,W,Cin) and w (KH,KW,Cin,Cout) with matching Cin", op);
+  if (x->ndim != 4 || w->ndim != 4 || x->shape[3] != w->shape[2] * p.groups ||
+      w->shape[3] % p.groups)
+    luaL_error(L, "%s: needs x (N,H,W,Cin) and w (KH,KW,Cin/groups,Cout) with matching Cin", op);
   if (p.stride_h < 1 || p.stride_w < 1 || p.dil_h < 1 || p.dil_w < 1)
     luaL_error(L, "%s: stride and dilation must be >= 1", op);
   if (p.same) {

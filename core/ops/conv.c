@@ -4,7 +4,8 @@
  * conv2d_bwd_data / conv2d_bwd_filter for the inputs that need a gradient.
  * rn_conv2d_fused: the same convolution for inference, with the residual add
  * and/or a ReLU as its epilogue (the model graph's inference fusions).
- *   x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL -> y: (N,OH,OW,Cout)
+ *   x: (N,H,W,Cin), w: (KH,KW,Cin/G,Cout), b: (Cout) or NULL -> y: (N,OH,OW,Cout)
+ *   with G = groups (Cin and Cout divisible by G; depthwise: G = Cin)
  *   OH = floor((H + pad_top + pad_bottom - dil_h*(KH-1) - 1) / stride_h) + 1 */
 #include <stdlib.h>
 #include <string.h>
@@ -68,9 +69,15 @@ static int conv2d_check(const rn_tensor *x, const rn_tensor *w, const rn_tensor 
     return rn_err("conv2d: input %s must be 4-d (N,H,W,C), it has %d dims", bx, x->ndim);
   if (w->ndim != 4)
     return rn_err("conv2d: weight %s must be 4-d (KH,KW,Cin,Cout), it has %d dims", bw, w->ndim);
-  if (x->shape[3] != w->shape[2])
-    return rn_err("conv2d: input %s has %lld channels but weight %s expects %lld", bx,
-                  (long long)x->shape[3], bw, (long long)w->shape[2]);
+  int64_t G = p->groups == 0 ? 1 : p->groups;
+  if (G < 1 || G > x->shape[3] || x->shape[3] % G || w->shape[3] % G)
+    return rn_err("conv2d: groups %lld must divide the input's %lld channels and the weight's "
+                  "%lld output channels (valid: 1..%lld, a divisor of both)", (long long)G,
+                  (long long)x->shape[3], (long long)w->shape[3], (long long)x->shape[3]);
+  if (x->shape[3] != w->shape[2] * G)
+    return rn_err("conv2d: input %s has %lld channels but weight %s expects %lld%s", bx,
+                  (long long)x->shape[3], bw, (long long)(w->shape[2] * G),
+                  G > 1 ? " (Cin/groups in its dim 3, times the groups)" : "");
   if (b && (b->ndim != 1 || b->shape[0] != w->shape[3]))
     return rn_err("conv2d: bias %s must have shape (%lld) (Cout of weight %s)",
                   rn_shape_str(b, bb, sizeof bb), (long long)w->shape[3], bw);
@@ -88,6 +95,7 @@ static int conv2d_check(const rn_tensor *x, const rn_tensor *w, const rn_tensor 
     return rn_err("conv2d: kernel size (%lld,%lld) of weight %s must be in 1..%d",
                   (long long)w->shape[0], (long long)w->shape[1], bw, 1 << 20);
   *q = *p;
+  q->groups = (int)G;
   if (p->same) {
     rn_same_padding(x->shape[1], (int)w->shape[0], p->stride_h, p->dil_h, &q->pad_top,
                     &q->pad_bottom);
