@@ -517,6 +517,7 @@ int rn_copy_(rn_tensor *dst, const rn_tensor *src) {
     if (!tmp) { rn_release(e); return -1; }
     src = tmp;
   }
+  rn_bump_version(dst);
   int rc = rn_backend_of(dst)->copy(dst, src);
   rn_release(tmp);
   rn_release(e);
@@ -525,5 +526,6 @@ int rn_copy_(rn_tensor *dst, const rn_tensor *src) {
 
 int rn_fill_(rn_tensor *t, double v) {
   if (rn_check_inplace(t, "fill_") < 0) return -1;
+  rn_bump_version(t);
   return rn_backend_of(t)->fill(t, v);
 }

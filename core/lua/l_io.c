@@ -1,5 +1,6 @@
 /* l_io.c - the file-format functions of rn.core: read_idx, read_cifar10,
- * save_checkpoint / load_checkpoint, save_safetensors / load_safetensors.
+ * save_checkpoint / load_checkpoint, save_safetensors / load_safetensors,
+ * io_limit.
  * Lua arguments are all checked before any C call; what C returns is held in
  * a userdata with __gc (allocated before the call) until it is pushed, so an
  * error at any point leaks nothing. */
@@ -211,7 +212,23 @@ static int l_load_safetensors(lua_State *L) {
   return 2;
 }
 
+/* rn.io_limit([bytes]) -> the limit before the call: the most bytes one
+ * tensor read from a file may claim (readers refuse headers above it). */
+static int l_io_limit(lua_State *L) {
+  lua_Integer old = (lua_Integer)rn_io_limit();
+  if (!lua_isnoneornil(L, 1)) {
+    if (!lua_isinteger(L, 1))
+      rnl_errorf(L, "io_limit: bytes must be an integer, got %s", luaL_typename(L, 1));
+    lua_Integer b = lua_tointeger(L, 1);
+    if (b < 1) rnl_errorf(L, "io_limit: bytes %lld must be >= 1", (long long)b);
+    rn_io_set_limit((uint64_t)b);
+  }
+  lua_pushinteger(L, old);
+  return 1;
+}
+
 static const luaL_Reg io_funcs[] = {
+    {"io_limit", l_io_limit},
     {"read_idx", l_read_idx},
     {"read_cifar10", l_read_cifar10},
     {"save_checkpoint", l_save_checkpoint},
