@@ -228,7 +228,6 @@ static int parse_table(const char *path, const unsigned char *tab, uint64_t tabl
       return rn_err("%s: %s: raw size %llu bytes does not match shape %s of %s (%llu bytes)",
                     path, ename(en, i, nm, sizeof nm), (unsigned long long)en->rsize, shp,
                     rn_dtype_name(en->dtype), (unsigned long long)want);
-    if (rn_io_check_limit(want, path, ename(en, i, nm, sizeof nm)) < 0) return -1;
     if (en->offset > fsz || en->csize > fsz - en->offset)
       return rn_err("%s: %s: payload at bytes %llu..+%llu lies outside the file (%llu bytes)",
                     path, ename(en, i, nm, sizeof nm), (unsigned long long)en->offset,
@@ -241,6 +240,7 @@ static int parse_table(const char *path, const unsigned char *tab, uint64_t tabl
       return rn_err("%s: %s: compressed size %llu is impossible for %llu raw bytes", path,
                     ename(en, i, nm, sizeof nm), (unsigned long long)en->csize,
                     (unsigned long long)en->rsize);
+    if (rn_io_check_limit(want, path, ename(en, i, nm, sizeof nm)) < 0) return -1;
     expect = en->offset + en->csize;
   }
   if (p != end)

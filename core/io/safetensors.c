@@ -208,9 +208,6 @@ static int tensor_info(const char *path, const char *name, const rn_json *v, sin
     if (sh->kids[d]->type != RN_J_INT)
       return rn_err("%s: tensor '%s': shape entry %d is not an integer", path, name, d + 1);
     uint64_t s = sh->kids[d]->num;
-    if (s > (uint64_t)RN_MAX_NUMEL)
-      return rn_err("%s: tensor '%s': shape entry %d (%llu) is more than 2^40", path, name, d + 1,
-                    (unsigned long long)s);
     si->shape[d] = (int64_t)s;
     if (s && numel > (uint64_t)RN_MAX_NUMEL / s)
       return rn_err("%s: tensor '%s': shape has more than 2^40 elements", path, name);
