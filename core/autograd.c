@@ -85,6 +85,7 @@ int rn_node_save(rn_node *n, rn_tensor *t) {
   if (n->nsaved >= RN_NODE_MAXSAVED) return rn_err("%s: too many saved tensors", n->name);
   rn_tensor *d = rn_detach(t);
   if (!d) return -1;
+  n->saved_version[n->nsaved] = d->st->version;
   n->saved[n->nsaved++] = d;
   return 0;
 }
@@ -158,7 +159,10 @@ static int accumulate(rn_tensor **acc, rn_tensor *g) {
 }
 
 static int accumulate_leaf(rn_tensor *leaf, rn_tensor *g) {
-  if (leaf->grad) return rn_backend_of(leaf)->axpy(leaf->grad, 1.0, g);
+  if (leaf->grad) {
+    rn_bump_version(leaf->grad);
+    return rn_backend_of(leaf)->axpy(leaf->grad, 1.0, g);
+  }
   rn_tensor *c = rn_empty_like(leaf);
   if (!c) return -1;
   if (rn_backend_of(c)->copy(c, g) < 0) { rn_release(c); return -1; }
@@ -185,6 +189,24 @@ static rn_tensor *fit_grad(rn_node *n, int i, rn_tensor *g) {
   return r;
 }
 
+/* -1 + rn_err when a saved tensor was changed in place after the forward */
+static int check_saved(rn_node *n) {
+  char b1[128], at[300] = "";
+  if (n->where) snprintf(at, sizeof at, " (forward at %s)", n->where);
+  for (int i = 0; i < n->nsaved; i++) {
+    rn_tensor *t = n->saved[i];
+    if (!t || t->st->version == n->saved_version[i]) continue;
+    return rn_err("backward of %s%s: one of the tensors it saved for the gradient, of "
+                  "shape %s (saved tensor %d), was modified by an in-place operation after "
+                  "the forward (version %llu, expected %llu); change a clone instead, or "
+                  "change it after backward",
+                  n->name, at,
+                  rn_shape_str(t, b1, sizeof b1), i + 1, (unsigned long long)t->st->version,
+                  (unsigned long long)n->saved_version[i]);
+  }
+  return 0;
+}
+
 static int run_node(rn_node *n, nodevec *ready, bool retain) {
   rn_tensor *gin_local[8], **gin = gin_local;
   if (n->nin > 8 && !(gin = calloc((size_t)n->nin, sizeof *gin)))
@@ -194,7 +216,7 @@ static int run_node(rn_node *n, nodevec *ready, bool retain) {
   if (n->released) {
     rc = rn_err("backward through %s a second time: its saved tensors were freed; "
                 "pass retain_graph=true to the first backward", n->name);
-  } else {
+  } else if ((rc = check_saved(n)) == 0) {
     rc = n->backward(n, n->gbuf, gin);
     if (rc < 0) {
       char msg[1024];

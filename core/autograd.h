@@ -41,6 +41,7 @@ struct rn_node {
   rn_inshape *in_shape;   /* [nin] */
   int nsaved;
   rn_tensor *saved[RN_NODE_MAXSAVED];
+  uint64_t saved_version[RN_NODE_MAXSAVED]; /* storage version when saved */
   bool released;          /* saved tensors freed by a backward pass */
   void *ctx;              /* op parameters */
   void (*ctx_free)(void *);

@@ -32,6 +32,10 @@ typedef struct rn_storage {
   rn_devtype device;
   size_t nbytes;
   void *data;
+  /* bumped by every in-place change of the data (rn_bump_version); the
+   * autograd tape checks it against the value recorded when it saved a
+   * tensor viewing this storage */
+  uint64_t version;
 } rn_storage;
 
 struct rn_node;
@@ -112,6 +116,9 @@ rn_tensor *rn_to_device(rn_tensor *t, rn_devtype dev);
 int rn_copy_(rn_tensor *dst, const rn_tensor *src); /* broadcast src, any dtypes */
 int rn_fill_(rn_tensor *t, double v);
 int rn_check_inplace(const rn_tensor *t, const char *op);
+/* Every function that writes into an existing tensor's memory calls this, so
+ * that a backward reading a saved alias of it refuses stale values. */
+static inline void rn_bump_version(rn_tensor *t) { t->st->version++; }
 
 /* ---- deterministic mode (determinism.c) ---------------------------------- */
 /* On: every backend gives bitwise-reproducible results (the CPU always does;

@@ -152,6 +152,7 @@ void rn_release(rn_tensor *t) {
 /* A view of t's storage with the given geometry; no autograd record. */
 static rn_tensor *alias(const rn_tensor *t, int ndim, const int64_t *shape,
                         const int64_t *stride, int64_t offset) {
+  if (rn_check_shape(ndim, shape, "view") < 0) return NULL; /* the cap creation applies */
   rn_tensor *v = calloc(1, sizeof *v);
   if (!v) { rn_err("out of memory allocating a view"); return NULL; }
   v->refcount = 1;
@@ -370,9 +371,10 @@ rn_tensor *rn_transpose(rn_tensor *t, int d0, int d1) {
 rn_tensor *rn_narrow(rn_tensor *t, int dim, int64_t start, int64_t len) {
   int d = rn_norm_dim(dim, t->ndim, "narrow");
   if (d < 0) return NULL;
-  if (start < 0 || len < 0 || start + len > t->shape[d]) {
+  if (start < 0 || len < 0 || start > t->shape[d] || len > t->shape[d] - start) {
     rn_err("narrow: start %lld and length %lld outside dim %d of size %lld "
-           "(start in 1..%lld, start+length-1 <= %lld)", (long long)start + 1, (long long)len,
+           "(start in 1..%lld, start+length-1 <= %lld)", (long long)start + (start < INT64_MAX),
+           (long long)len,
            d + 1, (long long)t->shape[d], (long long)t->shape[d], (long long)t->shape[d]);
     return NULL;
   }
@@ -406,6 +408,7 @@ rn_tensor *rn_expand(rn_tensor *t, int ndim, const int64_t *shape) {
     rn_err("expand: cannot expand %s to %d dims", rn_shape_str(t, b1, sizeof b1), ndim);
     return NULL;
   }
+  if (rn_check_shape(ndim, shape, "expand") < 0) return NULL;
   int64_t st[RN_MAXDIM];
   int off = ndim - t->ndim;
   for (int i = 0; i < ndim; i++) {
@@ -517,6 +520,7 @@ int rn_copy_(rn_tensor *dst, const rn_tensor *src) {
     if (!tmp) { rn_release(e); return -1; }
     src = tmp;
   }
+  rn_bump_version(dst);
   int rc = rn_backend_of(dst)->copy(dst, src);
   rn_release(tmp);
   rn_release(e);
@@ -525,5 +529,6 @@ int rn_copy_(rn_tensor *dst, const rn_tensor *src) {
 
 int rn_fill_(rn_tensor *t, double v) {
   if (rn_check_inplace(t, "fill_") < 0) return -1;
+  rn_bump_version(t);
   return rn_backend_of(t)->fill(t, v);
 }

@@ -137,7 +137,8 @@ void rnl_loader_opts(lua_State *L, int idx, const char *op, rn_loader_opts *o) {
   o->workers = opt_int(L, idx, "workers", o->workers, op);
   o->prefetch = opt_int(L, idx, "prefetch", o->prefetch, op);
   o->augment = rnl_opt_bool(L, idx, "augment", o->augment, op);
-  o->fail_batch = rnl_opt_integer(L, idx, "_fail_batch", 0, op) - 1; /* 1-based; 0 = never */
+  lua_Integer fb = rnl_opt_integer(L, idx, "_fail_batch", 0, op);
+  o->fail_batch = fb > 0 ? fb - 1 : -1; /* 1-based; 0 = never */
   if (!lua_isnoneornil(L, idx)) {
     lua_getfield(L, idx, "indices");
     if (!lua_isnil(L, -1)) {
@@ -267,7 +268,7 @@ static int loader_epoch(lua_State *L) {
   lua_Integer skip = luaL_optinteger(L, 3, 0);
   epoch_box *e = lua_newuserdatauv(L, sizeof *e, 1);
   e->ticket = 0;
-  e->next = skip + 1;
+  e->next = skip < 0 || skip == LUA_MAXINTEGER ? 0 : skip + 1; /* skip is checked below */
   luaL_setmetatable(L, EPOCH_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);

@@ -219,6 +219,7 @@ rn_tensor *rn_conv2d_fused(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_co
   if (!wc || (b && !bc)) goto fail;
   if (acc) {
     rn_retain(acc);
+    rn_bump_version(acc); /* written in place */
     y = acc;
   } else if (!(y = rn_empty(4, ys, x->dtype, rn_device(x)))) {
     goto fail;

@@ -225,6 +225,7 @@ int rn_axpy_(rn_tensor *y, double alpha, const rn_tensor *x) {
   }
   rn_set_grad_enabled(g);
   if (!e) return -1;
+  rn_bump_version(y);
   int rc = rn_backend_of(y)->axpy(y, alpha, e);
   rn_release(e);
   return rc;
@@ -238,6 +239,7 @@ int rn_scale_(rn_tensor *y, double s) {
   rn_set_grad_enabled(false);
   rn_tensor *e = rn_expand(t, y->ndim, y->shape);
   rn_set_grad_enabled(g);
+  rn_bump_version(y);
   int rc = e ? rn_backend_of(y)->binary(RN_OP_MUL, y, y, e) : -1;
   rn_release(e);
   rn_release(t);

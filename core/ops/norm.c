@@ -130,6 +130,8 @@ static int run_train(const rn_backend *be, rn_tensor *y2, rn_tensor *sm, rn_tens
   int rc = 0;
   if (rm && !(rmc = rn_contiguous(rm))) rc = -1;
   if (rc == 0 && rv && !(rvc = rn_contiguous(rv))) rc = -1;
+  if (rm) rn_bump_version(rm); /* updated in place below */
+  if (rv) rn_bump_version(rv);
   if (rc == 0)
     rc = (relu ? be->bn_relu_fwd_train : be->bn_fwd_train)(y2, sm, si, x2, gc, bc, rmc, rvc,
                                                             momentum, eps);

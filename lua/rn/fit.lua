@@ -113,6 +113,56 @@ function M.save_state(path, model, state)
   ckpt.save(path, { tensors = tensors, meta = meta })
 end
 
+-- Checks the metadata fields of a training state before anything uses them:
+-- every error names the file and the field.
+local function check_state_meta(path, meta)
+  local function bad(field, want, v)
+    fail("resume: %s: field '%s' must be %s, got %s", path, field, want,
+      type(v) == "number" and tostring(v) or type(v))
+  end
+  local function int(field, v, lo)
+    if math.type(v) ~= "integer" or v < lo then bad(field, "an integer >= " .. lo, v) end
+  end
+  int("epoch", meta.epoch, 1)
+  int("batch", meta.batch, 0)
+  if meta.done ~= nil and type(meta.done) ~= "boolean" then bad("done", "a boolean", meta.done) end
+  if meta.seen ~= nil then int("seen", meta.seen, 0) end
+  if meta.sums ~= nil then
+    if type(meta.sums) ~= "table" then bad("sums", "a table of numbers", meta.sums) end
+    for k, v in pairs(meta.sums) do
+      if type(k) ~= "string" then bad("sums", "keyed by metric names", k) end
+      if type(v) ~= "number" then bad("sums." .. k, "a number", v) end
+    end
+  end
+  if meta.history ~= nil then
+    if type(meta.history) ~= "table" then bad("history", "a list of per-epoch logs", meta.history) end
+    for i, h in pairs(meta.history) do
+      if math.type(i) ~= "integer" or i < 1 or i > #meta.history then
+        bad("history", "a list of per-epoch logs", i)
+      end
+      if type(h) ~= "table" then bad("history[" .. i .. "]", "a table of numbers", h) end
+      for k, v in pairs(h) do
+        if type(k) ~= "string" then bad("history[" .. i .. "]", "keyed by metric names", k) end
+        if type(v) ~= "number" then bad("history[" .. i .. "]." .. k, "a number", v) end
+      end
+    end
+  end
+  if type(meta.rng) ~= "table" then bad("rng", "a table of 4 integers", meta.rng) end
+  for i = 1, 4 do
+    if math.type(meta.rng[i]) ~= "integer" then bad("rng[" .. i .. "]", "an integer", meta.rng[i]) end
+  end
+  if meta.optimizer ~= nil and type(meta.optimizer) ~= "table" then
+    bad("optimizer", "a table", meta.optimizer)
+  end
+  if meta.optimizer and meta.optimizer.state ~= nil then
+    if type(meta.optimizer.state) ~= "table" then bad("optimizer.state", "a table", meta.optimizer.state) end
+    for sid, p in pairs(meta.optimizer.state) do
+      if not math.tointeger(tonumber(sid)) then bad("optimizer.state", "keyed by parameter numbers", sid) end
+      if type(p) ~= "table" then bad("optimizer.state." .. tostring(sid), "a table", p) end
+    end
+  end
+end
+
 --- M.load_state(path, model) -> state: restores weights, optimizer and RNG
 --- into model (built and compiled like the saved one).
 function M.load_state(path, model)
@@ -121,6 +171,7 @@ function M.load_state(path, model)
   if type(meta) ~= "table" or meta.format ~= FORMAT then
     fail("resume: %s is not an rnlua training state (format '%s')", path, tostring(meta and meta.format))
   end
+  check_state_meta(path, meta)
   local weights = {}
   for name, t in pairs(c.tensors) do
     local w = name:match("^model/(.+)$")
@@ -488,7 +539,8 @@ function M.fit(model, loader, opts)
 
   local history, start_epoch, skip, sums, seen = {}, 1, 0, {}, 0
   local resume = opts.resume
-  if resume == true then resume = opts.save and io.open(opts.save) and opts.save or nil end
+  -- (never io.open: opening a FIFO would block; load_state refuses non-files)
+  if resume == true then resume = opts.save and rn.path_kind(opts.save) and opts.save or nil end
   if resume then
     local st = M.load_state(resume, model)
     history = st.history or {}
