@@ -218,6 +218,18 @@ typedef struct {
 void rn_same_padding(int64_t in, int k, int stride, int dil, int *lo, int *hi);
 /* x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL -> (N,OH,OW,Cout) */
 rn_tensor *rn_conv2d(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_params *p);
+/* The transposed convolution (the gradient of conv2d with respect to its
+ * input; Keras's Conv2DTranspose): x: (N,H,W,Cin), w: (KH,KW,Cout,Cin),
+ * b: (Cout) or NULL -> y: (N,OH,OW,Cout). p's pads and "same" are those of
+ * the convolution that maps y back to x's size; out_pad (>= 0, < stride or
+ * dilation) adds rows/columns at the bottom/right:
+ *   same:     OH = H*stride_h (with an out_pad: pads of dilated KH // 2 each side,
+ *             then as explicit, Keras's rule)
+ *   explicit: OH = (H-1)*stride_h + dil_h*(KH-1) + 1 - pad_top - pad_bottom + out_pad_h
+ *   (valid is explicit with zero pads, plus max(stride - dilated KH, 0)
+ *   extra rows when out_pad is negative: Keras's rule, asked with -1) */
+rn_tensor *rn_conv2d_transpose(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_params *p,
+                               const int out_pad[2]);
 /* Inference only (no autograd), for the model graph's fusions: y = conv(x,
  * w, b), plus acc when acc is given, then max(y, 0) when relu. acc: (N,OH,
  * OW,Cout), contiguous, x's dtype and device, or NULL; when given, the

@@ -123,3 +123,93 @@ T.test("conv2d groups: errors name the groups and the valid range", function()
   T.raises(function() rn.conv2d(x, rn.zeros({3, 3, 6, 6}), nil, {groups = 1.5}) end,
     "option 'groups' must be an integer")
 end)
+
+-- ---- conv2d_transpose -------------------------------------------------------------
+
+-- the transposed convolution, by definition: each input pixel scatters
+-- x[n,i,j,:] @ w[kh,kw,:,:]^T into y at (i*s - pt + kh*d, j*s - pl + kw*d)
+local function convt_ref(x, w, s, d, pads, out)
+  local N, H, W, Ci = table.unpack(x:size())
+  local KH, KW, Co = w:size(1), w:size(2), w:size(3)
+  local xt, wt = x:double():totable(), w:double():totable()
+  local y = {}
+  for n = 1, N do
+    y[n] = {}
+    for i = 1, out[1] do
+      y[n][i] = {}
+      for j = 1, out[2] do y[n][i][j] = {} for o = 1, Co do y[n][i][j][o] = 0 end end
+    end
+    for i = 0, H - 1 do for j = 0, W - 1 do
+      for kh = 0, KH - 1 do for kw = 0, KW - 1 do
+        local oi, oj = i * s[1] - pads[1] + kh * d[1], j * s[2] - pads[3] + kw * d[2]
+        if oi >= 0 and oi < out[1] and oj >= 0 and oj < out[2] then
+          for o = 1, Co do
+            local acc = 0
+            for c = 1, Ci do acc = acc + xt[n][i + 1][j + 1][c] * wt[kh + 1][kw + 1][o][c] end
+            y[n][oi + 1][oj + 1][o] = y[n][oi + 1][oj + 1][o] + acc
+          end
+        end
+      end end
+    end end
+  end
+  return rn.tensor(y, {dtype = "float64"})
+end
+
+local tconfigs = {
+  -- x, w (KH,KW,Cout,Cin), opts, output spatial size, pads (top,bottom,left,right) of the conv
+  { {2, 3, 4, 3}, {3, 3, 5, 3}, {padding = "same", stride = 2}, {6, 8}, {0, 1, 0, 1} },
+  { {1, 3, 3, 2}, {3, 3, 4, 2}, {padding = "valid", stride = 2}, {7, 7}, {0, 0, 0, 0} },
+  { {1, 3, 3, 2}, {2, 2, 3, 2}, {padding = "valid", stride = 3}, {9, 9}, {0, 0, 0, 0} }, -- Keras: s > k
+  { {2, 4, 3, 2}, {3, 3, 2, 2}, {padding = "valid", stride = 2, output_padding = 1}, {10, 8}, {0, 0, 0, 0} },
+  { {1, 4, 4, 3}, {3, 2, 2, 3}, {padding = {1, 1, 0, 1}, stride = {2, 1}}, {7, 4}, {1, 1, 0, 1} },
+  { {1, 3, 3, 2}, {3, 3, 2, 2}, {padding = "same", dilation = 2}, {3, 3}, {2, 2, 2, 2} },
+  -- Keras: same with output_padding 1 pads k // 2 = 1 each side: (3-1)*2 + 3 - 2 + 1
+  { {1, 3, 3, 2}, {3, 3, 2, 2}, {padding = "same", stride = 2, output_padding = 1}, {6, 6}, {1, 1, 1, 1} },
+}
+
+T.test("conv2d_transpose: output sizes and values equal the scatter definition, every CPU path", function()
+  rn.manual_seed(23)
+  local ok, err = pcall(function()
+    for i, c in ipairs(tconfigs) do
+      local x, w, b = rn.randn(c[1]), rn.randn(c[2]), rn.randn({c[2][3]})
+      local o = c[3]
+      local s = type(o.stride) == "table" and o.stride or {o.stride or 1, o.stride or 1}
+      local d = {o.dilation or 1, o.dilation or 1}
+      local ref = convt_ref(x, w, s, d, c[5], c[4]) + b:double()
+      for _, impl in ipairs({"auto", "im2col"}) do
+        rn.cpu.set_conv_impl(impl)
+        local y = rn.conv2d_transpose(x, w, b, o)
+        T.eq(y:size(), {c[1][1], c[4][1], c[4][2], c[2][3]}, "config " .. i .. " shape")
+        T.near(y:double(), ref, 1e-5, 1e-5, "config " .. i .. " on " .. impl)
+      end
+    end
+  end)
+  rn.cpu.set_conv_impl("auto")
+  assert(ok, err)
+end)
+
+T.test("conv2d_transpose: float64 gradients equal finite differences", function()
+  rn.manual_seed(24)
+  for i, c in ipairs(tconfigs) do
+    local x = rn.randn(c[1], {dtype = "float64"})
+    local w = rn.randn(c[2], {dtype = "float64"})
+    local b = rn.randn({c[2][3]}, {dtype = "float64"})
+    local ok, err = pcall(gradcheck, function(xx, ww, bb) return rn.conv2d_transpose(xx, ww, bb, c[3]) end,
+      {x, w, b}, {eps = 1e-2, atol = 1e-10, rtol = 1e-7})
+    assert(ok, "config " .. i .. ": " .. tostring(err))
+  end
+end)
+
+T.test("conv2d_transpose: errors name the shapes and the valid range", function()
+  local x = rn.zeros({1, 3, 3, 2})
+  T.raises(function() rn.conv2d_transpose(x, rn.zeros({3, 3, 4, 5})) end,
+    "conv2d_transpose: input %(1,3,3,2%) has 2 channels but weight %(3,3,4,5%) %(KH,KW,Cout,Cin%) expects 5")
+  T.raises(function() rn.conv2d_transpose(x, rn.zeros({3, 3, 4, 2}), nil, {stride = 2, output_padding = 2}) end,
+    "output_padding 2 must be >= 0 and smaller than the stride 2 or the dilation 1")
+  T.raises(function() rn.conv2d_transpose(x, rn.zeros({3, 3, 4, 2}), nil, {groups = 2}) end,
+    "unknown option 'groups'")
+  T.raises(function() rn.conv2d_transpose(x, rn.zeros({3, 3, 4, 2}), rn.zeros({3})) end,
+    "bias %(3%) must have shape %(4%)")
+  T.raises(function() rn.conv2d_transpose(x, rn.zeros({1, 1, 4, 2}), nil, {padding = 5}) end,
+    "gives an output size")
+end)
