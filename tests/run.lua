@@ -9,6 +9,10 @@
 -- implementation, precision policy, thread count, grad mode) is put back to
 -- what the suite started with, and a test that passed but left it changed is
 -- reported ("LEAK"): a failing test cannot spoil the ones after it.
+-- Before every test both random generators (rn.manual_seed and Lua's
+-- math.randomseed) are seeded from the test's file and name, so a test
+-- that draws without seeding still draws the same values on every run and
+-- in any selection of tests; a failure prints that seed.
 package.path = "tests/lib/?.lua;" .. package.path
 local T = require "t"
 
@@ -42,6 +46,11 @@ local function global_state()
            policy = rn.mixed_precision.global_policy(), grad = rn.is_grad_enabled() }
 end
 local initial = global_state()
+local function seed_of(t) -- a stable 31-bit hash of file and name
+  local h = 5381
+  for c in (t.file .. ":" .. t.name):gmatch(".") do h = (h * 33 + c:byte()) % 2147483647 end
+  return h
+end
 -- restores the initial state; returns what had changed ("" if nothing)
 local function restore_globals()
   local now, changed = global_state(), {}
@@ -57,6 +66,9 @@ end
 for _, t in ipairs(T.tests) do
   if (match and not t.name:find(match)) or (exclude and t.name:find(exclude)) then goto continue end
   if verbose == "2" then io.write(string.format("run  %s: %s\n", t.file, t.name)); io.flush() end
+  local seed = seed_of(t)
+  rn.manual_seed(seed)
+  math.randomseed(seed)
   local t0 = clock()
   local ok, err = xpcall(t.fn, function(e)
     if T.is_skip(e) then return e end
@@ -75,7 +87,8 @@ for _, t in ipairs(T.tests) do
     io.write(string.format("SKIP %s: %s: %s\n", t.file, t.name, err.msg))
   else
     failed = failed + 1
-    io.write(string.format("FAIL %s: %s\n  %s\n", t.file, t.name, tostring(err):gsub("\n", "\n  ")))
+    io.write(string.format("FAIL %s: %s (seeded %d)\n  %s\n", t.file, t.name, seed,
+      (tostring(err):gsub("\n", "\n  "))))
   end
   io.flush()
   ::continue::
