@@ -11,6 +11,7 @@
 #                   the code paths of older CPUs on any machine
 #   make test-asan  the suite under ASan+UBSan (separate build dir)
 #   make test-valgrind  binding tests under valgrind
+#   make test-mutants  tests of the tests: planted bugs the suite must catch
 #   make run        deps + build + the main job on the default data
 #   make bench      rnlua against PyTorch (CPU, then GPU where there is one)
 #   make bench-dnnl oneDNN's convolution algorithms on the seed's shapes
@@ -23,9 +24,10 @@ LUA_INC ?= /usr/include/lua5.4
 LUA_A ?= /usr/lib/x86_64-linux-gnu/liblua5.4.a
 OPT ?= -O2
 SAN ?=
+MUTANTS ?=
 
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -fno-strict-aliasing \
-  -I$(LUA_INC) -Icore $(OPT) $(SAN)
+  -I$(LUA_INC) -Icore $(OPT) $(SAN) $(if $(MUTANTS),-DRN_MUTANTS)
 LIBS = $(LUA_A) -ldnnl -lopenblas -lreadline -lz -lm -ldl -lpthread
 
 # ---- CUDA (compiled and linked wherever nvcc and cuDNN headers exist) -------
@@ -46,7 +48,7 @@ SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/io/*.c core/data/*.c c
 OBJS = $(patsubst %.c,$(BUILD)/%.o,$(SRCS)) $(CUDA_OBJS)
 DEPS = $(OBJS:.o=.d)
 
-.PHONY: all deps test test-isa test-asan test-valgrind run install clean bench bench-dnnl check-deps
+.PHONY: all deps test test-isa test-asan test-valgrind test-mutants run install clean bench bench-dnnl check-deps
 
 all: rnlua
 
@@ -105,6 +107,13 @@ test-valgrind: deps
 	RN_TEST_LIGHT=1 RN_VALGRIND=1 RN_CPU_CACHE_BYTES=0 valgrind -q --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite ./rnlua tests/run.lua tests/test_tensor.lua tests/test_binding.lua
 
+# Tests of the tests: one build (build-mutants/) with every planted bug of
+# core/mutant.h compiled in; tests/mutants.lua switches them on one at a time
+# and fails if the test files do not catch one (doc/reliability.md).
+test-mutants: deps
+	$(MAKE) BUILD=build-mutants NOCUDA=1 MUTANTS=1 build-mutants/rnlua
+	build-mutants/rnlua tests/mutants.lua $(MUTANT_ARGS)
+
 run: deps
 	$(MAKE) all
 	@mkdir -p runs
@@ -138,5 +147,5 @@ install: all
 	cp -r lua/. $(DESTDIR)$(PREFIX)/share/rnlua/lua/
 
 clean:
-	rm -rf build build-asan rnlua
+	rm -rf build build-asan build-mutants rnlua
 -include mk/fuzz.mk

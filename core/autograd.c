@@ -9,6 +9,7 @@
 
 #include "autograd.h"
 #include "backend.h"
+#include "mutant.h"
 
 static _Thread_local bool grad_on = true;
 const char *(*rn_where_hook)(void) = NULL;
@@ -150,7 +151,7 @@ static int push(nodevec *s, rn_node *x) {
 
 /* Adds g into *acc (out of place: g may alias tensors the caller holds). */
 static int accumulate(rn_tensor **acc, rn_tensor *g) {
-  if (!*acc) { rn_retain(g); *acc = g; return 0; }
+  if (!*acc || RN_MUTANT("grad_accum")) { rn_retain(g); rn_release(*acc); *acc = g; return 0; }
   rn_tensor *s = rn_binary(RN_OP_ADD, *acc, g);
   if (!s) return -1;
   rn_release(*acc);

@@ -15,6 +15,7 @@
 
 #include "../autograd.h"
 #include "../backend.h"
+#include "../mutant.h"
 
 /* TensorFlow "same": out = ceil(in/stride); the total padding needed for
  * that, max((out-1)*stride + (k-1)*dil + 1 - in, 0), is split with the odd
@@ -28,6 +29,7 @@ void rn_same_padding(int64_t in, int k, int stride, int dil, int *lo, int *hi) {
   if (total < 0) total = 0;
   *lo = (int)(total / 2);
   *hi = (int)(total - total / 2);
+  if (RN_MUTANT("same_pad_side")) { int t = *lo; *lo = *hi; *hi = t; }
 }
 
 /* Backward context: the resolved params (same -> explicit pads). */
@@ -99,10 +101,11 @@ static int conv2d_check(const rn_tensor *x, const rn_tensor *w, const rn_tensor 
                   (long long)w->shape[0], (long long)w->shape[1], bw, 1 << 20);
   *q = *p;
   q->groups = (int)G;
+  if (RN_MUTANT("conv_stride_order")) { q->stride_h = p->stride_w; q->stride_w = p->stride_h; }
   if (p->same) {
-    rn_same_padding(x->shape[1], (int)w->shape[0], p->stride_h, p->dil_h, &q->pad_top,
+    rn_same_padding(x->shape[1], (int)w->shape[0], q->stride_h, p->dil_h, &q->pad_top,
                     &q->pad_bottom);
-    rn_same_padding(x->shape[2], (int)w->shape[1], p->stride_w, p->dil_w, &q->pad_left,
+    rn_same_padding(x->shape[2], (int)w->shape[1], q->stride_w, p->dil_w, &q->pad_left,
                     &q->pad_right);
     q->same = 0;
   } else if (p->pad_top < 0 || p->pad_bottom < 0 || p->pad_left < 0 || p->pad_right < 0) {
@@ -119,8 +122,8 @@ static int conv2d_check(const rn_tensor *x, const rn_tensor *w, const rn_tensor 
                   "kernel of weight %s; the output would be empty (needs padded size >= kernel)",
                   bx, (long long)ph, (long long)pw, (long long)eh, (long long)ew, bw);
   ys[0] = x->shape[0];
-  ys[1] = (ph - eh) / p->stride_h + 1;
-  ys[2] = (pw - ew) / p->stride_w + 1;
+  ys[1] = (ph - eh) / q->stride_h + 1;
+  ys[2] = (pw - ew) / q->stride_w + 1;
   ys[3] = w->shape[3];
   return 0;
 }

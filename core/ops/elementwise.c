@@ -6,6 +6,7 @@
 
 #include "../autograd.h"
 #include "../backend.h"
+#include "../mutant.h"
 
 static const char *unames[RN_NUNARY] = {"neg", "exp", "log", "sqrt", "relu", "abs", "tanh",
                                         "sigmoid"};
@@ -87,7 +88,7 @@ rn_tensor *rn_sum_to(rn_tensor *g, int ndim, const int64_t *shape) {
     if (i < lead || (shape[i - lead] == 1 && g->shape[i] != 1)) dims[nd++] = i;
   rn_tensor *s;
   if (nd) {
-    s = rn_reduce(RN_RED_SUM, g, nd, dims, true);
+    s = rn_reduce(RN_MUTANT("broadcast_grad") ? RN_RED_MEAN : RN_RED_SUM, g, nd, dims, true);
   } else {
     s = g;
     rn_retain(s);
