@@ -115,7 +115,11 @@ rn_tensor *rn_to_device(rn_tensor *t, rn_devtype dev);
  * is on, as in-place changes would corrupt the tape). */
 int rn_copy_(rn_tensor *dst, const rn_tensor *src); /* broadcast src, any dtypes */
 int rn_fill_(rn_tensor *t, double v);
+/* 0, or -1 + rn_err when an in-place change of t would make a gradient
+ * wrong (a leaf requiring grad; a recorded result, unless the change keeps
+ * its derivative: keeps_derivative, as adding a constant does) */
 int rn_check_inplace(const rn_tensor *t, const char *op);
+int rn_check_inplace_ex(const rn_tensor *t, const char *op, bool keeps_derivative);
 /* Every function that writes into an existing tensor's memory calls this, so
  * that a backward reading a saved alias of it refuses stale values. */
 static inline void rn_bump_version(rn_tensor *t) { t->st->version++; }

@@ -471,11 +471,25 @@ rn_tensor *rn_to_device(rn_tensor *t, rn_devtype dev) {
 
 /* ---- in place ------------------------------------------------------------ */
 
-int rn_check_inplace(const rn_tensor *t, const char *op) {
+/* In-place ops are not recorded by autograd. With gradients on they are
+ * refused on a leaf that requires grad, and on a result of recorded ops
+ * when they change its derivative (scaling, overwriting, adding something
+ * that requires grad: the backward would skip the change and give a wrong
+ * gradient); adding a constant keeps the derivative and is allowed. Changes
+ * of tensors a backward saved are caught there, by the version counter. */
+int rn_check_inplace_ex(const rn_tensor *t, const char *op, bool keeps_derivative) {
   if (rn_grad_enabled() && t->requires_grad && !t->grad_fn)
     return rn_err("%s: in-place change of a leaf tensor that requires grad; "
                   "use rn.no_grad or detach()", op);
+  if (rn_grad_enabled() && t->grad_fn && !keeps_derivative)
+    return rn_err("%s: in-place change of a tensor that autograd recorded (the result of an "
+                  "op on tensors that require grad) would make its gradient wrong; use the "
+                  "out-of-place form (y = y * s, y = y + a), or rn.no_grad / detach()", op);
   return 0;
+}
+
+int rn_check_inplace(const rn_tensor *t, const char *op) {
+  return rn_check_inplace_ex(t, op, false);
 }
 
 /* True when a and b share storage but are not the same view: an in-place

@@ -38,11 +38,14 @@ local INPLACE = "modified by an in%-place operation"
 
 -- ---- 1. version counters --------------------------------------------------
 
-T.test("backward refuses a saved tensor changed in place (mul_ on an intermediate)", function()
+T.test("backward refuses a saved tensor changed in place (mul_, add_ on an intermediate)", function()
   local w = rn.tensor({1, 2, 3}, {requires_grad = true})
   local y = w * 2
   local l = (y * y):sum()
-  y:mul_(0)
+  -- scaling a recorded result changes its derivative: refused at once
+  T.raises(function() y:mul_(0) end, "scale_: in%-place change of a tensor that autograd recorded")
+  -- adding a constant keeps the derivative, but changes what mul saved
+  y:add_(1)
   T.raises(function() l:backward() end, "backward of mul: .*" .. INPLACE)
   T.eq(w.grad, nil)
   -- unchanged: the gradient is right

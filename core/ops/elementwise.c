@@ -213,7 +213,8 @@ rn_tensor *rn_binary_scalar(rn_binop op, rn_tensor *a, double s, bool scalar_fir
 /* ---- in place helpers (no autograd) -------------------------------------- */
 
 int rn_axpy_(rn_tensor *y, double alpha, const rn_tensor *x) {
-  if (rn_check_inplace(y, "axpy_") < 0) return -1;
+  /* y += alpha*x keeps y's derivative unless x itself requires grad */
+  if (rn_check_inplace_ex(y, "axpy_", !(x->requires_grad && alpha != 0)) < 0) return -1;
   rn_tensor *ins[2] = {y, (rn_tensor *)x};
   if (rn_same_device("axpy_", 2, ins) < 0) return -1;
   bool g = rn_grad_enabled();
@@ -233,7 +234,7 @@ int rn_axpy_(rn_tensor *y, double alpha, const rn_tensor *x) {
 }
 
 int rn_scale_(rn_tensor *y, double s) {
-  if (rn_check_inplace(y, "scale_") < 0) return -1;
+  if (rn_check_inplace_ex(y, "scale_", s == 1) < 0) return -1;
   rn_tensor *t = rn_scalar(s, y->dtype, rn_device(y));
   if (!t) return -1;
   bool g = rn_grad_enabled();
