@@ -90,7 +90,7 @@ typedef struct entry {
   dnnl_memory_desc_t wx_md, wy_md;
   dnnl_primitive_t wx_in, wy_in, wx_out, wy_out;
   size_t wxbytes, wybytes;
-  char impl[64]; /* oneDNN's implementation name; for a cached failure, the rejected one */
+  char impl[RN_KERNEL_NAME_MAX]; /* oneDNN's implementation name; for a cached failure, why */
   struct entry *next;
 } entry;
 
@@ -128,7 +128,7 @@ static void note(int dir, const char *name) {
 
 static void note_im2col(int dir, const char *why) {
   char b[RN_KERNEL_NAME_MAX];
-  snprintf(b, sizeof b, "im2col+openblas (%s)", why);
+  snprintf(b, sizeof b, "im2col+openblas (%.72s)", why);
   note(dir, b);
 }
 
@@ -363,7 +363,7 @@ done:
   if (fwd_hint) dnnl_primitive_desc_destroy(fwd_hint);
   if (attr) dnnl_primitive_attr_destroy(attr);
   if (!ok) {
-    snprintf(rejected, RN_KERNEL_NAME_MAX, "oneDNN has only %s here",
+    snprintf(rejected, RN_KERNEL_NAME_MAX, "oneDNN has only %.48s here",
              e->impl[0] ? e->impl : "no kernel");
     entry_free(e);
     return NULL;
