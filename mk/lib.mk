@@ -59,6 +59,7 @@ $(BUILD)/librnlua.so: $(PIC_OBJS) $(BUILD)/core/embed/embed.o mk/librnlua.map
 	@$(CC) $(CFLAGS) -shared -Wl,-soname,librnlua.so.0 -Wl,--no-undefined \
 	  -Wl,--version-script=mk/librnlua.map -o $@ $(PIC_OBJS) $(BUILD)/core/embed/embed.o \
 	  $(LUA_SO) $(MOD_LIBS) $(CUDA_LIBS)
+	@ln -sf librnlua.so $(BUILD)/librnlua.so.0 # the soname, for programs run from the build tree
 
 -include $(BUILD)/core/embed/embed.d
 
@@ -98,4 +99,4 @@ test-lua: deps
 	@rm -rf $(PIC_BUILD)/rocks-tree
 	luarocks --lua-version $(LUA_VERSION) make --tree $(PIC_BUILD)/rocks-tree rnlua-scm-1.rockspec
 	eval "$$(luarocks --lua-version $(LUA_VERSION) path --tree $(PIC_BUILD)/rocks-tree)" && \
-	  RN_EXPECT_ROCK=$(PIC_BUILD)/rocks-tree lua$(LUA_VERSION) tests/run.lua $(LUAROCKS_TESTS)
+	  RN_EXPECT_ROCK=$(CURDIR)/$(PIC_BUILD)/rocks-tree lua$(LUA_VERSION) tests/run.lua $(LUAROCKS_TESTS)
