@@ -25,7 +25,7 @@ LUA_VERSION ?= 5.4
 LUA_SO ?= -llua$(LUA_VERSION)
 INSTALL_LMOD ?= $(PREFIX)/share/lua/$(LUA_VERSION)
 INSTALL_CMOD ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
-LIB_DEB_PKGS = lua$(LUA_VERSION) luarocks pkg-config
+LIB_DEB_PKGS = lua$(LUA_VERSION) luarocks pkg-config valgrind
 # the program's libraries less the Lua core and readline (the program's REPL)
 MOD_LIBS = $(filter-out $(LUA_A) -lreadline,$(LIBS))
 
@@ -87,7 +87,8 @@ install: install-lib install-module
 
 # A representative part of the suite under Debian's lua5.4 with the module
 # from build-pic/, then `luarocks make` of the rockspec into a temporary tree
-# and a few files again with what LuaRocks installed.
+# and a few files again with what LuaRocks installed; last, the embedding
+# API's test program under valgrind (no invalid access, no definite leak).
 LUA54_TESTS = tests/test_tensor.lua tests/test_autograd.lua tests/test_elementwise.lua \
   tests/test_nn.lua tests/test_layers.lua tests/test_binding.lua tests/test_embed.lua
 LUAROCKS_TESTS = tests/test_tensor.lua tests/test_embed.lua
@@ -100,3 +101,7 @@ test-lua: deps
 	luarocks --lua-version $(LUA_VERSION) make --tree $(PIC_BUILD)/rocks-tree rnlua-scm-1.rockspec
 	eval "$$(luarocks --lua-version $(LUA_VERSION) path --tree $(PIC_BUILD)/rocks-tree)" && \
 	  RN_EXPECT_ROCK=$(CURDIR)/$(PIC_BUILD)/rocks-tree lua$(LUA_VERSION) tests/run.lua $(LUAROCKS_TESTS)
+	$(CC) -std=c11 -g -Wall -Wextra -Werror tests/embed/embed_api.c -Iinclude -I$(LUA_INC) \
+	  -L$(PIC_BUILD) -Wl,-rpath,$(CURDIR)/$(PIC_BUILD) -lrnlua $(LUA_SO) -o $(PIC_BUILD)/embed_api
+	RN_CPU_CACHE_BYTES=0 valgrind -q --error-exitcode=99 --leak-check=full \
+	  --errors-for-leak-kinds=definite $(PIC_BUILD)/embed_api > $(PIC_BUILD)/embed_api.out
