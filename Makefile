@@ -145,6 +145,7 @@ clean:
 -include mk/fuzz.mk
 # ---- rn as a Lua module and an embeddable library (issue #22) ---------------
 include mk/lib.mk
+.PHONY: clean-pic
 clean: clean-pic
 clean-pic:
 	rm -rf $(PIC_BUILD)
