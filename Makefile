@@ -15,7 +15,10 @@
 #   make run        deps + build + the main job on the default data
 #   make bench      rnlua against PyTorch (CPU, then GPU where there is one)
 #   make bench-dnnl oneDNN's convolution algorithms on the seed's shapes
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   the program, the Lua module, librnlua.so
+#                   with rnlua.h and rnlua.pc (mk/lib.mk, doc/install.md)
+#   make module / lib / test-lua     the module and library alone, and their
+#                   tests under Debian's lua5.4 and LuaRocks (mk/lib.mk)
 
 PREFIX ?= /usr/local
 BUILD ?= build
@@ -149,3 +152,9 @@ install: all
 clean:
 	rm -rf build build-asan build-mutants rnlua
 -include mk/fuzz.mk
+# ---- rn as a Lua module and an embeddable library (issue #22) ---------------
+include mk/lib.mk
+.PHONY: clean-pic
+clean: clean-pic
+clean-pic:
+	rm -rf $(PIC_BUILD)

@@ -36,6 +36,11 @@ typedef struct rn_storage {
    * autograd tape checks it against the value recorded when it saved a
    * tensor viewing this storage */
   uint64_t version;
+  /* external memory (rn_from_external): not the backend's; release(ctx),
+   * if set, is called instead of the backend's free when the last view goes */
+  bool external;
+  void (*release)(void *ctx);
+  void *release_ctx;
 } rn_storage;
 
 struct rn_node;
@@ -84,6 +89,11 @@ rn_tensor *rn_zeros_like(const rn_tensor *t);
 rn_tensor *rn_scalar(double v, rn_dtype dt, rn_devtype dev); /* 0-dim */
 rn_tensor *rn_arange(double start, double stop, double step, rn_dtype dt);
 rn_tensor *rn_from_buffer(int ndim, const int64_t *shape, rn_dtype dt, const void *src);
+/* A contiguous CPU tensor over the caller's memory, no copy (the embedding
+ * API, include/rnlua.h): data must be aligned to the dtype's size and hold
+ * numel elements; release(ctx), if not NULL, runs when the last view is gone. */
+rn_tensor *rn_from_external(int ndim, const int64_t *shape, rn_dtype dt, void *data,
+                            void (*release)(void *ctx), void *ctx);
 void rn_retain(rn_tensor *t);
 void rn_release(rn_tensor *t); /* NULL is fine */
 int64_t rn_numel(const rn_tensor *t);

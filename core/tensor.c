@@ -25,6 +25,11 @@ static rn_storage *storage_new(size_t nbytes, rn_devtype dev) {
 
 static void storage_release(rn_storage *s) {
   if (!s || --s->refcount > 0) return;
+  if (s->external) {
+    if (s->release) s->release(s->release_ctx);
+    free(s);
+    return;
+  }
   const rn_backend *be = rn_backend_get(s->device);
   if (be) be->free(s->data);
   free(s);
@@ -137,6 +142,40 @@ rn_tensor *rn_arange(double start, double stop, double step, rn_dtype dt) {
 rn_tensor *rn_from_buffer(int ndim, const int64_t *shape, rn_dtype dt, const void *src) {
   rn_tensor *t = rn_empty(ndim, shape, dt, RN_CPU);
   if (t) memcpy(t->st->data, src, (size_t)rn_numel(t) * rn_dtype_size(dt));
+  return t;
+}
+
+rn_tensor *rn_from_external(int ndim, const int64_t *shape, rn_dtype dt, void *data,
+                            void (*release)(void *ctx), void *ctx) {
+  if ((unsigned)dt >= RN_NDTYPES) { rn_err("tensor: unknown dtype %d", (int)dt); return NULL; }
+  if (!data) { rn_err("tensor: external data is NULL"); return NULL; }
+  if ((uintptr_t)data % rn_dtype_size(dt)) {
+    rn_err("tensor: external data %p is not aligned to %zu bytes (%s)", data,
+           rn_dtype_size(dt), rn_dtype_name(dt));
+    return NULL;
+  }
+  if (rn_check_shape(ndim, shape, "tensor") < 0) return NULL;
+  rn_tensor *t = calloc(1, sizeof *t);
+  rn_storage *s = calloc(1, sizeof *s);
+  if (!t || !s) {
+    free(t);
+    free(s);
+    rn_err("out of memory allocating a tensor header");
+    return NULL;
+  }
+  t->refcount = 1;
+  t->ndim = ndim;
+  t->dtype = dt;
+  if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+  set_contiguous_strides(t);
+  s->refcount = 1;
+  s->device = RN_CPU;
+  s->nbytes = (size_t)rn_numel(t) * rn_dtype_size(dt);
+  s->data = data;
+  s->external = true;
+  s->release = release;
+  s->release_ctx = ctx;
+  t->st = s;
   return t;
 }
 
