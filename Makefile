@@ -13,6 +13,7 @@
 #   make test-valgrind  binding tests under valgrind
 #   make run        deps + build + the main job on the default data
 #   make bench      rnlua against PyTorch (CPU, then GPU where there is one)
+#   make bench-dist data-parallel training on 1, 2, 4 ranks (mpirun; doc/distributed.md)
 #   make bench-dnnl oneDNN's convolution algorithms on the seed's shapes
 #   make install PREFIX=/usr/local
 
@@ -40,9 +41,19 @@ ifneq ($(and $(NVCC),$(HAVE_CUDNN)),)
   include mk/cuda.mk
 endif
 
+# ---- MPI (rn.distributed; compiled and linked wherever mpicc is found) ------
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+ifeq ($(NOMPI),1)
+  MPICC :=
+endif
+ifneq ($(MPICC),)
+  WITH_MPI = 1
+  include mk/mpi.mk
+endif
+
 CFLAGS = $(CFLAGS_BASE) $(CUDA_CFLAGS)
 
-SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/io/*.c core/data/*.c core/lua/*.c) $(CUDA_SRCS)
+SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/io/*.c core/data/*.c core/dist/*.c core/lua/*.c) $(CUDA_SRCS)
 OBJS = $(patsubst %.c,$(BUILD)/%.o,$(SRCS)) $(CUDA_OBJS)
 DEPS = $(OBJS:.o=.d)
 
@@ -55,7 +66,7 @@ rnlua: $(BUILD)/rnlua
 
 $(BUILD)/rnlua: $(OBJS)
 	@echo "  LINK $@"
-	@$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS) $(CUDA_LIBS)
+	@$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS) $(CUDA_LIBS) $(MPI_LIBS)
 
 # Objects depend on the flags they were built with: a change of flags (CUDA
 # found or not, NOCUDA=1, sanitizers) rebuilds them instead of mixing.
@@ -65,6 +76,14 @@ $(BUILD)/flags.stamp: FORCE
 
 FORCE:
 
+# core/dist/*.c alone see MPI's flags, and are rebuilt when they change
+$(BUILD)/mpi.stamp: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(MPI_CFLAGS) $(MPI_LIBS)' | cmp -s - $@ || echo '$(MPI_CFLAGS) $(MPI_LIBS)' > $@
+$(BUILD)/core/dist/%.o: CFLAGS += $(MPI_CFLAGS)
+$(BUILD)/core/dist/%.o: $(BUILD)/mpi.stamp
+$(BUILD)/rnlua: $(BUILD)/mpi.stamp
+
 $(BUILD)/%.o: %.c $(BUILD)/flags.stamp
 	@mkdir -p $(dir $@)
 	@echo "  CC   $<"
@@ -73,7 +92,8 @@ $(BUILD)/%.o: %.c $(BUILD)/flags.stamp
 -include $(DEPS)
 
 # ---- packages ---------------------------------------------------------------
-DEB_PKGS = liblua5.4-dev libdnnl-dev libopenblas-dev libreadline-dev zlib1g-dev dataset-fashion-mnist
+DEB_PKGS = liblua5.4-dev libdnnl-dev libopenblas-dev libreadline-dev zlib1g-dev dataset-fashion-mnist \
+  libopenmpi-dev openmpi-bin
 deps:
 	@sh scripts/deps.sh $(DEB_PKGS)
 
