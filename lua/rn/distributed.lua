@@ -266,6 +266,42 @@ function DP:agree(flag)
   return t:item() > 0
 end
 
+--- dp:reduce_sums(sums, seen): per-key sums and the sample count over ranks
+--- (evaluation's logs, identical on every rank afterwards).
+function DP:reduce_sums(sums, seen)
+  if self.world == 1 then return sums, seen end
+  local keys = {}
+  for k in pairs(sums) do keys[#keys + 1] = k end
+  table.sort(keys)
+  core.dist_check_same(#keys, table.concat(keys, ","), "evaluate: the logs' names", "names")
+  local vals = { seen }
+  for _, k in ipairs(keys) do vals[#vals + 1] = sums[k] end
+  local r = M.sum_numbers(vals, "allreduce of the evaluation's logs")
+  local out = {}
+  for i, k in ipairs(keys) do out[k] = r[i + 1] end
+  return out, r[1]
+end
+
+-- fit{distributed = true} (lua/rn/fit.lua): joins the job (init{} when the
+-- script has not), shards the training and validation loaders' batches
+-- across the ranks and wraps the model (after any resume: rank 0's state wins).
+function M._fit_begin(model, loader, opts)
+  if not core.dist_initialized() then M.init{} end
+  local rank, world = core.dist_info()
+  local function shard(l, what)
+    if world == 1 then return end
+    local ok, has = pcall(function() return l.shard ~= nil end)
+    if not (ok and has) then
+      error(string.format("fit: distributed = true needs %s made by rn.data.Loader (it shards each batch "
+        .. "across ranks), or shard it yourself and drive rn.distributed.DataParallel", what), 3)
+    end
+    l:shard(rank, world)
+  end
+  shard(loader, "the training loader")
+  if opts.validation then shard(opts.validation, "the validation loader") end
+  return M.DataParallel(model)
+end
+
 --- dp:stats(): {comm_s, wait_s, backward_s, steps, bytes, buckets} of the reducer.
 function DP:stats() return self.reducer:stats() end
 
