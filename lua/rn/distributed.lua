@@ -54,6 +54,9 @@ end
 
 function M.is_initialized() return core.dist_initialized() end
 function M.is_available() return core.dist_compiled() end
+--- launcher_size(): the world size mpirun/srun announce in the environment
+--- (1 when not started by a launcher), and the variable that said it.
+function M.launcher_size() return core.dist_launcher_size() end
 function M.rank() need("distributed.rank"); return (core.dist_info()) end
 function M.world_size() need("distributed.world_size"); local _, w = core.dist_info(); return w end
 function M.local_rank() need("distributed.local_rank"); local _, _, l = core.dist_info(); return l end
@@ -299,7 +302,14 @@ function M._fit_begin(model, loader, opts)
   end
   shard(loader, "the training loader")
   if opts.validation then shard(opts.validation, "the validation loader") end
-  return M.DataParallel(model)
+  local dp = M.DataParallel(model)
+  dp.sharded = world > 1 and { loader, opts.validation } or {}
+  return dp
+end
+
+function DP:unshard()
+  for _, l in pairs(self.sharded or {}) do l:shard(0, 1) end
+  self.sharded = {}
 end
 
 --- dp:stats(): {comm_s, wait_s, backward_s, steps, bytes, buckets} of the reducer.

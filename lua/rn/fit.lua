@@ -585,6 +585,7 @@ function M.fit(model, loader, opts)
       break
     end
   end
+  if dp then dp:unshard() end -- the loaders serve whole batches again
   call_cbs(cbs, "on_train_end", ctx)
   return history
 end
