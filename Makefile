@@ -57,7 +57,7 @@ SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/io/*.c core/data/*.c c
 OBJS = $(patsubst %.c,$(BUILD)/%.o,$(SRCS)) $(CUDA_OBJS)
 DEPS = $(OBJS:.o=.d)
 
-.PHONY: all deps test test-isa test-asan test-valgrind run install clean bench bench-dnnl check-deps
+.PHONY: all deps test test-isa test-asan test-valgrind run install clean bench bench-dnnl bench-dist check-deps
 
 all: rnlua
 
@@ -147,6 +147,16 @@ bench: all
 
 # oneDNN alone on the seed ResNet's 3x3 shapes: direct NHWC (what rnlua
 # runs), direct nChw16c and Winograd (doc/perf.md). DNNL_ARGS="--batch 512".
+# Data-parallel figures: images/s of the seed ResNet on 1, 2 and 4 ranks of
+# this machine (oversubscribed past its cores), communication time and how
+# much of it backward hides, allreduce time against size (doc/distributed.md).
+BENCH_DIST_NP ?= 1 2 4
+bench-dist: all
+	@command -v mpirun >/dev/null || { echo "bench-dist: mpirun not found (make deps installs openmpi-bin)"; exit 1; }
+	@for np in $(BENCH_DIST_NP); do \
+	  mpirun --allow-run-as-root --oversubscribe --timeout 900 --mca mpi_yield_when_idle 1 --bind-to none \
+	    -np $$np ./rnlua scripts/bench_dist.lua $(BENCH_DIST_ARGS) || exit 1; done
+
 bench-dnnl:
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -o $(BUILD)/dnnl_conv_algos scripts/dnnl_conv_algos.c -ldnnl
