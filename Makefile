@@ -14,6 +14,7 @@
 #   make test-mutants  tests of the tests: planted bugs the suite must catch
 #   make run        deps + build + the main job on the default data
 #   make bench      rnlua against PyTorch (CPU, then GPU where there is one)
+#   make bench-dist data-parallel training on 1, 2, 4 ranks (mpirun; doc/distributed.md)
 #   make bench-dnnl oneDNN's convolution algorithms on the seed's shapes
 #   make install PREFIX=/usr/local   the program, the Lua module, librnlua.so
 #                   with rnlua.h and rnlua.pc (mk/lib.mk, doc/install.md)
@@ -45,13 +46,23 @@ ifneq ($(and $(NVCC),$(HAVE_CUDNN)),)
   include mk/cuda.mk
 endif
 
+# ---- MPI (rn.distributed; compiled and linked wherever mpicc is found) ------
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+ifeq ($(NOMPI),1)
+  MPICC :=
+endif
+ifneq ($(MPICC),)
+  WITH_MPI = 1
+  include mk/mpi.mk
+endif
+
 CFLAGS = $(CFLAGS_BASE) $(CUDA_CFLAGS)
 
-SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/io/*.c core/data/*.c core/lua/*.c) $(CUDA_SRCS)
+SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/io/*.c core/data/*.c core/dist/*.c core/lua/*.c) $(CUDA_SRCS)
 OBJS = $(patsubst %.c,$(BUILD)/%.o,$(SRCS)) $(CUDA_OBJS)
 DEPS = $(OBJS:.o=.d)
 
-.PHONY: all deps test test-isa test-asan test-valgrind test-mutants run install clean bench bench-dnnl check-deps
+.PHONY: all deps test test-isa test-asan test-valgrind test-mutants run install clean bench bench-dnnl bench-dist check-deps
 
 all: rnlua
 
@@ -60,7 +71,7 @@ rnlua: $(BUILD)/rnlua
 
 $(BUILD)/rnlua: $(OBJS)
 	@echo "  LINK $@"
-	@$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS) $(CUDA_LIBS)
+	@$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS) $(CUDA_LIBS) $(MPI_LIBS)
 
 # Objects depend on the flags they were built with: a change of flags (CUDA
 # found or not, NOCUDA=1, sanitizers) rebuilds them instead of mixing.
@@ -70,6 +81,14 @@ $(BUILD)/flags.stamp: FORCE
 
 FORCE:
 
+# core/dist/*.c alone see MPI's flags, and are rebuilt when they change
+$(BUILD)/mpi.stamp: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(MPI_CFLAGS) $(MPI_LIBS)' | cmp -s - $@ || echo '$(MPI_CFLAGS) $(MPI_LIBS)' > $@
+$(BUILD)/core/dist/%.o: CFLAGS += $(MPI_CFLAGS)
+$(BUILD)/core/dist/%.o: $(BUILD)/mpi.stamp
+$(BUILD)/rnlua: $(BUILD)/mpi.stamp
+
 $(BUILD)/%.o: %.c $(BUILD)/flags.stamp
 	@mkdir -p $(dir $@)
 	@echo "  CC   $<"
@@ -78,7 +97,8 @@ $(BUILD)/%.o: %.c $(BUILD)/flags.stamp
 -include $(DEPS)
 
 # ---- packages ---------------------------------------------------------------
-DEB_PKGS = liblua5.4-dev libdnnl-dev libopenblas-dev libreadline-dev zlib1g-dev dataset-fashion-mnist
+DEB_PKGS = liblua5.4-dev libdnnl-dev libopenblas-dev libreadline-dev zlib1g-dev dataset-fashion-mnist \
+  libopenmpi-dev openmpi-bin
 deps:
 	@sh scripts/deps.sh $(DEB_PKGS)
 
@@ -139,6 +159,16 @@ bench: all
 
 # oneDNN alone on the seed ResNet's 3x3 shapes: direct NHWC (what rnlua
 # runs), direct nChw16c and Winograd (doc/perf.md). DNNL_ARGS="--batch 512".
+# Data-parallel figures: images/s of the seed ResNet on 1, 2 and 4 ranks of
+# this machine (oversubscribed past its cores), communication time and how
+# much of it backward hides, allreduce time against size (doc/distributed.md).
+BENCH_DIST_NP ?= 1 2 4
+bench-dist: all
+	@command -v mpirun >/dev/null || { echo "bench-dist: mpirun not found (make deps installs openmpi-bin)"; exit 1; }
+	@for np in $(BENCH_DIST_NP); do \
+	  mpirun --allow-run-as-root --oversubscribe --timeout 900 --mca mpi_yield_when_idle 1 --bind-to none \
+	    -np $$np ./rnlua scripts/bench_dist.lua $(BENCH_DIST_ARGS) || exit 1; done
+
 bench-dnnl:
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -o $(BUILD)/dnnl_conv_algos scripts/dnnl_conv_algos.c -ldnnl

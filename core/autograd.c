@@ -18,6 +18,45 @@ int rn_profile_scope = 0;
 static bool profile_on = false;
 static double *profile_s; /* seconds per scope, [profile_n] */
 static int profile_n;
+/* grad-ready hooks (autograd.h) and the pass's pending edge count per leaf */
+static rn_grad_hooks hooks;
+static bool hooks_on = false;
+static struct { rn_tensor **leaf; int *count; int n, cap; } pend;
+
+void rn_set_grad_hooks(const rn_grad_hooks *h) {
+  hooks_on = h != NULL;
+  if (h) hooks = *h;
+}
+
+static int *pend_find(rn_tensor *t) {
+  for (int i = pend.n - 1; i >= 0; i--)
+    if (pend.leaf[i] == t) return &pend.count[i];
+  return NULL;
+}
+
+static int pend_add(rn_tensor *t) {
+  int *c = pend_find(t);
+  if (c) { ++*c; return 0; }
+  if (pend.n == pend.cap) {
+    int cap = pend.cap ? 2 * pend.cap : 64;
+    rn_tensor **l = realloc(pend.leaf, sizeof *l * (size_t)cap);
+    if (l) pend.leaf = l;
+    int *k = realloc(pend.count, sizeof *k * (size_t)cap);
+    if (k) pend.count = k;
+    if (!l || !k) return rn_err("backward: out of memory counting the leaves' edges");
+    pend.cap = cap;
+  }
+  pend.leaf[pend.n] = t;
+  pend.count[pend.n++] = 1;
+  return 0;
+}
+
+/* an edge into leaf t ran: fires ready at the last one */
+static int pend_done(rn_tensor *t) {
+  int *c = pend_find(t);
+  if (c && --*c == 0) return hooks.ready(hooks.ud, t);
+  return 0;
+}
 
 bool rn_grad_enabled(void) { return grad_on; }
 void rn_set_grad_enabled(bool on) { grad_on = on; }
@@ -247,6 +286,7 @@ static int run_node(rn_node *n, nodevec *ready, bool retain) {
     }
     rn_release(g);
     if (rc == 0 && n->next[i] && --n->next[i]->deps == 0) rc = push(ready, n->next[i]);
+    if (rc == 0 && hooks_on && !n->next[i] && n->leaf[i] && n->needs[i]) rc = pend_done(n->leaf[i]);
   }
   if (gin != gin_local) free(gin);
   rn_release(n->gbuf);
@@ -324,7 +364,10 @@ int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph) {
                        : rn_full(root->ndim, root->shape, 1.0, root->dtype, rn_device(root));
   if (!g0) { rn_set_grad_enabled(saved_mode); return -1; }
   if (!root->grad_fn) { /* a leaf */
-    rc = accumulate_leaf(root, g0);
+    bool h = hooks_on;
+    rc = h ? hooks.begin(hooks.ud, &root, 1) : 0;
+    if (rc == 0) rc = accumulate_leaf(root, g0);
+    if (rc == 0 && h) rc = hooks.ready(hooks.ud, root);
     rn_release(g0);
     rn_set_grad_enabled(saved_mode);
     return rc;
@@ -336,17 +379,21 @@ int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph) {
   int mark = ++epoch;
   r->mark = mark;
   r->deps = 0;
+  pend.n = 0;
+  bool h = hooks_on;
   rc = push(&stack, r);
   while (rc == 0 && stack.n) {
     rn_node *m = stack.v[--stack.n];
     if ((rc = push(&all, m)) < 0) break;
     for (int i = 0; i < m->nin && rc == 0; i++) {
       rn_node *p = m->next[i];
+      if (h && !p && m->leaf[i] && m->needs[i]) rc = pend_add(m->leaf[i]);
       if (!p) continue;
       if (p->mark != mark) { p->mark = mark; p->deps = 0; rc = push(&stack, p); }
       p->deps++;
     }
   }
+  if (rc == 0 && h) rc = hooks.begin(hooks.ud, pend.leaf, pend.n);
   if (rc == 0) {
     r->gbuf = g0;
     g0 = NULL;

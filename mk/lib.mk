@@ -52,13 +52,13 @@ $(BUILD)/rn/core.so: $(PIC_OBJS) mk/rn_core.map
 	@mkdir -p $(dir $@)
 	@echo "  LINK $@"
 	@$(CC) $(CFLAGS) -shared -Wl,--version-script=mk/rn_core.map -o $@ $(PIC_OBJS) \
-	  $(MOD_LIBS) $(CUDA_LIBS)
+	  $(MOD_LIBS) $(CUDA_LIBS) $(MPI_LIBS)
 
 $(BUILD)/librnlua.so: $(PIC_OBJS) $(BUILD)/core/embed/embed.o mk/librnlua.map
 	@echo "  LINK $@"
 	@$(CC) $(CFLAGS) -shared -Wl,-soname,librnlua.so.0 -Wl,--no-undefined \
 	  -Wl,--version-script=mk/librnlua.map -o $@ $(PIC_OBJS) $(BUILD)/core/embed/embed.o \
-	  $(LUA_SO) $(MOD_LIBS) $(CUDA_LIBS)
+	  $(LUA_SO) $(MOD_LIBS) $(CUDA_LIBS) $(MPI_LIBS)
 	@ln -sf librnlua.so $(BUILD)/librnlua.so.0 # the soname, for programs run from the build tree
 
 -include $(BUILD)/core/embed/embed.d

@@ -133,6 +133,16 @@ while arg[i] do
   end
   i = i + 1
 end
+
+-- Started by mpirun/srun with several processes (doc/distributed.md): the
+-- same options, trained data-parallel across the ranks (each global batch
+-- sharded); rank 0 alone prints and writes the log, plot and checkpoints.
+local DIST = rn.distributed.is_available() and rn.distributed.launcher_size() > 1
+if DIST then
+  rn.distributed.init{}
+  if opt["time-budget"] then die("--time-budget measures one process's speed; under mpirun give --train-limit instead") end
+  if rn.distributed.rank() ~= 0 then print = function() end end
+end
 if opt.device ~= "cpu" and opt.device ~= "cuda" then die("--device must be cpu or cuda, got '" .. opt.device .. "'") end
 if opt.device == "cuda" and not rn.cuda.is_available() then
   die("--device cuda: " .. tostring(rn.cuda.why_unavailable()))
@@ -300,7 +310,7 @@ model:compile({ optimizer = rn.optim.SGD(model:parameters(), { lr = schedule, mo
 local t0 = rn._clock()
 local history = model:fit(train, { epochs = opt.epochs, validation = test, save = opt.save,
   resume = opt.resume, log = opt.log, plot = opt.plot, steps_per_epoch = opt["steps-per-epoch"],
-  device_data = device_data })
+  device_data = device_data, distributed = DIST or nil })
 local last = history[#history]
 local names = dataset == "cifar10"
   and { "plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck" }

@@ -196,6 +196,17 @@ static int loader_tostring(lua_State *L) {
   return 1;
 }
 
+/* loader:shard(rank, world): rank 0-based (data.h rn_loader_set_shard) */
+static int loader_shard(lua_State *L) {
+  rn_loader *l = check_loader(L, 1);
+  lua_Integer r = luaL_checkinteger(L, 2), w = luaL_checkinteger(L, 3);
+  if (w < 1 || w > 1 << 20 || r < 0 || r >= w)
+    return rnl_errorf(L, "shard: rank %lld of world %lld: need 0 <= rank < world", (long long)r, (long long)w);
+  if (rn_loader_set_shard(l, (int)r, (int)w) < 0) return rnl_error(L);
+  lua_settop(L, 1);
+  return 1;
+}
+
 static int loader_size(lua_State *L) {
   lua_pushinteger(L, rn_loader_size(check_loader(L, 1)));
   return 1;
@@ -346,7 +357,7 @@ void rnl_open_data(lua_State *L, int rn_idx, int methods_idx) {
   static const luaL_Reg loader_methods[] = {
     {"epoch", loader_epoch}, {"num_batches", loader_num_batches}, {"size", loader_size},
     {"batch_size", loader_batch_size}, {"sample_shape", loader_sample_shape},
-    {"close", loader_close}, {NULL, NULL}};
+    {"shard", loader_shard}, {"close", loader_close}, {NULL, NULL}};
   luaL_newlib(L, loader_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

@@ -319,6 +319,8 @@ end
 
 --- model weights alone (all of them, batch-norm statistics included)
 function M.save_weights(model, path)
+  local d = rn.distributed
+  if d and d.is_initialized() and d.world_size() > 1 and d.rank() ~= 0 then return end -- rank 0 writes
   local tensors = {}
   for name, t in pairs(model:state_dict()) do tensors[name] = t end
   ckpt.save(path, { tensors = tensors, meta = { format = "rnlua-weights", version = 1 } })
@@ -398,7 +400,7 @@ local function finite(v) return v == v and v ~= math.huge and v ~= -math.huge en
 --- model:evaluate(loader [, {steps =, verbose =}]) -> logs {loss =, <metrics>}
 --- averaged over samples, in inference mode.
 function M.evaluate(model, loader, opts)
-  opts = check_opts("evaluate", opts, { "steps", "verbose", "epoch", "device_data" })
+  opts = check_opts("evaluate", opts, { "steps", "verbose", "epoch", "device_data", "_dist" })
   check_loader("evaluate", loader, "the data")
   local dev = model_device(model)
   loader = data_for("evaluate", loader, dev, opts.device_data)
@@ -408,13 +410,15 @@ function M.evaluate(model, loader, opts)
   local sums, seen, step = {}, 0, 0
   for x, y in loader:epoch(opts.epoch or 1) do
     step = step + 1
-    local logs = model:test_step(on(dev, x), on(dev, y))
     local n = batch_size_of(y)
-    add_logs(sums, logs, n)
-    seen = seen + n
+    if n > 0 then -- (a data-parallel shard may be empty)
+      add_logs(sums, model:test_step(on(dev, x), on(dev, y)), n)
+      seen = seen + n
+    end
     if bar then bar:update(step, averages(sums, seen), seen) end
     if step >= total then break end
   end
+  if opts._dist then sums, seen = opts._dist:reduce_sums(sums, seen) end
   local avg = averages(sums, seen)
   if bar then bar:finish(avg) end
   return avg
@@ -502,7 +506,7 @@ function M.format_confusion(cm, names)
 end
 
 local FIT_OPTS = { "epochs", "validation", "callbacks", "verbose", "save", "save_every", "resume",
-  "log", "plot", "steps_per_epoch", "stop_on_nan", "out", "device_data" }
+  "log", "plot", "steps_per_epoch", "stop_on_nan", "out", "device_data", "distributed" }
 
 --- model:fit(loader, opts) -> history (a list of per-epoch logs)
 --- opts: epochs (required), validation (a loader), callbacks (list),
@@ -510,7 +514,8 @@ local FIT_OPTS = { "epochs", "validation", "callbacks", "verbose", "save", "save
 --- epoch), save_every (also every N steps), resume (a training-state path,
 --- or true to resume from save when it exists), log (a .csv or .jsonl path
 --- rewritten each epoch), plot (a .png of the curves, redrawn each epoch),
---- steps_per_epoch (cap), stop_on_nan (default true: stop with an error
+--- distributed (true: data-parallel across the ranks of rn.distributed,
+--- doc/distributed.md), steps_per_epoch (cap), stop_on_nan (default true: stop with an error
 --- naming the epoch and step of a non-finite loss), out (default io.stdout),
 --- device_data (nil/true/false: the device-resident data path, see the header).
 function M.fit(model, loader, opts)
@@ -551,6 +556,13 @@ function M.fit(model, loader, opts)
     end
   end
 
+  -- data-parallel (doc/distributed.md): shards the loaders, syncs rank 0's
+  -- state; rank 0 alone prints and writes files; stop decisions are agreed
+  local dp = opts.distributed and require("rn.distributed")._fit_begin(model, loader, opts) or nil
+  local root = not dp or dp.is_root
+  if not root then verbose = false end
+  local function agree(flag) if dp then return dp:agree(flag) end return flag end
+
   local ctx = { model = model, optimizer = model.optimizer, history = history, stop = false }
   call_cbs(cbs, "on_train_begin", ctx)
   loader = data_for("fit", loader, model_device(model), opts.device_data)
@@ -559,6 +571,7 @@ function M.fit(model, loader, opts)
   for epoch = start_epoch, epochs do
     ctx.epoch = epoch
     if call_cbs(cbs, "on_epoch_begin", epoch, ctx) then ctx.stop = true end
+    ctx.stop = agree(ctx.stop)
     if ctx.stop then break end
     model:train()
     local bar = verbose and Progress.new { total = steps, title = string.format("Epoch %d/%d", epoch, epochs), out = out } or nil
@@ -568,17 +581,19 @@ function M.fit(model, loader, opts)
     if step < steps then
       for x, y in loader:epoch(epoch, skip) do
         step = step + 1
-        local logs = model:train_step(on(dev, x), on(dev, y))
+        local logs, n
+        if dp then logs, n = dp:train_step(on(dev, x), on(dev, y)) -- global logs and count
+        else logs, n = model:train_step(on(dev, x), on(dev, y)), batch_size_of(y) end
         if stop_on_nan and not finite(logs.loss) then
           error(string.format("fit: the loss is %s at epoch %d, step %d; stopping (pass stop_on_nan = false to go on)",
             fmt_num(logs.loss), epoch, step), 0)
         end
-        local n = batch_size_of(y)
         add_logs(sums, logs, n)
         seen = seen + n
         if bar then bar:update(step, averages(sums, seen), seen - seen0) end
         if call_cbs(cbs, "on_batch_end", step, logs, ctx) then ctx.stop = true end
-        if opts.save_every and step % opts.save_every == 0 and step < steps then
+        ctx.stop = agree(ctx.stop)
+        if root and opts.save_every and step % opts.save_every == 0 and step < steps then
           M.save_state(opts.save, model, { epoch = epoch, batch = step, sums = sums, seen = seen, history = history })
         end
         if ctx.stop or step >= steps then break end
@@ -586,7 +601,7 @@ function M.fit(model, loader, opts)
     end
     if ctx.stop and step < steps then
       -- stopped mid-epoch: keep the position so that resume continues here
-      if opts.save then
+      if opts.save and root then
         M.save_state(opts.save, model, { epoch = epoch, batch = step, sums = sums, seen = seen, history = history })
       end
       if bar then out:write("\n") end
@@ -595,7 +610,7 @@ function M.fit(model, loader, opts)
     local logs = averages(sums, seen)
     local train_time = rn._clock() - t0
     if opts.validation then
-      for k, v in pairs(M.evaluate(model, opts.validation, { device_data = opts.device_data })) do
+      for k, v in pairs(M.evaluate(model, opts.validation, { device_data = opts.device_data, _dist = dp })) do
         logs["val_" .. k] = v
       end
     end
@@ -610,17 +625,19 @@ function M.fit(model, loader, opts)
     end
     history[#history + 1] = logs
     if call_cbs(cbs, "on_epoch_end", epoch, logs, ctx) then ctx.stop = true end
+    ctx.stop = agree(ctx.stop)
     sums, seen, skip = {}, 0, 0
-    if opts.save then
+    if opts.save and root then
       M.save_state(opts.save, model, { epoch = epoch, batch = 0, done = true, history = history })
     end
-    if opts.log then M.write_log(opts.log, history) end
-    if opts.plot then rn.plot.training_curves(history, opts.plot) end
+    if opts.log and root then M.write_log(opts.log, history) end
+    if opts.plot and root then rn.plot.training_curves(history, opts.plot) end
     if ctx.stop then
       if ctx.stop_reason and verbose then out:write(ctx.stop_reason, "\n") end
       break
     end
   end
+  if dp then dp:unshard() end -- the loaders serve whole batches again
   call_cbs(cbs, "on_train_end", ctx)
   return history
 end

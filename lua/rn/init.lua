@@ -132,6 +132,7 @@ local ok, err = pcall(function()
   rn.plot = require "rn.plot"
   rn.data = require "rn.data"
   rn.fit = require "rn.fit"
+  rn.distributed = require "rn.distributed"
   rn.fit.install(rn.Model)
   require "rn.profile" -- model:profile
   require "rn.compare" -- model:compare
