@@ -77,7 +77,8 @@ usage: rnlua scripts/resnet_cifar.lua [options]
   --batch-size B       default 128
   --lr LR              peak learning rate of SGD momentum 0.9 (default 0.1),
                        1 epoch of linear warmup, then cosine decay to 0
-  --device DEV         cpu | cuda (default cpu)
+  --device DEV         auto | cpu | cuda (default auto: cuda where a GPU and
+                       cuDNN load, else cpu; the first line says which and why)
   --device-data on|off with --device cuda: upload the data set to the GPU once
                        and augment each batch there (default on; same batches
                        as the CPU pipeline, bit for bit)
@@ -101,7 +102,7 @@ local function die(msg)
   os.exit(2)
 end
 
-local opt = { epochs = 1, ["batch-size"] = 128, lr = 0.1, device = "cpu", seed = 1 }
+local opt = { epochs = 1, ["batch-size"] = 128, lr = 0.1, device = "auto", seed = 1 }
 local numeric = { epochs = true, ["batch-size"] = true, lr = true, threads = true, seed = true,
   ["train-limit"] = true, ["test-limit"] = true, ["steps-per-epoch"] = true }
 local strings = { data = true, dataset = true, device = true, save = true, resume = true,
@@ -128,9 +129,20 @@ while arg[i] do
   end
   i = i + 1
 end
-if opt.device ~= "cpu" and opt.device ~= "cuda" then die("--device must be cpu or cuda, got '" .. opt.device .. "'") end
+if opt.device ~= "auto" and opt.device ~= "cpu" and opt.device ~= "cuda" then
+  die("--device must be auto, cpu or cuda, got '" .. opt.device .. "'")
+end
 if opt.device == "cuda" and not rn.cuda.is_available() then
   die("--device cuda: " .. tostring(rn.cuda.why_unavailable()))
+end
+-- the GPU when one is usable, as Keras places work; the first line of output says which and why
+if opt.device == "auto" then
+  local ok, why = rn.cuda.usable()
+  opt.device = ok and "cuda" or "cpu"
+  print(ok and string.format("device: cuda (auto: %s; --device cpu forces the CPU)", why)
+    or string.format("device: cpu (auto: no usable GPU: %s)", tostring(why)))
+else
+  print(string.format("device: %s (--device %s)", opt.device, opt.device))
 end
 if opt.dataset and opt.dataset ~= "cifar10" and opt.dataset ~= "fashion-mnist" then
   die("--dataset must be cifar10 or fashion-mnist, got '" .. opt.dataset .. "'")

@@ -132,6 +132,28 @@ T.test("seed ResNet trains on 384 Fashion-MNIST images, 2 threads", function()
   T.truthy(after < 0.7 * before, string.format("loss %.3f -> %.3f", before, after))
 end)
 
+-- ---- the script's device ------------------------------------------------------------------
+
+T.test("resnet_cifar.lua: --device auto by default, the first line says the device and why", function()
+  local files = require "files"
+  local bin = os.getenv("RNLUA_BIN") or "./rnlua"
+  local function first_line(args)
+    local out = os.tmpname()
+    os.execute(string.format("%s scripts/resnet_cifar.lua --summary --train-limit 8 --test-limit 8 --batch-size 8 %s >%s 2>&1",
+      files.q(bin), args, files.q(out)))
+    local text = files.try_read(out) or ""
+    os.remove(out)
+    return text:match("^[^\n]*")
+  end
+  local ok, why = rn.cuda.usable()
+  local want = ok and ("device: cuda (auto: " .. why .. "; --device cpu forces the CPU)")
+    or ("device: cpu (auto: no usable GPU: " .. why .. ")")
+  T.eq(first_line(""), want)
+  T.eq(first_line("--device auto"), want)
+  T.eq(first_line("--device cpu"), "device: cpu (--device cpu)")
+  T.truthy(first_line("--device gpu"):find("--device must be auto, cpu or cuda", 1, true))
+end)
+
 -- ---- the document -------------------------------------------------------------------------
 
 local read = require("files").read
