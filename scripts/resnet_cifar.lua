@@ -79,7 +79,7 @@ usage: rnlua scripts/resnet_cifar.lua [options]
                        1 epoch of linear warmup, then cosine decay to 0
   --device DEV         auto | cpu | cuda (default auto: cuda where a GPU and
                        cuDNN load, else cpu; the first line says which and why)
-  --device-data on|off with --device cuda: upload the data set to the GPU once
+  --device-data on|off on cuda: upload the data set to the GPU once
                        and augment each batch there (default on; same batches
                        as the CPU pipeline, bit for bit)
   --threads T          CPU threads (default: all cores)
@@ -149,7 +149,7 @@ if opt.dataset and opt.dataset ~= "cifar10" and opt.dataset ~= "fashion-mnist" t
 end
 local dd = opt["device-data"]
 if dd ~= nil and dd ~= "on" and dd ~= "off" then die("--device-data must be on or off, got '" .. dd .. "'") end
-if dd == "on" and opt.device ~= "cuda" then die("--device-data on needs --device cuda") end
+if dd == "on" and opt.device ~= "cuda" then die("--device-data on needs the cuda device; this run is on the cpu") end
 local device_data = opt.device == "cuda" and dd ~= "off" -- the pipeline: device-resident or host batches
 if opt.threads then rn.set_num_threads(opt.threads) end
 if opt.precision then
