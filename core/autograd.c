@@ -9,6 +9,7 @@
 
 #include "autograd.h"
 #include "backend.h"
+#include "mutant.h"
 
 static _Thread_local bool grad_on = true;
 const char *(*rn_where_hook)(void) = NULL;
@@ -17,6 +18,45 @@ int rn_profile_scope = 0;
 static bool profile_on = false;
 static double *profile_s; /* seconds per scope, [profile_n] */
 static int profile_n;
+/* grad-ready hooks (autograd.h) and the pass's pending edge count per leaf */
+static rn_grad_hooks hooks;
+static bool hooks_on = false;
+static struct { rn_tensor **leaf; int *count; int n, cap; } pend;
+
+void rn_set_grad_hooks(const rn_grad_hooks *h) {
+  hooks_on = h != NULL;
+  if (h) hooks = *h;
+}
+
+static int *pend_find(rn_tensor *t) {
+  for (int i = pend.n - 1; i >= 0; i--)
+    if (pend.leaf[i] == t) return &pend.count[i];
+  return NULL;
+}
+
+static int pend_add(rn_tensor *t) {
+  int *c = pend_find(t);
+  if (c) { ++*c; return 0; }
+  if (pend.n == pend.cap) {
+    int cap = pend.cap ? 2 * pend.cap : 64;
+    rn_tensor **l = realloc(pend.leaf, sizeof *l * (size_t)cap);
+    if (l) pend.leaf = l;
+    int *k = realloc(pend.count, sizeof *k * (size_t)cap);
+    if (k) pend.count = k;
+    if (!l || !k) return rn_err("backward: out of memory counting the leaves' edges");
+    pend.cap = cap;
+  }
+  pend.leaf[pend.n] = t;
+  pend.count[pend.n++] = 1;
+  return 0;
+}
+
+/* an edge into leaf t ran: fires ready at the last one */
+static int pend_done(rn_tensor *t) {
+  int *c = pend_find(t);
+  if (c && --*c == 0) return hooks.ready(hooks.ud, t);
+  return 0;
+}
 
 bool rn_grad_enabled(void) { return grad_on; }
 void rn_set_grad_enabled(bool on) { grad_on = on; }
@@ -85,6 +125,7 @@ int rn_node_save(rn_node *n, rn_tensor *t) {
   if (n->nsaved >= RN_NODE_MAXSAVED) return rn_err("%s: too many saved tensors", n->name);
   rn_tensor *d = rn_detach(t);
   if (!d) return -1;
+  n->saved_version[n->nsaved] = d->st->version;
   n->saved[n->nsaved++] = d;
   return 0;
 }
@@ -149,7 +190,7 @@ static int push(nodevec *s, rn_node *x) {
 
 /* Adds g into *acc (out of place: g may alias tensors the caller holds). */
 static int accumulate(rn_tensor **acc, rn_tensor *g) {
-  if (!*acc) { rn_retain(g); *acc = g; return 0; }
+  if (!*acc || RN_MUTANT("grad_accum")) { rn_retain(g); rn_release(*acc); *acc = g; return 0; }
   rn_tensor *s = rn_binary(RN_OP_ADD, *acc, g);
   if (!s) return -1;
   rn_release(*acc);
@@ -158,7 +199,10 @@ static int accumulate(rn_tensor **acc, rn_tensor *g) {
 }
 
 static int accumulate_leaf(rn_tensor *leaf, rn_tensor *g) {
-  if (leaf->grad) return rn_backend_of(leaf)->axpy(leaf->grad, 1.0, g);
+  if (leaf->grad) {
+    rn_bump_version(leaf->grad);
+    return rn_backend_of(leaf)->axpy(leaf->grad, 1.0, g);
+  }
   rn_tensor *c = rn_empty_like(leaf);
   if (!c) return -1;
   if (rn_backend_of(c)->copy(c, g) < 0) { rn_release(c); return -1; }
@@ -185,6 +229,24 @@ static rn_tensor *fit_grad(rn_node *n, int i, rn_tensor *g) {
   return r;
 }
 
+/* -1 + rn_err when a saved tensor was changed in place after the forward */
+static int check_saved(rn_node *n) {
+  char b1[128], at[300] = "";
+  if (n->where) snprintf(at, sizeof at, " (forward at %s)", n->where);
+  for (int i = 0; i < n->nsaved; i++) {
+    rn_tensor *t = n->saved[i];
+    if (!t || t->st->version == n->saved_version[i]) continue;
+    return rn_err("backward of %s%s: one of the tensors it saved for the gradient, of "
+                  "shape %s (saved tensor %d), was modified by an in-place operation after "
+                  "the forward (version %llu, expected %llu); change a clone instead, or "
+                  "change it after backward",
+                  n->name, at,
+                  rn_shape_str(t, b1, sizeof b1), i + 1, (unsigned long long)t->st->version,
+                  (unsigned long long)n->saved_version[i]);
+  }
+  return 0;
+}
+
 static int run_node(rn_node *n, nodevec *ready, bool retain) {
   rn_tensor *gin_local[8], **gin = gin_local;
   if (n->nin > 8 && !(gin = calloc((size_t)n->nin, sizeof *gin)))
@@ -194,7 +256,7 @@ static int run_node(rn_node *n, nodevec *ready, bool retain) {
   if (n->released) {
     rc = rn_err("backward through %s a second time: its saved tensors were freed; "
                 "pass retain_graph=true to the first backward", n->name);
-  } else {
+  } else if ((rc = check_saved(n)) == 0) {
     rc = n->backward(n, n->gbuf, gin);
     if (rc < 0) {
       char msg[1024];
@@ -224,6 +286,7 @@ static int run_node(rn_node *n, nodevec *ready, bool retain) {
     }
     rn_release(g);
     if (rc == 0 && n->next[i] && --n->next[i]->deps == 0) rc = push(ready, n->next[i]);
+    if (rc == 0 && hooks_on && !n->next[i] && n->leaf[i] && n->needs[i]) rc = pend_done(n->leaf[i]);
   }
   if (gin != gin_local) free(gin);
   rn_release(n->gbuf);
@@ -301,7 +364,10 @@ int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph) {
                        : rn_full(root->ndim, root->shape, 1.0, root->dtype, rn_device(root));
   if (!g0) { rn_set_grad_enabled(saved_mode); return -1; }
   if (!root->grad_fn) { /* a leaf */
-    rc = accumulate_leaf(root, g0);
+    bool h = hooks_on;
+    rc = h ? hooks.begin(hooks.ud, &root, 1) : 0;
+    if (rc == 0) rc = accumulate_leaf(root, g0);
+    if (rc == 0 && h) rc = hooks.ready(hooks.ud, root);
     rn_release(g0);
     rn_set_grad_enabled(saved_mode);
     return rc;
@@ -313,17 +379,21 @@ int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph) {
   int mark = ++epoch;
   r->mark = mark;
   r->deps = 0;
+  pend.n = 0;
+  bool h = hooks_on;
   rc = push(&stack, r);
   while (rc == 0 && stack.n) {
     rn_node *m = stack.v[--stack.n];
     if ((rc = push(&all, m)) < 0) break;
     for (int i = 0; i < m->nin && rc == 0; i++) {
       rn_node *p = m->next[i];
+      if (h && !p && m->leaf[i] && m->needs[i]) rc = pend_add(m->leaf[i]);
       if (!p) continue;
       if (p->mark != mark) { p->mark = mark; p->deps = 0; rc = push(&stack, p); }
       p->deps++;
     }
   }
+  if (rc == 0 && h) rc = hooks.begin(hooks.ud, pend.leaf, pend.n);
   if (rc == 0) {
     r->gbuf = g0;
     g0 = NULL;

@@ -41,6 +41,7 @@ struct rn_node {
   rn_inshape *in_shape;   /* [nin] */
   int nsaved;
   rn_tensor *saved[RN_NODE_MAXSAVED];
+  uint64_t saved_version[RN_NODE_MAXSAVED]; /* storage version when saved */
   bool released;          /* saved tensors freed by a backward pass */
   void *ctx;              /* op parameters */
   void (*ctx_free)(void *);
@@ -65,6 +66,22 @@ void rn_node_release(rn_node *n);
 int rn_backward(rn_tensor *root, rn_tensor *grad, bool retain_graph);
 /* Set by the binding: returns "file:line" of the Lua caller, or NULL. */
 extern const char *(*rn_where_hook)(void);
+
+/* Grad-ready hooks (off by default; the data-parallel gradient reducer,
+ * core/dist/reducer.c, sets them). While set, each reverse pass first calls
+ * begin with the leaves requiring grad that the pass can reach (known from
+ * its graph walk before any node runs: the others will get no gradient),
+ * then ready(leaf) once per reached leaf when its gradient is final: after
+ * the last edge into it ran (a shared weight, several edges, fires once),
+ * also when those edges produced no gradient (leaf->grad may stay NULL).
+ * A hook's -1 (with rn_err) ends the pass with that error. When unset the
+ * reverse pass pays one branch per edge. */
+typedef struct {
+  int (*begin)(void *ud, rn_tensor *const *leaves, int n);
+  int (*ready)(void *ud, rn_tensor *leaf);
+  void *ud;
+} rn_grad_hooks;
+void rn_set_grad_hooks(const rn_grad_hooks *h); /* NULL: none */
 
 /* Anomaly mode (off by default): the reverse pass fails with "anomaly:
  * backward of OP (forward at FILE:LINE) produced nan|inf" when a node turns a

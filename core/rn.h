@@ -32,6 +32,15 @@ typedef struct rn_storage {
   rn_devtype device;
   size_t nbytes;
   void *data;
+  /* bumped by every in-place change of the data (rn_bump_version); the
+   * autograd tape checks it against the value recorded when it saved a
+   * tensor viewing this storage */
+  uint64_t version;
+  /* external memory (rn_from_external): not the backend's; release(ctx),
+   * if set, is called instead of the backend's free when the last view goes */
+  bool external;
+  void (*release)(void *ctx);
+  void *release_ctx;
 } rn_storage;
 
 struct rn_node;
@@ -80,6 +89,11 @@ rn_tensor *rn_zeros_like(const rn_tensor *t);
 rn_tensor *rn_scalar(double v, rn_dtype dt, rn_devtype dev); /* 0-dim */
 rn_tensor *rn_arange(double start, double stop, double step, rn_dtype dt);
 rn_tensor *rn_from_buffer(int ndim, const int64_t *shape, rn_dtype dt, const void *src);
+/* A contiguous CPU tensor over the caller's memory, no copy (the embedding
+ * API, include/rnlua.h): data must be aligned to the dtype's size and hold
+ * numel elements; release(ctx), if not NULL, runs when the last view is gone. */
+rn_tensor *rn_from_external(int ndim, const int64_t *shape, rn_dtype dt, void *data,
+                            void (*release)(void *ctx), void *ctx);
 void rn_retain(rn_tensor *t);
 void rn_release(rn_tensor *t); /* NULL is fine */
 int64_t rn_numel(const rn_tensor *t);
@@ -111,7 +125,14 @@ rn_tensor *rn_to_device(rn_tensor *t, rn_devtype dev);
  * is on, as in-place changes would corrupt the tape). */
 int rn_copy_(rn_tensor *dst, const rn_tensor *src); /* broadcast src, any dtypes */
 int rn_fill_(rn_tensor *t, double v);
+/* 0, or -1 + rn_err when an in-place change of t would make a gradient
+ * wrong (a leaf requiring grad; a recorded result, unless the change keeps
+ * its derivative: keeps_derivative, as adding a constant does) */
 int rn_check_inplace(const rn_tensor *t, const char *op);
+int rn_check_inplace_ex(const rn_tensor *t, const char *op, bool keeps_derivative);
+/* Every function that writes into an existing tensor's memory calls this, so
+ * that a backward reading a saved alias of it refuses stale values. */
+static inline void rn_bump_version(rn_tensor *t) { t->st->version++; }
 
 /* ---- deterministic mode (determinism.c) ---------------------------------- */
 /* On: every backend gives bitwise-reproducible results (the CPU always does;
@@ -136,7 +157,18 @@ typedef struct {
   bool fma, avx, avx2, avx512f, avx512bw, avx512vl, avx512_vnni, avx512_bf16;
   bool amx_tile, amx_bf16, amx_int8;
 } rn_cpu_features;
+/* What the code may use: the CPU's features (CPUID) limited by the ISA cap
+ * that oneDNN honours (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA, e.g. AVX2), so
+ * a capped run takes the code paths of a CPU that has only that ISA. */
 const rn_cpu_features *rn_cpu_features_get(void);
+/* The CPU's own features, before the cap. */
+const rn_cpu_features *rn_cpu_features_hw(void);
+/* oneDNN's effective ISA ("avx2", "avx512_core_bf16", ...: the most its JIT
+ * kernels use here, after the cap), the cap as set in the environment (NULL
+ * when none), and the CPU's brand string. */
+const char *rn_cpu_isa_name(void);
+const char *rn_cpu_isa_cap(void);
+const char *rn_cpu_model(void);
 bool rn_cpu_has_bf16(void);
 /* RN_F32 (default) or RN_BF16: the math of convolutions (tensors stay
  * float32). cpu_needed: refuse bfloat16 when this CPU has no bf16 kernels. */
@@ -192,11 +224,26 @@ typedef struct {
   int dil_h, dil_w;
   int pad_top, pad_bottom, pad_left, pad_right;
   int same;   /* 1: TF "same" padding computed from input size (overrides pads) */
+  int groups; /* channel groups G (0 or 1: none): Cin and Cout split into G
+               * slices, slice g of the output sees only slice g of the input;
+               * w: (KH,KW,Cin/G,Cout); depthwise is G = Cin */
 } rn_conv_params;
 /* TensorFlow "same": out = ceil(in/stride), extra padding at bottom/right. */
 void rn_same_padding(int64_t in, int k, int stride, int dil, int *lo, int *hi);
 /* x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL -> (N,OH,OW,Cout) */
 rn_tensor *rn_conv2d(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_params *p);
+/* The transposed convolution (the gradient of conv2d with respect to its
+ * input; Keras's Conv2DTranspose): x: (N,H,W,Cin), w: (KH,KW,Cout,Cin),
+ * b: (Cout) or NULL -> y: (N,OH,OW,Cout). p's pads and "same" are those of
+ * the convolution that maps y back to x's size; out_pad (>= 0, < stride or
+ * dilation) adds rows/columns at the bottom/right:
+ *   same:     OH = H*stride_h (with an out_pad: pads of dilated KH // 2 each side,
+ *             then as explicit, Keras's rule)
+ *   explicit: OH = (H-1)*stride_h + dil_h*(KH-1) + 1 - pad_top - pad_bottom + out_pad_h
+ *   (valid is explicit with zero pads, plus max(stride - dilated KH, 0)
+ *   extra rows when out_pad is negative: Keras's rule, asked with -1) */
+rn_tensor *rn_conv2d_transpose(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_conv_params *p,
+                               const int out_pad[2]);
 /* Inference only (no autograd), for the model graph's fusions: y = conv(x,
  * w, b), plus acc when acc is given, then max(y, 0) when relu. acc: (N,OH,
  * OW,Cout), contiguous, x's dtype and device, or NULL; when given, the

@@ -13,6 +13,7 @@
 #include "lua.h"
 #include "lualib.h"
 
+#include "dist/dist.h"
 #include "lua/rnl.h"
 #include "repl.h"
 #include "rn.h"
@@ -25,6 +26,8 @@ static lua_State *globalL;
 static void l_message(const char *pname, const char *msg) {
   fflush(stdout);
   if (pname) fprintf(stderr, "%s: ", pname);
+  if (rn_dist_initialized() && rn_dist_world() > 1) /* which rank of a job said it */
+    fprintf(stderr, "rank %d of %d: ", rn_dist_rank(), rn_dist_world());
   fprintf(stderr, "%s\n", msg);
   fflush(stderr);
 }
@@ -355,8 +358,23 @@ static int pmain(lua_State *L) {
   return 1;
 }
 
+/* Started by mpirun/srun as one of N > 1 processes, a build without MPI
+ * would train N independent copies: refuse (doc/distributed.md). */
+static int launcher_check(void) {
+  const char *var = NULL;
+  int n = rn_dist_launcher_size(&var);
+  if (n <= 1 || rn_dist_compiled() || getenv("RN_DIST_ALLOW_COPIES")) return 0;
+  fprintf(stderr,
+          "%s: started by a launcher as one of %d processes (%s is set), but this rnlua was built "
+          "without MPI (NOMPI=1, or no mpicc at build time): it would run %d independent copies. "
+          "Install libopenmpi-dev and rebuild (make), or set RN_DIST_ALLOW_COPIES=1 to run copies on purpose.\n",
+          progname, n, var, n);
+  return -1;
+}
+
 int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
+  if (launcher_check() < 0) return EXIT_FAILURE;
   lua_State *L = luaL_newstate();
   if (!L) {
     l_message(progname, "cannot create state: not enough memory");
@@ -369,6 +387,11 @@ int main(int argc, char **argv) {
   int status = lua_pcall(L, 2, 1, 0);
   int result = lua_toboolean(L, -1);
   report(L, status);
+  bool ok = result && status == LUA_OK;
+  /* a Lua error on one rank of a job ends the whole job now (the others
+   * would wait in their next collective): MPI_Abort, after the message */
+  if (!ok) rn_dist_abort(EXIT_FAILURE);
   lua_close(L);
-  return result && status == LUA_OK ? EXIT_SUCCESS : EXIT_FAILURE;
+  rn_dist_finalize();
+  return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

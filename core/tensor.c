@@ -6,6 +6,7 @@
 
 #include "autograd.h"
 #include "backend.h"
+#include "mutant.h"
 
 /* ---- storage ------------------------------------------------------------- */
 
@@ -24,6 +25,11 @@ static rn_storage *storage_new(size_t nbytes, rn_devtype dev) {
 
 static void storage_release(rn_storage *s) {
   if (!s || --s->refcount > 0) return;
+  if (s->external) {
+    if (s->release) s->release(s->release_ctx);
+    free(s);
+    return;
+  }
   const rn_backend *be = rn_backend_get(s->device);
   if (be) be->free(s->data);
   free(s);
@@ -139,6 +145,40 @@ rn_tensor *rn_from_buffer(int ndim, const int64_t *shape, rn_dtype dt, const voi
   return t;
 }
 
+rn_tensor *rn_from_external(int ndim, const int64_t *shape, rn_dtype dt, void *data,
+                            void (*release)(void *ctx), void *ctx) {
+  if ((unsigned)dt >= RN_NDTYPES) { rn_err("tensor: unknown dtype %d", (int)dt); return NULL; }
+  if (!data) { rn_err("tensor: external data is NULL"); return NULL; }
+  if ((uintptr_t)data % rn_dtype_size(dt)) {
+    rn_err("tensor: external data %p is not aligned to %zu bytes (%s)", data,
+           rn_dtype_size(dt), rn_dtype_name(dt));
+    return NULL;
+  }
+  if (rn_check_shape(ndim, shape, "tensor") < 0) return NULL;
+  rn_tensor *t = calloc(1, sizeof *t);
+  rn_storage *s = calloc(1, sizeof *s);
+  if (!t || !s) {
+    free(t);
+    free(s);
+    rn_err("out of memory allocating a tensor header");
+    return NULL;
+  }
+  t->refcount = 1;
+  t->ndim = ndim;
+  t->dtype = dt;
+  if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+  set_contiguous_strides(t);
+  s->refcount = 1;
+  s->device = RN_CPU;
+  s->nbytes = (size_t)rn_numel(t) * rn_dtype_size(dt);
+  s->data = data;
+  s->external = true;
+  s->release = release;
+  s->release_ctx = ctx;
+  t->st = s;
+  return t;
+}
+
 void rn_retain(rn_tensor *t) { t->refcount++; }
 
 void rn_release(rn_tensor *t) {
@@ -152,6 +192,7 @@ void rn_release(rn_tensor *t) {
 /* A view of t's storage with the given geometry; no autograd record. */
 static rn_tensor *alias(const rn_tensor *t, int ndim, const int64_t *shape,
                         const int64_t *stride, int64_t offset) {
+  if (rn_check_shape(ndim, shape, "view") < 0) return NULL; /* the cap creation applies */
   rn_tensor *v = calloc(1, sizeof *v);
   if (!v) { rn_err("out of memory allocating a view"); return NULL; }
   v->refcount = 1;
@@ -251,7 +292,7 @@ static int permute_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   view_ctx *c = n->ctx;
   int inv[RN_MAXDIM];
   for (int i = 0; i < c->ndim; i++) inv[c->perm[i]] = i;
-  gin[0] = rn_permute(g, inv);
+  gin[0] = rn_permute(g, RN_MUTANT("permute_inverse") ? c->perm : inv);
   return gin[0] ? 0 : -1;
 }
 
@@ -370,9 +411,10 @@ rn_tensor *rn_transpose(rn_tensor *t, int d0, int d1) {
 rn_tensor *rn_narrow(rn_tensor *t, int dim, int64_t start, int64_t len) {
   int d = rn_norm_dim(dim, t->ndim, "narrow");
   if (d < 0) return NULL;
-  if (start < 0 || len < 0 || start + len > t->shape[d]) {
+  if (start < 0 || len < 0 || start > t->shape[d] || len > t->shape[d] - start) {
     rn_err("narrow: start %lld and length %lld outside dim %d of size %lld "
-           "(start in 1..%lld, start+length-1 <= %lld)", (long long)start + 1, (long long)len,
+           "(start in 1..%lld, start+length-1 <= %lld)", (long long)start + (start < INT64_MAX),
+           (long long)len,
            d + 1, (long long)t->shape[d], (long long)t->shape[d], (long long)t->shape[d]);
     return NULL;
   }
@@ -406,6 +448,7 @@ rn_tensor *rn_expand(rn_tensor *t, int ndim, const int64_t *shape) {
     rn_err("expand: cannot expand %s to %d dims", rn_shape_str(t, b1, sizeof b1), ndim);
     return NULL;
   }
+  if (rn_check_shape(ndim, shape, "expand") < 0) return NULL;
   int64_t st[RN_MAXDIM];
   int off = ndim - t->ndim;
   for (int i = 0; i < ndim; i++) {
@@ -467,11 +510,25 @@ rn_tensor *rn_to_device(rn_tensor *t, rn_devtype dev) {
 
 /* ---- in place ------------------------------------------------------------ */
 
-int rn_check_inplace(const rn_tensor *t, const char *op) {
+/* In-place ops are not recorded by autograd. With gradients on they are
+ * refused on a leaf that requires grad, and on a result of recorded ops
+ * when they change its derivative (scaling, overwriting, adding something
+ * that requires grad: the backward would skip the change and give a wrong
+ * gradient); adding a constant keeps the derivative and is allowed. Changes
+ * of tensors a backward saved are caught there, by the version counter. */
+int rn_check_inplace_ex(const rn_tensor *t, const char *op, bool keeps_derivative) {
   if (rn_grad_enabled() && t->requires_grad && !t->grad_fn)
     return rn_err("%s: in-place change of a leaf tensor that requires grad; "
                   "use rn.no_grad or detach()", op);
+  if (rn_grad_enabled() && t->grad_fn && !keeps_derivative)
+    return rn_err("%s: in-place change of a tensor that autograd recorded (the result of an "
+                  "op on tensors that require grad) would make its gradient wrong; use the "
+                  "out-of-place form (y = y * s, y = y + a), or rn.no_grad / detach()", op);
   return 0;
+}
+
+int rn_check_inplace(const rn_tensor *t, const char *op) {
+  return rn_check_inplace_ex(t, op, false);
 }
 
 /* True when a and b share storage but are not the same view: an in-place
@@ -517,6 +574,7 @@ int rn_copy_(rn_tensor *dst, const rn_tensor *src) {
     if (!tmp) { rn_release(e); return -1; }
     src = tmp;
   }
+  rn_bump_version(dst);
   int rc = rn_backend_of(dst)->copy(dst, src);
   rn_release(tmp);
   rn_release(e);
@@ -525,5 +583,6 @@ int rn_copy_(rn_tensor *dst, const rn_tensor *src) {
 
 int rn_fill_(rn_tensor *t, double v) {
   if (rn_check_inplace(t, "fill_") < 0) return -1;
+  rn_bump_version(t);
   return rn_backend_of(t)->fill(t, v);
 }

@@ -109,12 +109,34 @@ end
 local feat, feat_src = cpu_features()
 local function yn(k) return feat[k] and "yes" or "no" end
 print(string.format("bench_cpu: rnlua %s, %d thread(s), %d warm-up + %d timed steps per figure (median); " ..
-  "CPU features (%s): avx512f %s, avx512_bf16 %s, amx_bf16 %s", tostring(rn.version), threads, warmup, reps,
-  feat_src, yn("avx512f"), yn("avx512_bf16"), yn("amx_bf16")))
+  "CPU features (%s, after any ISA cap): avx512f %s, avx512_bf16 %s, amx_bf16 %s", tostring(rn.version), threads,
+  warmup, reps, feat_src, yn("avx512f"), yn("avx512_bf16"), yn("amx_bf16")))
+-- the CPU and the ISA oneDNN runs at, printed beside every figure
+local ISA = string.format("%s, oneDNN ISA %s%s", feat.model or "unknown CPU", feat.isa or "?",
+  feat.isa_cap and (" (capped: ONEDNN_MAX_CPU_ISA=" .. feat.isa_cap .. ")") or "")
+print(string.format("ISA rnlua %s cap=%s blas=%s model=%s", feat.isa or "?", feat.isa_cap or "none",
+  feat.blas_core or "?", (feat.model or "unknown"):gsub("%s+", "_")))
 io.stdout:flush()
+
+-- the convolution kernels that ran since the last call, per direction
+local function kernels_run()
+  if not (rn.cpu and rn.cpu.conv_kernel_stats) then return "" end
+  local by = {}
+  for _, st in ipairs(rn.cpu.conv_kernel_stats(true)) do
+    local d = st.direction:gsub("backward_", "bwd_"):gsub("forward", "fwd")
+    by[d] = by[d] or {}
+    by[d][#by[d] + 1] = st.kernel
+  end
+  local parts = {}
+  for _, d in ipairs({ "fwd", "bwd_data", "bwd_filter" }) do
+    if by[d] then parts[#parts + 1] = d .. " " .. table.concat(by[d], "+") end
+  end
+  return #parts > 0 and ("; conv kernels: " .. table.concat(parts, "; ")) or ""
+end
 
 -- median step time of fn: warm-up calls, then n calls each timed alone
 local function median(fn, n, w)
+  if rn.cpu and rn.cpu.conv_kernel_stats then rn.cpu.conv_kernel_stats(true) end
   for _ = 1, w do fn() end
   local ts = {}
   for k = 1, n do
@@ -128,8 +150,8 @@ local function median(fn, n, w)
 end
 
 local function report(mode, b, s)
-  print(string.format("seed ResNet %-10s batch %4d: %8.1f ms/step, %8.1f images/s, %6.1f s per 50,000-image epoch",
-    mode, b, s * 1000, b / s, 50000 / b * s))
+  print(string.format("seed ResNet %-10s batch %4d: %8.1f ms/step, %8.1f images/s, %6.1f s per 50,000-image epoch" ..
+    "  [%s%s]", mode, b, s * 1000, b / s, 50000 / b * s, ISA, kernels_run()))
   print(string.format("RESULT rnlua %s %d %.3f", mode, b, b / s))
   io.stdout:flush()
 end
@@ -140,7 +162,7 @@ if conv then
   local t = median(function()
     rn.conv2d(x, w, nil, {padding = "same"}):sum():backward()
   end, reps * 4, warmup)
-  print(string.format("conv2d 3x3 16->16, (128,32,32,16), fwd+bwd: %.1f ms", t * 1000))
+  print(string.format("conv2d 3x3 16->16, (128,32,32,16), fwd+bwd: %.1f ms  [%s%s]", t * 1000, ISA, kernels_run()))
 end
 
 local R = loadfile("scripts/resnet_cifar.lua")()
@@ -171,7 +193,7 @@ if want["bf16-train"] then
   local mp = rn.mixed_precision
   local why
   if not (feat.avx512_bf16 or feat.amx_bf16) then
-    why = "this CPU has neither AVX512-BF16 nor AMX-BF16"
+    why = "neither AVX512-BF16 nor AMX-BF16 at " .. ISA
   elseif type(mp) ~= "table" or type(mp.set_global_policy) ~= "function" then
     why = "rn.mixed_precision.set_global_policy is not in this build"
   end

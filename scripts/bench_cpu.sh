@@ -64,8 +64,20 @@ flags=" $(awk -F': *' '/^flags/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || t
 has() { case "$flags" in *" $1 "*) echo yes ;; *) echo no ;; esac; }
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$commit" != unknown ] && ! git diff --quiet HEAD 2>/dev/null; then commit="$commit (+ uncommitted changes)"; fi
+# An ISA cap (ONEDNN_MAX_CPU_ISA=AVX2, ...) holds for rnlua and for torch's
+# oneDNN; torch's own kernels get the matching ATEN_CPU_CAPABILITY.
+if [ -n "${ONEDNN_MAX_CPU_ISA:-}" ] && [ -z "${ATEN_CPU_CAPABILITY:-}" ]; then
+  case "$(echo "$ONEDNN_MAX_CPU_ISA" | tr a-z A-Z)" in
+    SSE41|AVX) export ATEN_CPU_CAPABILITY=default ;;
+    AVX2|AVX2_VNNI) export ATEN_CPU_CAPABILITY=avx2 ;;
+  esac
+fi
+isa_line=$("$rnlua" -e 'local f = require("rn").cpu.features()
+  io.write(string.format("oneDNN %s%s, OpenBLAS %s", f.isa, f.isa_cap and (" (capped: ONEDNN_MAX_CPU_ISA=" .. f.isa_cap .. ")") or "", f.blas_core))' 2>/dev/null || echo "unknown")
+rn_isa=$("$rnlua" -e 'io.write(require("rn").cpu.features().isa)' 2>/dev/null || echo "?")
 echo "== CPU benchmark: the seed ResNet, rnlua vs PyTorch =="
 echo "machine: ${cpu:-unknown CPU}, $(nproc 2>/dev/null || echo '?') online CPU(s); avx512f $(has avx512f), avx512_bf16 $(has avx512_bf16), amx_bf16 $(has amx_bf16), amx_tile $(has amx_tile)"
+echo "isa:     rnlua: $isa_line; torch's ATen kernels: ${ATEN_CPU_CAPABILITY:-its default}"
 echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "commit:  $commit"
 echo "run:     $threads thread(s), $warmup warm-up + $reps timed steps per figure (median), batches $batches"
@@ -132,15 +144,18 @@ verdict() { # value goal -> met / NOT met
 }
 table() { # label torch-output-file
   local label=$1 tf=$2 r t rr g
+  local tisa
+  tisa=$(awk '$1 == "ISA" && $2 == "torch" {print $3}' "$tf" 2>/dev/null | head -n 1)
   echo "== rnlua vs $label (images/s; median of $reps steps; $threads thread(s)) =="
-  printf '%-11s %6s %12s %12s %12s  %s\n' mode batch "rnlua" "$label" "rnlua/torch" goal
+  echo "   ${cpu:-unknown CPU}; rnlua at oneDNN ISA $rn_isa${ONEDNN_MAX_CPU_ISA:+ (capped: ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA)}, $label at ${tisa:-?}"
+  printf '%-11s %6s %12s %12s %12s  %-18s %s\n' mode batch "rnlua" "$label" "rnlua/torch" "ISA rnlua/torch" goal
   row() { # mode batch goal-text goal-value [why-rnlua-has-none]
     r=$(get "$tmp/rnlua.out" "$1" "$2"); t=$(get "$tf" "$1" "$2")
     rr=$(quot "$r" "$t")
     g="$3"
     if [ -n "$4" ]; then g="$g: $(verdict "$rr" "$4")"; fi
     if [ -z "$r" ] && [ -n "$5" ]; then g="$g; rnlua $5"; fi
-    printf '%-11s %6s %12s %12s %12s  %s\n' "$1" "$2" "$(fmt "$r")" "$(fmt "$t")" "$(ratio "$r" "$t")" "$g"
+    printf '%-11s %6s %12s %12s %12s  %-18s %s\n' "$1" "$2" "$(fmt "$r")" "$(fmt "$t")" "$(ratio "$r" "$t")" "$rn_isa/${tisa:-?}" "$g"
   }
   row fp32-train "$b1" ">= 1.5x" 1.5
   if [ -n "$b2" ]; then

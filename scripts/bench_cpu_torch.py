@@ -32,6 +32,17 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def cpu_capability(torch):
+    """The ISA of torch's own CPU kernels (ATen's dispatch level)."""
+    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    if get:
+        return get()
+    for line in torch.__config__.show().splitlines():
+        if "CPU capability usage" in line:
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def load_build():
     spec = importlib.util.spec_from_file_location("bench_gpu_torch", os.path.join(HERE, "bench_gpu_torch.py"))
     mod = importlib.util.module_from_spec(spec)
@@ -100,6 +111,7 @@ def main():
     print(f"bench_cpu_torch: torch {torch.__version__} ({sys.executable}), {torch.get_num_threads()} thread(s), "
           f"mkldnn {'on' if torch.backends.mkldnn.is_available() else 'off'}, {nparams} parameters (Keras count), "
           f"{a.warmup} warm-up + {a.reps} timed steps per figure (median)", flush=True)
+    print(f"ISA torch {cpu_capability(torch)} onednn-cap={os.environ.get('ONEDNN_MAX_CPU_ISA') or 'none'}", flush=True)
     lossf = torch.nn.CrossEntropyLoss()
 
     def make(cl):
@@ -160,8 +172,11 @@ def main():
         for bs in batches:
             both("fp32-train", bs, train)
     if "bf16-train" in modes:
+        cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or "ALL").upper()
         if not ({"avx512_bf16", "amx_bf16"} & flags):
             print("torch bf16-train: skipped (this CPU has neither AVX512-BF16 nor AMX-BF16)", flush=True)
+        elif cap not in ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX"):
+            print(f"torch bf16-train: skipped (ONEDNN_MAX_CPU_ISA={cap} leaves no bf16 instructions)", flush=True)
         else:
             try:
                 ips = report("bf16-train-cl", batches[0], train("cl", batches[0], bf16=True))

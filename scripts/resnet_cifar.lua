@@ -89,6 +89,11 @@ usage: rnlua scripts/resnet_cifar.lua [options]
   --train-limit N      use only the first N training images (default all)
   --test-limit N       evaluate on the first N test images (default all)
   --steps-per-epoch N  cap the steps of each epoch
+  --time-budget S      fit the job into about S seconds on this machine: a
+                       few timed steps measure the training and inference
+                       speed first, then the training images per epoch and
+                       the test images are cut (never raised) to fit; the
+                       plan is printed (make run uses 150)
   --save PATH          training state after each epoch (atomic; resumable)
   --resume PATH        continue a run saved with --save (same options)
   --log PATH           per-epoch log (.csv, or JSON lines otherwise)
@@ -104,7 +109,7 @@ end
 
 local opt = { epochs = 1, ["batch-size"] = 128, lr = 0.1, device = "auto", seed = 1 }
 local numeric = { epochs = true, ["batch-size"] = true, lr = true, threads = true, seed = true,
-  ["train-limit"] = true, ["test-limit"] = true, ["steps-per-epoch"] = true }
+  ["train-limit"] = true, ["test-limit"] = true, ["steps-per-epoch"] = true, ["time-budget"] = true }
 local strings = { data = true, dataset = true, device = true, save = true, resume = true,
   log = true, plot = true, ["device-data"] = true, precision = true }
 local i = 1
@@ -128,6 +133,16 @@ while arg[i] do
     die("unknown argument '" .. arg[i] .. "'")
   end
   i = i + 1
+end
+
+-- Started by mpirun/srun with several processes (doc/distributed.md): the
+-- same options, trained data-parallel across the ranks (each global batch
+-- sharded); rank 0 alone prints and writes the log, plot and checkpoints.
+local DIST = rn.distributed.is_available() and rn.distributed.launcher_size() > 1
+if DIST then
+  rn.distributed.init{}
+  if opt["time-budget"] then die("--time-budget measures one process's speed; under mpirun give --train-limit instead") end
+  if rn.distributed.rank() ~= 0 then print = function() end end
 end
 if opt.device ~= "auto" and opt.device ~= "cpu" and opt.device ~= "cuda" then
   die("--device must be auto, cpu or cuda, got '" .. opt.device .. "'")
@@ -160,6 +175,7 @@ if opt.precision then
   if not ok then die("--precision " .. opt.precision .. ": " .. tostring(err)) end
 end
 rn.manual_seed(opt.seed)
+local t_start = rn._clock()
 
 -- ---- data ---------------------------------------------------------------------------
 
@@ -211,6 +227,64 @@ if not dataset then
   test_y = idx("t10k-labels-idx1-ubyte.gz")
   dataset = "fashion_mnist"
 end
+-- --time-budget: measure this machine's speed on the real model and batch
+-- (a throwaway copy: 1 untimed + 2 timed training steps, 1 timed predict
+-- batch), then cut the images so that epochs x (train + validation) plus the
+-- final confusion-matrix pass fit the budget. The random state is restored
+-- afterwards, so a job that needs no cut is the same run as without it.
+local function plan_budget(budget, n_train, n_test)
+  local bs = opt["batch-size"]
+  local ch = train_x:size(4)
+  local m = create_resnet({ 32, 32, ch })
+  if opt.device == "cuda" then m:to("cuda") end
+  m:compile({ optimizer = rn.optim.SGD(m:parameters(), { lr = 0.01, momentum = 0.9 }),
+              loss = rn.losses.sparse_categorical_crossentropy() })
+  local x = rn.randn({ bs, 32, 32, ch }, { device = opt.device })
+  local y = (rn.rand({ bs }) * 10):long():minimum(9):to(opt.device)
+  local sync = opt.device == "cuda" and rn.cuda.synchronize or function() end
+  m:train_step(x, y); sync()
+  local t0 = rn._clock()
+  for _ = 1, 2 do m:train_step(x, y) end
+  sync()
+  local train_ips = 2 * bs / (rn._clock() - t0)
+  t0 = rn._clock()
+  m:predict(x); sync()
+  local infer_ips = bs / (rn._clock() - t0)
+  local epochs = opt.epochs
+  -- evaluation gets up to a fifth of the budget, training the rest (minus
+  -- the model setup and the measurement itself, ~5% slack)
+  local usable = budget * 0.95 - (rn._clock() - t_start)
+  local test_n = math.min(n_test, math.floor(usable * 0.2 * infer_ips / (epochs + 1)))
+  test_n = math.max(math.min(n_test, 1000), test_n)
+  local left = usable - test_n * (epochs + 1) / infer_ips
+  local train_n = math.min(n_train, math.floor(left * train_ips / epochs / bs) * bs)
+  train_n = math.max(math.min(n_train, 8 * bs), train_n)
+  local est = epochs * train_n / train_ips + (epochs + 1) * test_n / infer_ips + (rn._clock() - t_start)
+  local f = rn.cpu.features()
+  print(string.format("time budget %d s: measured %.0f img/s training, %.0f img/s inference (batch %d, %s%s); " ..
+    "plan: %d epoch(s) of %d training images, %d test images, about %.0f s%s", budget, train_ips, infer_ips, bs,
+    opt.device == "cuda" and "cuda" or (f.model .. ", oneDNN " .. f.isa), opt.device == "cuda" and "" or
+    string.format(", %d threads", rn.get_num_threads()), epochs, train_n, test_n, est,
+    (train_n < n_train or test_n < n_test) and string.format(" (cut from %d and %d to fit; " ..
+      "drop --time-budget for the whole job)", n_train, n_test) or ""))
+  io.stdout:flush()
+  return train_n, test_n
+end
+
+if opt["time-budget"] and opt.resume then
+  die("--time-budget plans from a measured speed, so a resumed run could plan other limits; " ..
+    "resume with the --train-limit and --test-limit the first run printed instead")
+end
+if opt["time-budget"] then
+  local rs = rn.get_rng_state()
+  local tn, vn = plan_budget(opt["time-budget"], math.min(train_x:size(1), opt["train-limit"] or math.huge),
+    math.min(test_x:size(1), opt["test-limit"] or math.huge))
+  opt["train-limit"], opt["test-limit"] = tn, vn
+  collectgarbage()
+  rn.set_rng_state(rs)
+  rn.layers.reset_names() -- the real model gets the names it has without the measurement
+end
+
 local function limit(x, y, n)
   if n and n < x:size(1) then return x:narrow(1, 1, n):contiguous(), y:narrow(1, 1, n):contiguous() end
   return x, y
@@ -248,7 +322,7 @@ model:compile({ optimizer = rn.optim.SGD(model:parameters(), { lr = schedule, mo
 local t0 = rn._clock()
 local history = model:fit(train, { epochs = opt.epochs, validation = test, save = opt.save,
   resume = opt.resume, log = opt.log, plot = opt.plot, steps_per_epoch = opt["steps-per-epoch"],
-  device_data = device_data })
+  device_data = device_data, distributed = DIST or nil })
 local last = history[#history]
 local names = dataset == "cifar10"
   and { "plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck" }

@@ -92,7 +92,8 @@ end)
 
 T.test("compare: mixed_bfloat16 against float32, the policy restored", function()
   if not rn.cpu.features().avx512_bf16 and not rn.cpu.features().amx_bf16 then
-    T.skip("this CPU has no AVX512-BF16 or AMX-BF16")
+    T.skip("no AVX512-BF16 or AMX-BF16 at ISA " .. rn.cpu.features().isa ..
+      (rn.cpu.features().isa_cap and " (capped by ONEDNN_MAX_CPU_ISA)" or ""))
   end
   local m = small_model()
   local x, y = data()

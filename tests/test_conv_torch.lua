@@ -25,6 +25,11 @@ T.test("torch fixtures: the file loads and covers every op", function()
   local ops = {}
   for _, c in ipairs(cases) do ops[c.op] = (ops[c.op] or 0) + 1 end
   T.truthy((ops.conv2d or 0) >= 8, "conv2d cases")
+  local grouped = 0
+  for _, c in ipairs(cases) do
+    if c.op == "conv2d" and c.opts.groups and c.opts.groups > 1 then grouped = grouped + 1 end
+  end
+  T.truthy(grouped >= 3, "grouped and depthwise conv2d cases: " .. grouped)
   T.truthy((ops.max_pool2d or 0) >= 2 and (ops.avg_pool2d or 0) >= 2, "pool cases")
   T.truthy((ops.global_avg_pool2d or 0) >= 1, "global pool case")
 end)

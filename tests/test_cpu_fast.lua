@@ -33,12 +33,49 @@ local configs = {
   {x = {2, 8, 8, 64}, w = {3, 3, 64, 64}, o = {padding = "same"}, bias = true, wino = true},
 }
 
+-- oneDNN's ISA levels, lowest first (rn.cpu.features().isa names one)
+local ISA_LEVELS = { "sse41", "avx", "avx2", "avx2_vnni", "avx512_core", "avx512_core_vnni",
+  "avx512_core_bf16", "avx512_core_amx" }
+local function isa_rank(name)
+  for i, v in ipairs(ISA_LEVELS) do if v == name then return i end end
+  return 0
+end
+local function isa_at_least(name) return isa_rank(rn.cpu.features().isa) >= isa_rank(name) end
+
+-- whether a oneDNN implementation name ("brgconv:avx512_core", "jit:avx2",
+-- "x64:gemm:jit", ...) names an ISA above the effective one
+local function kernel_above_isa(kernel)
+  local isa = kernel:match(":([%w_]+)$")
+  if not isa or isa_rank(isa) == 0 then return false end
+  local eff = rn.cpu.features().isa
+  -- oneDNN's "avx2" JIT convolutions also serve AVX-only CPUs (its AVX2
+  -- kernel family emulates FMA there) and keep the avx2 name
+  if isa == "avx2" and eff == "avx" then return false end
+  -- avx2_vnni sits beside avx512_core, not above it (oneDNN's bit sets)
+  if isa == "avx2_vnni" then return not (eff == "avx2_vnni" or isa_rank(eff) >= isa_rank("avx512_core_vnni")) end
+  return isa_rank(isa) > isa_rank(eff)
+end
+
 T.test("cpu: features table, conv impl setting and its errors", function()
   local f = rn.cpu.features()
   for _, k in ipairs({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "onednn"}) do
     T.eq(type(f[k]), "boolean", k)
+    if k ~= "onednn" then T.eq(type(f.hw[k]), "boolean", "hw." .. k) end
   end
   T.truthy(f.onednn, "oneDNN is linked in and creates its CPU engine")
+  T.truthy(isa_rank(f.isa) > 0, "oneDNN's effective ISA is a known level: " .. tostring(f.isa))
+  T.eq(type(f.model), "string")
+  T.eq(type(f.blas_core), "string")
+  -- the flags the code may use are the CPU's, limited by the ISA
+  for k, v in pairs(f.hw) do
+    if v then T.truthy(f[k] ~= nil, k) else T.eq(f[k], false, k .. " is not claimed beyond the CPU") end
+  end
+  T.eq(f.avx2, f.hw.avx2 and isa_at_least("avx2"), "avx2 follows the ISA")
+  T.eq(f.avx512f, f.hw.avx512f and isa_at_least("avx512_core"), "avx512f follows the ISA")
+  T.eq(f.avx512_bf16, f.hw.avx512_bf16 and isa_at_least("avx512_core_bf16"), "avx512_bf16 follows the ISA")
+  T.eq(f.amx_bf16, f.hw.amx_bf16 and isa_at_least("avx512_core_amx"), "amx_bf16 follows the ISA")
+  local function env(n) local v = os.getenv(n); return v ~= "" and v or nil end
+  T.eq(f.isa_cap, env("ONEDNN_MAX_CPU_ISA") or env("DNNL_MAX_CPU_ISA"), "isa_cap")
   T.eq(rn.cpu.conv_impl(), "onednn")
   rn.cpu.set_conv_impl("im2col")
   T.eq(rn.cpu.conv_impl(), "im2col")
@@ -49,6 +86,48 @@ T.test("cpu: features table, conv impl setting and its errors", function()
   T.raises(function() rn.cpu.set_conv_impl("winograd") end,
     "'winograd' is not one of auto, direct, im2col", true)
   T.eq(rn.cpu.conv_impl(), "onednn", "unchanged by the error")
+end)
+
+-- Runs code in a child rnlua under an ISA cap and returns its output.
+local function capped(isa, code)
+  local bin = os.getenv("RNLUA_BIN") or "./rnlua"
+  local p = assert(io.popen(string.format("ONEDNN_MAX_CPU_ISA=%s %s -e %q 2>&1", isa, bin, code)))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+T.test("cpu: an ISA cap (ONEDNN_MAX_CPU_ISA) limits our features, oneDNN's kernels and the bf16 policy", function()
+  local code = [[
+    local rn = require "rn"
+    local f = rn.cpu.features()
+    local x = rn.randn({2, 8, 8, 32}):requires_grad_()
+    local w = rn.randn({3, 3, 32, 32}):requires_grad_()
+    rn.conv2d(x, w, nil, {padding = "same"}):sum():backward()
+    local k = rn.cpu.conv_kernels()
+    local ok, err = pcall(rn.mixed_precision.set_global_policy, "mixed_bfloat16")
+    print(string.format("isa=%s cap=%s avx512f=%s avx512_bf16=%s amx_bf16=%s", f.isa,
+      tostring(f.isa_cap), tostring(f.avx512f), tostring(f.avx512_bf16), tostring(f.amx_bf16)))
+    print("kernels=" .. k.forward .. "|" .. k.backward_data .. "|" .. k.backward_filter)
+    print("bf16=" .. tostring(ok) .. " " .. tostring(err))
+  ]]
+  for _, cap in ipairs({ "AVX2", "SSE41" }) do
+    local out = capped(cap, code)
+    local isa = out:match("isa=(%S+)")
+    T.truthy(isa, cap .. ": " .. out)
+    -- at most the cap (a CPU below it stays at its own level)
+    T.truthy(isa_rank(isa) <= isa_rank(cap:lower()) and isa_rank(isa) > 0, cap .. ": isa " .. isa)
+    T.truthy(out:find("cap=" .. cap, 1, true), cap .. ": the cap is reported: " .. out)
+    T.truthy(out:find("avx512f=false avx512_bf16=false amx_bf16=false", 1, true), cap .. ": " .. out)
+    local kernels = out:match("kernels=(%S+)")
+    T.truthy(kernels and not kernels:find("avx512") and not kernels:find("wino"),
+      cap .. ": no AVX-512 or Winograd kernel runs under the cap: " .. tostring(kernels))
+    T.truthy(out:find("bf16=false", 1, true) and out:find("AVX512-BF16 or AMX-BF16", 1, true),
+      cap .. ": the bf16 policy is refused, naming the instructions: " .. out)
+    if rn.cpu.features().hw.avx512_bf16 then
+      T.truthy(out:find("ISA cap", 1, true), cap .. ": the message says the cap is why: " .. out)
+    end
+  end
 end)
 
 T.test("conv2d: oneDNN (Winograd and direct) and im2col agree with the float64 reference, " ..
@@ -65,6 +144,7 @@ T.test("conv2d: oneDNN (Winograd and direct) and im2col agree with the float64 r
       for _, impl in ipairs({"auto", "direct", "im2col"}) do
         rn.cpu.set_conv_impl(impl)
         local got = {conv_all(x, w, b, c.o, gy)}
+        got.kernels = rn.cpu.conv_kernels()
         by[impl] = got
         for k = 1, 4 do
           if ref[k] then
@@ -77,15 +157,32 @@ T.test("conv2d: oneDNN (Winograd and direct) and im2col agree with the float64 r
     end)
     rn.cpu.set_conv_impl("auto")
     assert(ok, err)
-    -- Winograd runs the forward and the input gradient where eligible, and
-    -- only there; the weight gradient is the direct kernel's in both
-    local d1, d2 = maxdiff(by.auto[1], by.direct[1]), maxdiff(by.auto[2], by.direct[2])
-    if c.wino then
-      T.truthy(d1 > 0 and d2 > 0, string.format("config %d: Winograd differs from direct (%g, %g)", i, d1, d2))
-    else
-      T.truthy(d1 == 0 and d2 == 0, string.format("config %d: auto is direct here (%g, %g)", i, d1, d2))
+    -- what ran under "auto": Winograd where oneDNN reports it ran (forward
+    -- and input gradient), the direct kernels elsewhere, never the weight
+    -- gradient; the results must match the kernel the runtime reports
+    local k = by.auto.kernels
+    local cfg = string.format("config %d (x %s, w %s)", i, table.concat(c.x, "x"), table.concat(c.w, "x"))
+    for _, d in ipairs({ "forward", "backward_data", "backward_filter" }) do
+      T.truthy(k[d] and not k[d]:find("im2col"), cfg .. ": oneDNN ran the " .. d .. ": " .. tostring(k[d]))
+      T.truthy(not kernel_above_isa(k[d]), cfg .. ": " .. k[d] .. " is within the ISA " .. rn.cpu.features().isa)
+      T.eq(by.direct.kernels[d]:find("wino") or false, false, cfg .. ": direct runs no Winograd (" .. d .. ")")
     end
-    T.eq(maxdiff(by.auto[3], by.direct[3]), 0, string.format("config %d: weight gradient", i))
+    T.truthy(not k.backward_filter:find("wino"), cfg .. ": the weight gradient stays direct")
+    local wf, wb = k.forward:find("wino") ~= nil, k.backward_data:find("wino") ~= nil
+    T.eq(wb, wf, cfg .. ": Winograd runs both the forward and the input gradient, or neither")
+    -- oneDNN 2.x has Winograd kernels for AVX-512 only: there every eligible
+    -- configuration must take it (wino_ok), elsewhere none can
+    T.eq(wf, c.wino == true and isa_at_least("avx512_core"),
+      string.format("%s: Winograd ran (%s) where eligible (%s) at ISA %s", cfg, k.forward,
+        tostring(c.wino == true), rn.cpu.features().isa))
+    local d1, d2 = maxdiff(by.auto[1], by.direct[1]), maxdiff(by.auto[2], by.direct[2])
+    if wf then
+      T.truthy(d1 > 0 and d2 > 0, string.format("%s: Winograd (%s) differs from direct (%g, %g)", cfg, k.forward, d1, d2))
+    else
+      T.truthy(d1 == 0 and d2 == 0, string.format("%s: auto ran %s, the same as direct (%g, %g)", cfg, k.forward, d1, d2))
+    end
+    T.eq(maxdiff(by.auto[3], by.direct[3]), 0, cfg .. ": weight gradient")
+    T.truthy(by.im2col.kernels.forward:find("^im2col") ~= nil, cfg .. ": im2col ran " .. by.im2col.kernels.forward)
   end
 end)
 
@@ -108,7 +205,7 @@ T.test("mixed precision: policy round trip and errors", function()
   local has = rn.cpu.features()
   if not (has.avx512_bf16 or has.amx_bf16) and not rn.cuda.is_available() then
     T.raises(function() rn.mixed_precision.set_global_policy("mixed_bfloat16") end,
-      "needs a CPU with AVX512%-BF16 or AMX%-BF16")
+      "needs the AVX512%-BF16 or AMX%-BF16 instructions")
     return
   end
   rn.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -119,8 +216,11 @@ end)
 
 T.test("mixed precision: bfloat16 convolutions within bf16 tolerance of float32, tensors stay float32", function()
   local has = rn.cpu.features()
-  if not (has.avx512_bf16 or has.amx_bf16) then T.skip("this CPU has no bf16 instructions") end
+  if not (has.avx512_bf16 or has.amx_bf16) then
+    T.skip("no AVX512-BF16 or AMX-BF16 at ISA " .. has.isa .. (has.isa_cap and " (capped by ONEDNN_MAX_CPU_ISA)" or ""))
+  end
   rn.manual_seed(5)
+  local bf16_kernels = {}
   for i, c in ipairs(configs) do
     local x, w = rn.randn(c.x), rn.randn(c.w)
     local b = c.bias and rn.randn({c.w[4]}) or nil
@@ -129,12 +229,22 @@ T.test("mixed precision: bfloat16 convolutions within bf16 tolerance of float32,
     rn.mixed_precision.set_global_policy("mixed_bfloat16")
     local ok, err = pcall(function()
       local h = {conv_all(x, w, b, c.o, gy)}
+      -- what ran: a oneDNN kernel reading bf16, or im2col in float32 (then
+      -- the result is float32's, bit for bit: reported, never silent)
+      local kern = rn.cpu.conv_kernels()
+      for _, d in ipairs({ "forward", "backward_data", "backward_filter" }) do
+        T.truthy(kern[d] ~= nil, "config " .. i .. ": a kernel is reported for " .. d)
+      end
+      if kern.forward:find("^im2col") then
+        T.eq(maxdiff(h[1], f[1]), 0, "config " .. i .. ": im2col computes in float32")
+      end
+      bf16_kernels[kern.forward] = true
       for k = 1, 4 do
         if f[k] then
           T.eq(h[k].dtype, "float32", "dtype of output " .. k)
           local e = relerr(h[k], f[k])
           T.truthy(e < 1.6e-2, string.format("config %d output %d: relative error %.3g", i, k, e))
-          if k == 1 and c.x[4] >= 8 then
+          if k == 1 and not kern.forward:find("^im2col") then
             T.truthy(e > 0, "config " .. i .. ": bf16 math should differ from float32 somewhere")
           end
         end
@@ -143,6 +253,11 @@ T.test("mixed precision: bfloat16 convolutions within bf16 tolerance of float32,
     rn.mixed_precision.set_global_policy("float32")
     if not ok then error(err, 0) end
   end
+  local names = {}
+  for n in pairs(bf16_kernels) do names[#names + 1] = n end
+  table.sort(names)
+  T.truthy(#names > 0 and not (#names == 1 and names[1]:find("^im2col")),
+    "bf16 math ran in oneDNN for some configuration: " .. table.concat(names, ", "))
   -- back to float32: the same bits as before
   local x, w = rn.randn({2, 8, 8, 16}), rn.randn({3, 3, 16, 16})
   local a = rn.conv2d(x, w, nil, {padding = "same"})

@@ -94,6 +94,32 @@ T.test("progress: one clean line per epoch when output is not a terminal", funct
   T.truthy(not text:find("\r", 1, true), "no carriage returns in a log")
 end)
 
+T.test("progress: a log gets a line at a steady interval while an epoch runs", function()
+  local P = require "rn.progress"
+  local lines = {}
+  local out = {write = function(_, ...) lines[#lines + 1] = table.concat({...}) end, flush = function() end}
+  -- interval 0.05 s: the first update after it prints, an update right after does not
+  local bar = P.new{total = 10, title = "Epoch 1/3", out = out, tty = false, interval = 0.05}
+  bar:update(1, {loss = 2.5}, 32)
+  T.eq(#lines, 0, "nothing before the interval has passed")
+  local t0 = rn._clock()
+  while rn._clock() - t0 < 0.06 do end
+  bar:update(4, {loss = 2.25, accuracy = 0.5}, 128)
+  bar:update(5, {loss = 2.0, accuracy = 0.5}, 160)
+  T.eq(#lines, 1, table.concat(lines))
+  T.truthy(lines[1]:match("^Epoch 1/3 %- step 4/10 %- 0:00 %- ETA: 0:00 %- loss: 2%.2500 %- accuracy: 0%.5000 %- %d+ img/s\n$"), lines[1])
+  bar:finish({loss = 2.0})
+  T.eq(#lines, 2)
+  T.truthy(lines[2]:match("^Epoch 1/3 %- 10/10 %- "), lines[2])
+  -- interval 0: no lines while the epoch runs
+  lines = {}
+  bar = P.new{total = 10, out = out, tty = false, interval = 0}
+  t0 = rn._clock()
+  while rn._clock() - t0 < 0.01 do end
+  bar:update(3, {loss = 1}, 10)
+  T.eq(#lines, 0)
+end)
+
 T.test("resume: stopped mid-epoch and resumed equals an uninterrupted run, bitwise", function()
   local function run(stop_at, resume_path, save_path)
     local train = loaders(7)

@@ -198,7 +198,8 @@ T.test("infer fusion: not in training, nor with gradients on; mixed_bfloat16 pre
   -- mixed_bfloat16: the folded weights go through the same bf16 conv math
   local mp = rn.mixed_precision
   if not rn.cpu.features().avx512_bf16 and not rn.cpu.features().amx_bf16 then
-    T.skip("no AVX512-BF16 or AMX: the bf16 conv path is not taken here")
+    T.skip("no AVX512-BF16 or AMX-BF16 at ISA " .. rn.cpu.features().isa ..
+      (rn.cpu.features().isa_cap and " (capped by ONEDNN_MAX_CPU_ISA)" or "") .. ": the bf16 conv path is not taken here")
   end
   mp.set_global_policy("mixed_bfloat16")
   local ok, err = pcall(function()

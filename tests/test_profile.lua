@@ -67,6 +67,23 @@ T.test("profile: one row per layer in graph order, then loss, optimizer, other",
   end
   T.truthy(p.loss.forward_ms > 0 and p.loss.backward_ms > 0, "loss forward and backward > 0")
   T.truthy(p.optimizer.forward_ms > 0, "optimizer > 0")
+  -- each Conv2D row names the kernel its forward ran, one that the runtime
+  -- counted as run (rn.cpu.conv_kernel_stats); other rows name none
+  local ran = {}
+  for _, st in ipairs(rn.cpu.conv_kernel_stats()) do
+    if st.direction == "forward" then ran[st.kernel] = true end
+  end
+  local convs = 0
+  for i = 1, p.nlayers do
+    local r = p.rows[i]
+    if r.type == "Conv2D" then
+      convs = convs + 1
+      T.truthy(type(r.kernel) == "string" and ran[r.kernel], r.name .. ": kernel " .. tostring(r.kernel))
+    else
+      T.eq(r.kernel, nil, r.name .. " runs no convolution")
+    end
+  end
+  T.eq(convs, 2, "Conv2D rows")
 end)
 
 T.test("profile: rows add up to the measured step", function()
@@ -134,6 +151,8 @@ T.test("profile: prints the table", function()
   T.truthy(text:find("\n loss ", 1, true) and text:find("\n optimizer ", 1, true)
     and text:find("\n other ", 1, true), "loss/optimizer/other rows")
   T.truthy(text:find("Layer type (count)", 1, true) and text:find("\n Conv2D (2) ", 1, true), "by-type rows")
+  T.truthy(text:find("Kernel (forward)", 1, true) and text:find(rn.cpu.conv_kernels().forward, 1, true),
+    "the conv rows name their kernel")
 end)
 
 T.test("profile: scope back to 0, layers unwrapped, profiler off (also after an error)", function()

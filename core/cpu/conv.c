@@ -1,5 +1,7 @@
 /* conv.c (cpu) - 2-D convolution kernels, NHWC activations and HWIO weights:
- *   x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL, y: (N,OH,OW,Cout)
+ *   x: (N,H,W,Cin), w: (KH,KW,Cin/G,Cout), b: (Cout) or NULL, y: (N,OH,OW,Cout)
+ * (G channel groups; oneDNN runs them natively; on the im2col path each
+ * group is an ungrouped convolution of contiguous copies of its slices)
  * with stride, dilation and asymmetric explicit padding (rn_conv_params; its
  * params arrive with `same` already resolved to explicit pads).
  *
@@ -64,7 +66,8 @@ static int check_dtype(rn_dtype dt, const char *op) {
  * shape ys (N,OH,OW,O); checks that the three agree with the params. */
 static int geom_init(geom *g, const int64_t *xs, const rn_tensor *w, const int64_t *ys,
                      const rn_conv_params *p, const char *op) {
-  g->N = xs[0]; g->H = xs[1]; g->W = xs[2]; g->C = xs[3];
+  int64_t G = p->groups > 1 ? p->groups : 1;
+  g->N = xs[0]; g->H = xs[1]; g->W = xs[2]; g->C = xs[3] / G;
   g->KH = w->shape[0]; g->KW = w->shape[1]; g->O = w->shape[3];
   g->OH = ys[1]; g->OW = ys[2];
   g->sh = p->stride_h; g->sw = p->stride_w; g->dh = p->dil_h; g->dw = p->dil_w;
@@ -82,14 +85,15 @@ static int geom_init(geom *g, const int64_t *xs, const rn_tensor *w, const int64
   int64_t eh = g->H + pt + pb - g->dh * (g->KH - 1) - 1;
   int64_t ew = g->W + pl + pr - g->dw * (g->KW - 1) - 1;
   int64_t oh = eh < 0 ? 0 : eh / g->sh + 1, ow = ew < 0 ? 0 : ew / g->sw + 1;
-  if (w->shape[2] != g->C || ys[0] != g->N || ys[3] != g->O || oh != g->OH || ow != g->OW)
+  if (w->shape[2] * G != xs[3] || g->O % G || ys[0] != g->N || ys[3] != g->O || oh != g->OH ||
+      ow != g->OW)
     return rn_err("%s: shapes do not agree: input (%lld,%lld,%lld,%lld), weight "
                   "(%lld,%lld,%lld,%lld), output (%lld,%lld,%lld,%lld), expected output "
-                  "(%lld,%lld,%lld,%lld)", op, (long long)xs[0], (long long)xs[1],
+                  "(%lld,%lld,%lld,%lld), groups %lld", op, (long long)xs[0], (long long)xs[1],
                   (long long)xs[2], (long long)xs[3], (long long)w->shape[0],
                   (long long)w->shape[1], (long long)w->shape[2], (long long)w->shape[3],
                   (long long)ys[0], (long long)ys[1], (long long)ys[2], (long long)ys[3],
-                  (long long)g->N, (long long)oh, (long long)ow, (long long)g->O);
+                  (long long)g->N, (long long)oh, (long long)ow, (long long)g->O, (long long)G);
   /* GEMM sizes are ints: K, Cout and a chunk's rows (>= one kernel height of lines) */
   if (g->K > INT_MAX / 64 || g->O > INT_MAX / 64 || g->OW > INT_MAX / 64 ||
       (g->dh * (g->KH - 1) + 1) * g->OW > INT_MAX / 64)
@@ -302,6 +306,68 @@ static char *col_buffers(const geom *g, int64_t cl, int nt, size_t *each) {
   return rn_cpu_alloc(*each * (size_t)nt);
 }
 
+/* ---- groups on the im2col path -------------------------------------------- */
+
+/* A view of t narrowed to [start, start+len) along dim: a header on the same
+ * storage, read or written by the kernels, never retained or released. */
+static rn_tensor slice(const rn_tensor *t, int dim, int64_t start, int64_t len) {
+  rn_tensor v = *t;
+  v.offset += start * t->stride[dim];
+  v.shape[dim] = len;
+  v.refcount = 0;
+  v.grad = NULL;
+  v.grad_fn = NULL;
+  return v;
+}
+
+/* A contiguous copy of a view (a new tensor), or NULL after rn_err. */
+static rn_tensor *dense(const rn_tensor *v) {
+  rn_tensor *c = rn_empty(v->ndim, v->shape, v->dtype, RN_CPU);
+  if (c && rn_cpu_copy(c, v) < 0) {
+    rn_release(c);
+    return NULL;
+  }
+  return c;
+}
+
+enum { G_FWD, G_BWD_DATA, G_BWD_FILTER };
+
+/* One direction of a grouped convolution, group by group: act is x (fwd,
+ * bwd-filter) or gx (bwd-data), wt is w or gw, bias b or gb (or NULL), out
+ * y or gy. The outputs (y; gx; gw, gb) are written through slices. */
+static int grouped(int dir, rn_tensor *act, rn_tensor *wt, rn_tensor *bias, rn_tensor *out,
+                   const rn_conv_params *p) {
+  int64_t G = p->groups, cg = act->shape[3] / G, og = wt->shape[3] / G;
+  rn_conv_params q = *p;
+  q.groups = 1;
+  int rc = 0;
+  for (int64_t g = 0; g < G && rc == 0; g++) {
+    rn_tensor av = slice(act, 3, g * cg, cg), wv = slice(wt, 3, g * og, og);
+    rn_tensor ov = slice(out, 3, g * og, og), bv;
+    if (bias) bv = slice(bias, 0, g * og, og);
+    /* inputs copied in; outputs computed into scratch, then copied out */
+    rn_tensor *a = dense(&av), *w = a ? dense(&wv) : NULL, *o = w ? dense(&ov) : NULL;
+    rn_tensor *b = (o && bias) ? dense(&bv) : NULL;
+    if (!o || (bias && !b)) rc = -1;
+    else if (dir == G_FWD) {
+      rc = rn_cpu_conv2d_fwd(o, a, w, b, &q);
+      if (rc == 0) rc = rn_cpu_copy(&ov, o);
+    } else if (dir == G_BWD_DATA) {
+      rc = rn_cpu_conv2d_bwd_data(a, o, w, &q);
+      if (rc == 0) rc = rn_cpu_copy(&av, a);
+    } else {
+      rc = rn_cpu_conv2d_bwd_filter(w, b, o, a, &q);
+      if (rc == 0) rc = rn_cpu_copy(&wv, w);
+      if (rc == 0 && b) rc = rn_cpu_copy(&bv, b);
+    }
+    rn_release(a);
+    rn_release(w);
+    rn_release(o);
+    rn_release(b);
+  }
+  return rc;
+}
+
 /* ---- forward ------------------------------------------------------------- */
 
 /* The backend's conv2d_fwd_fused: oneDNN with post-ops, or RN_NOT_FUSED
@@ -323,6 +389,8 @@ int rn_cpu_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, cons
     return -1;
   int rd = rn_dnnl_conv2d_fwd(y, x, w, b, p);
   if (rd != RN_DNNL_FALLBACK) return rd;
+  if (p->groups > 1)
+    return grouped(G_FWD, (rn_tensor *)x, (rn_tensor *)w, (rn_tensor *)b, y, p);
   int64_t rows = g.N * g.OH * g.OW;
   if (rows == 0 || g.O == 0) return 0;
   char *yp = rn_ptr(y);
@@ -365,6 +433,7 @@ int rn_cpu_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *
     return -1;
   int rd = rn_dnnl_conv2d_bwd_data(gx, gy, w, p);
   if (rd != RN_DNNL_FALLBACK) return rd;
+  if (p->groups > 1) return grouped(G_BWD_DATA, gx, (rn_tensor *)w, NULL, (rn_tensor *)gy, p);
   char *gxp = rn_ptr(gx);
   const char *gyp = rn_ptr(gy), *wp = rn_ptr(w);
   int64_t rows = g.N * g.OH * g.OW;
@@ -408,6 +477,7 @@ int rn_cpu_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
     return -1;
   int rd = rn_dnnl_conv2d_bwd_filter(gw, gb, gy, x, p);
   if (rd != RN_DNNL_FALLBACK) return rd;
+  if (p->groups > 1) return grouped(G_BWD_FILTER, (rn_tensor *)x, gw, gb, (rn_tensor *)gy, p);
   int64_t rows = g.N * g.OH * g.OW;
   const char *gyp = rn_ptr(gy), *xp = rn_ptr(x);
   char *gwp = rn_ptr(gw);

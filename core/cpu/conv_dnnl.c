@@ -1,6 +1,8 @@
 /* conv_dnnl.c (cpu) - float32 convolutions through oneDNN (Debian's libdnnl,
  * the CPU twin of cuDNN), with the same layouts as core/cpu/conv.c:
- *   x: (N,H,W,Cin) NHWC, w: (KH,KW,Cin,Cout) HWIO, b: (Cout), y: (N,OH,OW,Cout)
+ *   x: (N,H,W,Cin) NHWC, w: (KH,KW,Cin/G,Cout) HWIO, b: (Cout), y: (N,OH,OW,Cout)
+ * with G channel groups (1: none; depthwise: G = Cin; oneDNN's grouped
+ * weights (G,O/G,I/G,KH,KW) in hwigo order are that same memory)
  * oneDNN describes tensors in logical (N,C,H,W) / (O,I,KH,KW) order with a
  * physical tag: activations are passed as `nhwc` (no reorder: oneDNN's direct
  * JIT kernels read NHWC directly), weights as `hwio` and reordered into the
@@ -34,6 +36,15 @@
  * add the convolution into the output's values (the residual add) and/or
  * apply a ReLU in the same pass; part of the primitive's key.
  *
+ * What ran: every call notes the kernel that did the work, by direction: the
+ * oneDNN implementation name (`brg_conv_fwd:avx2`, `jit_wino_4x3:avx512_core`:
+ * the primitive descriptor's impl_info_str, algorithm and ISA), or
+ * `im2col+openblas (why)` where the call falls back. rn_dnnl_last_kernel
+ * gives the last call's, rn_dnnl_kernel_stat the calls per kernel since the
+ * last reset (rn.cpu.conv_kernels(), rn.cpu.conv_kernel_stats(): the tests
+ * assert against what ran, not against what was hoped for, since which
+ * kernels exist depends on the CPU and the ISA cap).
+ *
  * Not thread-safe: called from the Lua thread only (the data loader threads
  * never run ops). */
 #include <oneapi/dnnl/dnnl.h>
@@ -46,10 +57,11 @@
 
 #define CACHE_MAX 64
 
-typedef enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_W } dir_t;
+typedef enum { DIR_FWD = RN_CONV_FWD, DIR_BWD_DATA = RN_CONV_BWD_DATA, DIR_BWD_W = RN_CONV_BWD_FILTER } dir_t;
 
 typedef struct {
   int dir, bf16, bias;
+  int groups; /* >= 1; weights (G, O/G, C/G, KH, KW) in hwigo order, i.e. HWIO of (KH,KW,C/G,O) */
   int post; /* forward epilogue: RN_POST_SUM | RN_POST_RELU (backend.h), or 0 */
   int wino; /* Winograd wanted (wino_ok) */
   int threads; /* oneDNN sizes a primitive's work split and scratchpad for the
@@ -78,7 +90,7 @@ typedef struct entry {
   dnnl_memory_desc_t wx_md, wy_md;
   dnnl_primitive_t wx_in, wy_in, wx_out, wy_out;
   size_t wxbytes, wybytes;
-  char impl[48];
+  char impl[RN_KERNEL_NAME_MAX]; /* oneDNN's implementation name; for a cached failure, why */
   struct entry *next;
 } entry;
 
@@ -89,6 +101,53 @@ static entry *cache;
 static int cache_n;
 static rn_dnnl_mode mode = RN_DNNL_AUTO;
 static int verbose = -1;
+
+/* ---- what ran ----------------------------------------------------------- */
+
+#define STATS_MAX 64
+static char last[3][RN_KERNEL_NAME_MAX];
+static struct {
+  char name[RN_KERNEL_NAME_MAX];
+  int dir;
+  long long calls;
+} stats[STATS_MAX];
+static int nstats;
+
+static void note(int dir, const char *name) {
+  snprintf(last[dir], sizeof last[dir], "%s", name);
+  for (int i = 0; i < nstats; i++)
+    if (stats[i].dir == dir && !strcmp(stats[i].name, last[dir])) {
+      stats[i].calls++;
+      return;
+    }
+  if (nstats == STATS_MAX) return; /* a full table keeps its first kernels */
+  snprintf(stats[nstats].name, sizeof stats[nstats].name, "%s", last[dir]);
+  stats[nstats].dir = dir;
+  stats[nstats++].calls = 1;
+}
+
+static void note_im2col(int dir, const char *why) {
+  char b[RN_KERNEL_NAME_MAX];
+  snprintf(b, sizeof b, "im2col+openblas (%.72s)", why);
+  note(dir, b);
+}
+
+const char *rn_dnnl_last_kernel(int dir) {
+  return dir >= 0 && dir < 3 && last[dir][0] ? last[dir] : NULL;
+}
+
+bool rn_dnnl_kernel_stat(int i, int *dir, const char **name, long long *calls) {
+  if (i < 0 || i >= nstats) return false;
+  *dir = stats[i].dir;
+  *name = stats[i].name;
+  *calls = stats[i].calls;
+  return true;
+}
+
+void rn_dnnl_reset_kernel_stats(void) {
+  nstats = 0;
+  memset(last, 0, sizeof last);
+}
 
 void rn_dnnl_set_mode(rn_dnnl_mode m) { mode = m; }
 rn_dnnl_mode rn_dnnl_get_mode(void) { return mode; }
@@ -165,14 +224,23 @@ static dnnl_primitive_t reorder(const dnnl_memory_desc_t *from, const dnnl_memor
 }
 
 /* Creates the primitive for k (with Winograd when wino); returns NULL (no
- * error set) when oneDNN has no kernel for it. */
-static entry *create(const key_t_ *k, int wino) {
+ * error set) when oneDNN has no kernel for it, with the reason in rejected
+ * (RN_KERNEL_NAME_MAX bytes). */
+static entry *create(const key_t_ *k, int wino, char *rejected) {
   entry *e = calloc(1, sizeof *e);
   if (!e) return NULL;
   e->k = *k;
   e->wino = wino;
   dnnl_dims_t xd = {k->N, k->C, k->H, k->W}, yd = {k->N, k->O, k->OH, k->OW};
+  /* weights: (O,I,KH,KW) hwio; grouped: (G,O/G,I/G,KH,KW) hwigo, the same
+   * memory as our (KH,KW,Cin/G,Cout) */
+  int G = k->groups, wnd = G > 1 ? 5 : 4;
   dnnl_dims_t wd = {k->O, k->C, k->KH, k->KW}, bd = {k->O};
+  if (G > 1) {
+    dnnl_dims_t wg = {G, k->O / G, k->C / G, k->KH, k->KW};
+    memcpy(wd, wg, sizeof wg);
+  }
+  dnnl_format_tag_t wtag = G > 1 ? dnnl_hwigo : dnnl_hwio;
   dnnl_dims_t st = {k->sh, k->sw}, dil = {k->dh - 1, k->dw - 1};
   dnnl_dims_t pl = {k->pt, k->pl}, pr = {k->pb, k->pr};
   dnnl_memory_desc_t wany;
@@ -182,8 +250,8 @@ static entry *create(const key_t_ *k, int wino) {
   int ok = 0;
   if (dnnl_memory_desc_init_by_tag(&e->xmd, 4, xd, dnnl_f32, dnnl_nhwc) ||
       dnnl_memory_desc_init_by_tag(&e->ymd, 4, yd, dnnl_f32, dnnl_nhwc) ||
-      dnnl_memory_desc_init_by_tag(&e->user_w, 4, wd, dnnl_f32, dnnl_hwio) ||
-      dnnl_memory_desc_init_by_tag(&wany, 4, wd, kt, dnnl_format_tag_any) ||
+      dnnl_memory_desc_init_by_tag(&e->user_w, wnd, wd, dnnl_f32, wtag) ||
+      dnnl_memory_desc_init_by_tag(&wany, wnd, wd, kt, dnnl_format_tag_any) ||
       dnnl_memory_desc_init_by_tag(&e->bmd, 1, bd, dnnl_f32, dnnl_x))
     goto done;
   /* bf16 math: the inputs the kernel reads are bf16 copies (x in fwd and
@@ -237,7 +305,7 @@ static entry *create(const key_t_ *k, int wino) {
     if (dnnl_primitive_desc_create(&fwd_hint, &fd, attr, engine, NULL)) goto done;
     dnnl_convolution_desc_t bd_;
     dnnl_memory_desc_t wf32;
-    if (dnnl_memory_desc_init_by_tag(&wf32, 4, wd, dnnl_f32, dnnl_format_tag_any)) goto done;
+    if (dnnl_memory_desc_init_by_tag(&wf32, wnd, wd, dnnl_f32, dnnl_format_tag_any)) goto done;
     if (k->dir == DIR_BWD_DATA) {
       if (dnnl_dilated_convolution_backward_data_desc_init(&bd_, alg, wino ? &bx : &e->kxmd,
                                                            &wany, wino ? &by : &e->kymd, st,
@@ -295,15 +363,17 @@ done:
   if (fwd_hint) dnnl_primitive_desc_destroy(fwd_hint);
   if (attr) dnnl_primitive_attr_destroy(attr);
   if (!ok) {
+    snprintf(rejected, RN_KERNEL_NAME_MAX, "oneDNN has only %.48s here",
+             e->impl[0] ? e->impl : "no kernel");
     entry_free(e);
     return NULL;
   }
   if (verbose < 0) verbose = getenv("RN_DNNL_VERBOSE") != NULL;
   if (verbose)
-    fprintf(stderr, "rn dnnl: %s (%lld,%lld,%lld,%lld) k%lldx%lld s%d -> %lld %s%s%s%s\n",
+    fprintf(stderr, "rn dnnl: %s (%lld,%lld,%lld,%lld) k%lldx%lld s%d g%d -> %lld %s%s%s%s\n",
             k->dir == DIR_FWD ? "fwd" : k->dir == DIR_BWD_DATA ? "bwd_data" : "bwd_w",
             (long long)k->N, (long long)k->H, (long long)k->W, (long long)k->C,
-            (long long)k->KH, (long long)k->KW, k->sh, (long long)k->O, e->impl,
+            (long long)k->KH, (long long)k->KW, k->sh, k->groups, (long long)k->O, e->impl,
             k->bf16 ? " (bf16 math)" : "", wino ? " (nChw16c copies)" : "",
             !k->post                   ? ""
             : k->post == RN_POST_SUM  ? " +sum"
@@ -312,8 +382,9 @@ done:
   return e;
 }
 
-/* The cached entry for k, creating it; NULL when oneDNN has no kernel. A
- * failed creation is cached too (prim NULL), so it is tried once. */
+/* The cached entry for k, creating it; NULL only when out of memory. A
+ * failed creation is cached too (prim NULL, impl the reason), so it is
+ * tried once. */
 static entry *lookup(const key_t_ *k) {
   entry **pp = &cache, *prev_last = NULL;
   for (entry *e = cache; e; pp = &e->next, e = e->next) {
@@ -321,15 +392,17 @@ static entry *lookup(const key_t_ *k) {
       *pp = e->next; /* move to front */
       e->next = cache;
       cache = e;
-      return e->prim ? e : NULL;
+      return e;
     }
   }
-  entry *e = k->wino ? create(k, 1) : NULL;
-  if (!e) e = create(k, 0); /* direct, also where Winograd has no kernel */
+  char rejected[RN_KERNEL_NAME_MAX] = "oneDNN has no kernel here";
+  entry *e = k->wino ? create(k, 1, rejected) : NULL;
+  if (!e) e = create(k, 0, rejected); /* direct, also where Winograd has no kernel */
   if (!e) {
     e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->k = *k;
+    snprintf(e->impl, sizeof e->impl, "%s", rejected);
   }
   e->next = cache;
   cache = e;
@@ -341,7 +414,7 @@ static entry *lookup(const key_t_ *k) {
     if (prev_last) entry_free(prev_last);
     cache_n--;
   }
-  return e->prim ? e : NULL;
+  return e;
 }
 
 /* Whether Winograd is tried for k: float32 3x3 stride-1 undilated "same"
@@ -352,7 +425,7 @@ static entry *lookup(const key_t_ *k) {
  * slower at 16 channels. The weight gradient stays direct: Winograd's was
  * faster alone at 64 channels but made the training step 3-8% slower. */
 static int wino_ok(const key_t_ *k) {
-  if (mode != RN_DNNL_AUTO || k->bf16 || k->dir == DIR_BWD_W) return 0;
+  if (mode != RN_DNNL_AUTO || k->bf16 || k->dir == DIR_BWD_W || k->groups > 1) return 0;
   if (k->KH != 3 || k->KW != 3 || k->sh != 1 || k->sw != 1 || k->dh != 1 || k->dw != 1) return 0;
   if (k->pt != 1 || k->pb != 1 || k->pl != 1 || k->pr != 1) return 0;
   return k->C >= 32 && k->O >= 32 && k->C % 16 == 0 && k->O % 16 == 0;
@@ -367,6 +440,7 @@ static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, c
   k->threads = omp_get_max_threads();
   k->N = xs[0]; k->H = xs[1]; k->W = xs[2]; k->C = xs[3];
   k->KH = w->shape[0]; k->KW = w->shape[1]; k->O = w->shape[3];
+  k->groups = p->groups > 1 ? p->groups : 1;
   k->OH = ys[1]; k->OW = ys[2];
   k->sh = p->stride_h; k->sw = p->stride_w; k->dh = p->dil_h; k->dw = p->dil_w;
   k->pt = p->pad_top; k->pb = p->pad_bottom; k->pl = p->pad_left; k->pr = p->pad_right;
@@ -374,10 +448,33 @@ static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, c
   return k->N > 0 && k->OH > 0 && k->OW > 0 && k->O > 0 && k->C > 0;
 }
 
-/* Whether oneDNN should be tried for this call at all. */
-static bool wanted(const rn_tensor *x) {
-  if (mode == RN_DNNL_OFF || x->dtype != RN_F32 || rn_is_deterministic()) return false;
-  return ready();
+/* Why oneDNN is not tried for this call, or NULL when it is. */
+static const char *why_not(const rn_tensor *x) {
+  if (mode == RN_DNNL_OFF) return "set_conv_impl im2col";
+  if (x->dtype != RN_F32) return rn_dtype_name(x->dtype);
+  if (rn_is_deterministic()) return "deterministic mode";
+  return ready() ? NULL : "oneDNN unavailable";
+}
+
+/* The entry to run for k in direction dir, noting the kernel; NULL (noted
+ * as im2col) when the call falls back. */
+static entry *pick(int dir, const rn_tensor *x, key_t_ *k, int ok_key) {
+  const char *why = why_not(x);
+  if (why) {
+    note_im2col(dir, why);
+    return NULL;
+  }
+  if (!ok_key) {
+    note_im2col(dir, "empty tensor");
+    return NULL;
+  }
+  entry *e = lookup(k);
+  if (!e || !e->prim) {
+    note_im2col(dir, e ? e->impl : "out of memory for oneDNN's cache");
+    return NULL;
+  }
+  note(dir, e->impl);
+  return e;
 }
 
 static int exec(entry *e, int nargs, dnnl_exec_arg_t *args, const char *op) {
@@ -513,10 +610,9 @@ int rn_dnnl_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, con
 int rn_dnnl_conv2d_fwd_post(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
                             const rn_tensor *b, const rn_conv_params *p, int post) {
   key_t_ k;
-  if (!wanted(x) || !key_init(&k, DIR_FWD, x->shape, w, y->shape, b != NULL, p))
-    return RN_DNNL_FALLBACK;
+  int ok_key = key_init(&k, DIR_FWD, x->shape, w, y->shape, b != NULL, p);
   k.post = post;
-  entry *e = lookup(&k);
+  entry *e = pick(DIR_FWD, x, &k, ok_key);
   if (!e) return RN_DNNL_FALLBACK;
   return run(e, "conv2d", rn_ptr(x), rn_ptr(w), b ? rn_ptr(b) : NULL, rn_ptr(y));
 }
@@ -524,9 +620,8 @@ int rn_dnnl_conv2d_fwd_post(rn_tensor *y, const rn_tensor *x, const rn_tensor *w
 int rn_dnnl_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
                             const rn_conv_params *p) {
   key_t_ k;
-  if (!wanted(gx) || !key_init(&k, DIR_BWD_DATA, gx->shape, w, gy->shape, false, p))
-    return RN_DNNL_FALLBACK;
-  entry *e = lookup(&k);
+  int ok_key = key_init(&k, DIR_BWD_DATA, gx->shape, w, gy->shape, false, p);
+  entry *e = pick(DIR_BWD_DATA, gx, &k, ok_key);
   if (!e) return RN_DNNL_FALLBACK;
   return run(e, "conv2d backward data", rn_ptr(gx), rn_ptr(w), NULL, rn_ptr(gy));
 }
@@ -534,9 +629,8 @@ int rn_dnnl_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
 int rn_dnnl_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
                               const rn_tensor *x, const rn_conv_params *p) {
   key_t_ k;
-  if (!wanted(x) || !key_init(&k, DIR_BWD_W, x->shape, gw, gy->shape, gb != NULL, p))
-    return RN_DNNL_FALLBACK;
-  entry *e = lookup(&k);
+  int ok_key = key_init(&k, DIR_BWD_W, x->shape, gw, gy->shape, gb != NULL, p);
+  entry *e = pick(DIR_BWD_W, x, &k, ok_key);
   if (!e) return RN_DNNL_FALLBACK;
   return run(e, "conv2d backward filter", rn_ptr(x), rn_ptr(gw), gb ? rn_ptr(gb) : NULL,
              rn_ptr(gy));

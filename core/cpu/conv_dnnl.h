@@ -19,6 +19,15 @@ rn_dnnl_mode rn_dnnl_get_mode(void);
 bool rn_dnnl_available(void);
 void rn_dnnl_clear_cache(void);
 
+/* What ran (conv_dnnl.c): directions, the last call's kernel name per
+ * direction (NULL before any call), and the calls per (direction, kernel)
+ * since the last reset, read by index until it returns false. */
+enum { RN_CONV_FWD = 0, RN_CONV_BWD_DATA = 1, RN_CONV_BWD_FILTER = 2 };
+#define RN_KERNEL_NAME_MAX 96
+const char *rn_dnnl_last_kernel(int dir);
+bool rn_dnnl_kernel_stat(int i, int *dir, const char **name, long long *calls);
+void rn_dnnl_reset_kernel_stats(void);
+
 int rn_dnnl_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
                        const rn_conv_params *p);
 /* The forward with an epilogue: post is RN_POST_SUM (y += conv, y holding

@@ -1,7 +1,8 @@
 /* conv_ref.c - the naive reference 2-D convolution (7 nested loops, double
  * accumulation, strided reads through rn_load): test path only, to check the
  * im2col/GEMM kernels of conv.c. Layouts as in conv.c:
- *   x: (N,H,W,Cin), w: (KH,KW,Cin,Cout), b: (Cout) or NULL, y: (N,OH,OW,Cout) */
+ *   x: (N,H,W,Cin), w: (KH,KW,Cin/G,Cout), b: (Cout) or NULL, y: (N,OH,OW,Cout)
+ * with G = p->groups channel groups (0 or 1: none) */
 #include "conv_ref.h"
 
 #include "cpu.h"
@@ -23,11 +24,12 @@ int rn_cpu_conv2d_ref(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, cons
     return rn_err("conv2d_ref: runs on the cpu only");
   int64_t N = x->shape[0], H = x->shape[1], W = x->shape[2], C = x->shape[3];
   int64_t KH = w->shape[0], KW = w->shape[1], O = w->shape[3];
+  int64_t G = p->groups > 1 ? p->groups : 1, cg = C / G, og = O / G;
   int64_t OH = y->shape[1], OW = y->shape[2];
   int pt = p->pad_top, pb = p->pad_bottom, pl = p->pad_left, pr = p->pad_right;
   (void)pb;
   (void)pr;
-  if (w->shape[2] != C || y->shape[0] != N || y->shape[3] != O || (b && b->shape[0] != O))
+  if (w->shape[2] * G != C || O % G || y->shape[0] != N || y->shape[3] != O || (b && b->shape[0] != O))
     return rn_err("conv2d_ref: shapes do not agree: x %s, w %s, y %s",
                   rn_shape_str(x, b1, sizeof b1), rn_shape_str(w, b2, sizeof b2),
                   rn_shape_str(y, b3, sizeof b3));
@@ -45,7 +47,8 @@ int rn_cpu_conv2d_ref(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, cons
             for (int64_t kw = 0; kw < KW; kw++) {
               int64_t iw = ow * p->stride_w - pl + kw * p->dil_w;
               if (iw < 0 || iw >= W) continue;
-              for (int64_t c = 0; c < C; c++) s += at(x, n, ih, iw, c) * at(w, kh, kw, c, o);
+              int64_t c0 = (o / og) * cg; /* the input channels of o's group */
+              for (int64_t c = 0; c < cg; c++) s += at(x, n, ih, iw, c0 + c) * at(w, kh, kw, c, o);
             }
           }
           int64_t off = n * y->stride[0] + oh * y->stride[1] + ow * y->stride[2] + o * y->stride[3];

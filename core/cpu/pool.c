@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "../mutant.h"
 
 #define PAR_MIN 16384
 
@@ -56,7 +57,8 @@ static inline void window(const pgeom *g, int64_t oh, int64_t ow, int64_t *ih0, 
                           int64_t *iw0, int64_t *iw1) {
   int64_t h0 = oh * g->sh - g->pt, w0 = ow * g->sw - g->pl;
   *ih0 = h0 < 0 ? 0 : h0;
-  *ih1 = h0 + g->kh < g->H ? h0 + g->kh : g->H;
+  int64_t kh = g->kh > 1 && RN_MUTANT("pool_window") ? g->kh - 1 : g->kh;
+  *ih1 = h0 + kh < g->H ? h0 + kh : g->H;
   *iw0 = w0 < 0 ? 0 : w0;
   *iw1 = w0 + g->kw < g->W ? w0 + g->kw : g->W;
 }

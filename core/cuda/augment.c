@@ -104,7 +104,9 @@ int rn_cuda_dloader_batch(rn_cuda_dloader *d, int64_t epoch, int64_t b, rn_tenso
       return -1;
     d->order_epoch = epoch;
   }
-  int64_t start = b * v->b, cnt = v->m - start < v->b ? v->m - start : v->b;
+  int64_t start = b * v->b, cnt = v->m - start < v->b ? v->m - start : v->b, lo;
+  rn_data_shard(cnt, v->shard_rank, v->shard_world, &lo, &cnt); /* this rank's part (data.h) */
+  start += lo;
   int64_t xs[4] = {cnt, g->oh, g->ow, g->c};
   rn_tensor *xt = rn_empty(4, xs, RN_F32, RN_CUDA);
   rn_tensor *yt = xt ? rn_empty(1, &cnt, RN_I64, RN_CUDA) : NULL;

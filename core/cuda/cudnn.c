@@ -107,6 +107,7 @@ typedef cudnnStatus_t (*create_conv_fn)(cudnnConvolutionDescriptor_t *);
 typedef cudnnStatus_t (*set_conv2d_fn)(cudnnConvolutionDescriptor_t, int, int, int, int, int, int,
                                        cudnnConvolutionMode_t, cudnnDataType_t);
 typedef cudnnStatus_t (*set_math_fn)(cudnnConvolutionDescriptor_t, cudnnMathType_t);
+typedef cudnnStatus_t (*set_groups_fn)(cudnnConvolutionDescriptor_t, int);
 typedef cudnnStatus_t (*destroy_conv_fn)(cudnnConvolutionDescriptor_t);
 typedef cudnnStatus_t (*max_count_fn)(cudnnHandle_t, int *);
 typedef cudnnStatus_t (*fwd_algo_fn)(cudnnHandle_t, cudnnTensorDescriptor_t,
@@ -170,6 +171,7 @@ static struct {
   create_conv_fn cudnnCreateConvolutionDescriptor;
   set_conv2d_fn cudnnSetConvolution2dDescriptor;
   set_math_fn cudnnSetConvolutionMathType;
+  set_groups_fn cudnnSetConvolutionGroupCount;
   destroy_conv_fn cudnnDestroyConvolutionDescriptor;
   max_count_fn cudnnGetConvolutionForwardAlgorithmMaxCount,
       cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
@@ -206,6 +208,7 @@ SAME_SIG(cudnnDestroyFilterDescriptor);
 SAME_SIG(cudnnCreateConvolutionDescriptor);
 SAME_SIG(cudnnSetConvolution2dDescriptor);
 SAME_SIG(cudnnSetConvolutionMathType);
+SAME_SIG(cudnnSetConvolutionGroupCount);
 SAME_SIG(cudnnDestroyConvolutionDescriptor);
 SAME_SIG(cudnnGetConvolutionForwardAlgorithmMaxCount);
 SAME_SIG(cudnnGetConvolutionBackwardDataAlgorithmMaxCount);
@@ -263,6 +266,7 @@ static int load_syms(void) {
           SYM(cudnnCreateConvolutionDescriptor) < 0 ||
           SYM(cudnnSetConvolution2dDescriptor) < 0 ||
           SYM(cudnnSetConvolutionMathType) < 0 ||
+          SYM(cudnnSetConvolutionGroupCount) < 0 ||
           SYM(cudnnDestroyConvolutionDescriptor) < 0 ||
           SYM(cudnnGetConvolutionForwardAlgorithmMaxCount) < 0 ||
           SYM(cudnnGetConvolutionBackwardDataAlgorithmMaxCount) < 0 ||
@@ -336,6 +340,7 @@ typedef struct {
   int kind, dt;
   int n, c, h, w;       /* input NHWC */
   int k, r, s;          /* Cout, KH, KW */
+  int groups;           /* channel groups: the filter is (Cout, Cin/groups, KH, KW) */
   int ph, pw, sh, sw, dh, dw;
   int det;              /* deterministic mode when chosen */
   int forced;           /* the kind's override (rn_conv_algo_forced), -1: auto */
@@ -345,6 +350,7 @@ typedef struct {
 
 typedef struct {
   int64_t N, H, W, C, KH, KW, O, OH, OW;
+  int64_t CW;           /* the weight's input channels: C / groups */
   int pt, pb, pl, pr;
   bool asym;            /* x is padded into a temporary */
   bool nchw;            /* float64: cuDNN sees NCHW / KCRS copies */
@@ -357,7 +363,7 @@ typedef struct {
 
 static bool fits(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
-/* From x's shape xs (N,H,W,C), w (KH,KW,C,O), y's shape ys (N,OH,OW,O). */
+/* From x's shape xs (N,H,W,C), w (KH,KW,C/G,O), y's shape ys (N,OH,OW,O). */
 static int cgeom_init(cgeom *g, const int64_t *xs, const rn_tensor *w, const int64_t *ys,
                       const rn_conv_params *p, const char *op) {
   if (w->dtype != RN_F32 && w->dtype != RN_F64)
@@ -367,6 +373,8 @@ static int cgeom_init(cgeom *g, const int64_t *xs, const rn_tensor *w, const int
   g->N = xs[0]; g->H = xs[1]; g->W = xs[2]; g->C = xs[3];
   g->KH = w->shape[0]; g->KW = w->shape[1]; g->O = w->shape[3];
   g->OH = ys[1]; g->OW = ys[2];
+  int64_t G = p->groups > 1 ? p->groups : 1;
+  g->CW = g->C / G;
   int pt = p->pad_top, pb = p->pad_bottom, pl = p->pad_left, pr = p->pad_right;
   g->pt = pt; g->pb = pb; g->pl = pl; g->pr = pr;
   g->es = rn_dtype_size(w->dtype);
@@ -379,20 +387,21 @@ static int cgeom_init(cgeom *g, const int64_t *xs, const rn_tensor *w, const int
   int64_t eh = g->H + pt + pb - (int64_t)p->dil_h * (g->KH - 1) - 1;
   int64_t ew = g->W + pl + pr - (int64_t)p->dil_w * (g->KW - 1) - 1;
   int64_t oh = eh < 0 ? 0 : eh / p->stride_h + 1, ow = ew < 0 ? 0 : ew / p->stride_w + 1;
-  if (w->shape[2] != g->C || ys[0] != g->N || ys[3] != g->O || oh != g->OH || ow != g->OW)
+  if (w->shape[2] * G != g->C || g->O % G || ys[0] != g->N || ys[3] != g->O || oh != g->OH ||
+      ow != g->OW)
     return rn_err("%s: shapes do not agree: input (%lld,%lld,%lld,%lld), weight "
                   "(%lld,%lld,%lld,%lld), output (%lld,%lld,%lld,%lld), expected output "
-                  "(%lld,%lld,%lld,%lld)", op, (long long)xs[0], (long long)xs[1],
+                  "(%lld,%lld,%lld,%lld), groups %lld", op, (long long)xs[0], (long long)xs[1],
                   (long long)xs[2], (long long)xs[3], (long long)w->shape[0],
                   (long long)w->shape[1], (long long)w->shape[2], (long long)w->shape[3],
                   (long long)ys[0], (long long)ys[1], (long long)ys[2], (long long)ys[3],
-                  (long long)g->N, (long long)oh, (long long)ow, (long long)g->O);
+                  (long long)g->N, (long long)oh, (long long)ow, (long long)g->O, (long long)G);
   g->asym = pt != pb || pl != pr;
   g->nchw = w->dtype == RN_F64;
   g->bf16 = false;
   int64_t hp = g->asym ? g->H + pt + pb : g->H, wp = g->asym ? g->W + pl + pr : g->W;
   int64_t big = g->N * hp * wp * g->C, ybig = g->N * g->OH * g->OW * g->O;
-  if (!fits(big) || !fits(ybig) || !fits(g->KH * g->KW * g->C * g->O) || !fits(hp) ||
+  if (!fits(big) || !fits(ybig) || !fits(g->KH * g->KW * g->CW * g->O) || !fits(hp) ||
       !fits(wp))
     return rn_err("%s: tensors of more than %d elements are not supported by the cuDNN path "
                   "(input %lld, output %lld elements)", op, INT_MAX, (long long)big,
@@ -403,6 +412,7 @@ static int cgeom_init(cgeom *g, const int64_t *xs, const rn_tensor *w, const int
   k->dt = (int)w->dtype;
   k->n = (int)g->N; k->c = (int)g->C; k->h = (int)hp; k->w = (int)wp;
   k->k = (int)g->O; k->r = (int)g->KH; k->s = (int)g->KW;
+  k->groups = (int)G;
   k->ph = g->asym ? 0 : pt;
   k->pw = g->asym ? 0 : pl;
   k->sh = p->stride_h; k->sw = p->stride_w; k->dh = p->dil_h; k->dw = p->dil_w;
@@ -470,9 +480,10 @@ static int descs_make(descs *d, const cgeom *g) {
       /* x (N,C,H,W) in NHWC (NCHW) memory order; y likewise; filter KRSC (KCRS) */
       DNNF(cudnnSetTensor4dDescriptor, d->x, f, dt, k->n, k->c, k->h, k->w) < 0 ||
       DNNF(cudnnSetTensor4dDescriptor, d->y, f, dt, k->n, k->k, (int)g->OH, (int)g->OW) < 0 ||
-      DNNF(cudnnSetFilter4dDescriptor, d->w, dt, f, k->k, k->c, k->r, k->s) < 0 ||
+      DNNF(cudnnSetFilter4dDescriptor, d->w, dt, f, k->k, k->c / k->groups, k->r, k->s) < 0 ||
       DNNF(cudnnSetConvolution2dDescriptor, d->conv, k->ph, k->pw, k->sh, k->sw, k->dh, k->dw,
            CUDNN_CROSS_CORRELATION, ct) < 0 ||
+      (k->groups > 1 && DNNF(cudnnSetConvolutionGroupCount, d->conv, k->groups) < 0) ||
       DNNF(cudnnSetConvolutionMathType, d->conv, wanted_math(g)) < 0) {
     descs_free(d, false); /* the first error is the one reported */
     return -1;
@@ -823,16 +834,16 @@ static rnk_perm4 perm(int64_t s0, int64_t s1, int64_t s2, int64_t s3, int64_t i0
   return p;
 }
 
-/* w (KH,KW,C,O) HWIO -> wk: (O,K) KRSC, or (O,C,KH,KW) KCRS when g->nchw;
+/* w (KH,KW,C/G,O) HWIO -> wk: (O,K) KRSC, or (O,C/G,KH,KW) KCRS when g->nchw;
  * in bf16 math a bfloat16 copy of that. The caller frees it. */
 static void *filter_for_cudnn(const cgeom *g, const rn_tensor *w) {
-  int64_t K = g->KH * g->KW * g->C;
+  int64_t K = g->KH * g->KW * g->CW;
   void *wk = tmp(g, K * g->O);
   if (!wk) return NULL;
   cudaStream_t s = rn_cuda_stream();
   int rc = g->nchw ? CU(rnk_permute4(g->key.dt, wk, rn_ptr(w),
-                                     perm(g->O, g->C, g->KH, g->KW, 1, g->O,
-                                          g->KW * g->C * g->O, g->C * g->O), s))
+                                     perm(g->O, g->CW, g->KH, g->KW, 1, g->O,
+                                          g->KW * g->CW * g->O, g->CW * g->O), s))
                    : CU(rnk_transpose2d(g->key.dt, wk, rn_ptr(w), K, g->O, s));
   const void *p = wk;
   bool owned = true;
@@ -843,14 +854,14 @@ static void *filter_for_cudnn(const cgeom *g, const rn_tensor *w) {
   return (void *)p;
 }
 
-/* gw (KH,KW,C,O) HWIO from gwk: (O,K) KRSC, or (O,C,KH,KW) KCRS when g->nchw */
+/* gw (KH,KW,C/G,O) HWIO from gwk: (O,K) KRSC, or (O,C/G,KH,KW) KCRS when g->nchw */
 static int filter_back(const cgeom *g, rn_tensor *gw, const void *gwk) {
-  int64_t K = g->KH * g->KW * g->C;
+  int64_t K = g->KH * g->KW * g->CW;
   cudaStream_t s = rn_cuda_stream();
   if (!g->nchw) return CU(rnk_transpose2d(g->key.dt, rn_ptr(gw), gwk, g->O, K, s));
   return CU(rnk_permute4(g->key.dt, rn_ptr(gw), gwk,
-                         perm(g->KH, g->KW, g->C, g->O, g->KW, 1, g->KH * g->KW,
-                              g->C * g->KH * g->KW), s));
+                         perm(g->KH, g->KW, g->CW, g->O, g->KW, 1, g->KH * g->KW,
+                              g->CW * g->KH * g->KW), s));
 }
 
 /* an NCHW temporary (n,c,h,w) of the NHWC src (n,h,w,c) */
@@ -1086,7 +1097,7 @@ int rn_cuda_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
   size_t wsz = 0;
   if (plan(&g, &d, &algo, &wsz) < 0) return -1;
   bool owned = false, gyown = false;
-  int64_t K = g.KH * g.KW * g.C;
+  int64_t K = g.KH * g.KW * g.CW;
   void *gwk = NULL, *ws = NULL;
   void *gw16 = NULL, *wc = NULL; /* bf16 math: cuDNN's bfloat16 dw; what cuDNN writes */
   const void *xin = NULL, *gyin = NULL;

@@ -136,8 +136,23 @@ typedef struct {
   int64_t n, m, b, nbatches;
   bool shuffle, augment, flip;
   uint64_t seed;
+  int shard_rank, shard_world; /* rn_loader_set_shard; 0, 1 when none */
 } rn_loader_view;
 void rn_loader_view_of(const rn_loader *l, rn_loader_view *v);
+
+/* Data-parallel sharding of every batch: global batch b (cnt samples, the
+ * slice order[b*B .. b*B+cnt) of the unsharded loader) is split in world
+ * contiguous parts, rank r serving order[b*B+lo .. b*B+lo+n) with lo =
+ * cnt*r/world, n = cnt*(r+1)/world - lo (n may be 0 in a last batch smaller
+ * than world). So the ranks together see exactly the samples, and the
+ * augmented pixels (keyed on sample ids), of the one-process batch, and all
+ * have the same number of batches. rank 0, world 1: no sharding. Abandons
+ * any epoch in flight. */
+int rn_loader_set_shard(rn_loader *l, int rank, int world);
+static inline void rn_data_shard(int64_t cnt, int rank, int world, int64_t *lo, int64_t *n) {
+  *lo = cnt * rank / world;
+  *n = cnt * (rank + 1) / world - *lo;
+}
 
 /* Stops the epoch with this ticket (no-op if it is no longer current): waits
  * for the batch each worker is on (they stop at the next sample), drops the

@@ -63,6 +63,7 @@ struct rn_loader {
   bool shuffle, augment, flip;
   uint64_t seed;
   int workers, prefetch;
+  int shard_rank, shard_world; /* rn_loader_set_shard */
   int64_t fail_batch;
   int *colmaps;          /* (workers+1, OW) scratch, one row per thread */
   int64_t *order;        /* (M) the epoch's sample ids; written only while no worker is busy */
@@ -113,7 +114,16 @@ void rn_loader_view_of(const rn_loader *l, rn_loader_view *v) {
   *v = (rn_loader_view){.geom = l->geom, .images = l->images, .labels = l->labels,
                         .index = l->index, .lut = l->lut, .n = l->n, .m = l->m, .b = l->b,
                         .nbatches = l->nbatches, .shuffle = l->shuffle, .augment = l->augment,
-                        .flip = l->flip, .seed = l->seed};
+                        .flip = l->flip, .seed = l->seed, .shard_rank = l->shard_rank,
+                        .shard_world = l->shard_world};
+}
+
+/* this rank's part of batch b: first position in order, count */
+static void batch_range(const rn_loader *l, int64_t b, int64_t *start, int64_t *cnt) {
+  int64_t all = l->m - b * l->b, lo;
+  if (all > l->b) all = l->b;
+  rn_data_shard(all, l->shard_rank, l->shard_world, &lo, cnt);
+  *start = b * l->b + lo;
 }
 
 /* ---- creation ------------------------------------------------------------ */
@@ -256,6 +266,8 @@ rn_loader *rn_loader_new(rn_tensor *images, rn_tensor *labels, const rn_loader_o
   l->workers = o->workers;
   l->prefetch = o->prefetch;
   l->fail_batch = o->fail_batch;
+  l->shard_rank = 0;
+  l->shard_world = 1;
 
   l->labels = malloc(sizeof(int64_t) * (size_t)n);
   l->index = malloc(sizeof(int64_t) * (size_t)m);
@@ -327,7 +339,8 @@ enum { FILL_OK = 0, FILL_ERROR = -1, FILL_CANCELLED = 1 };
 static int fill_batch(rn_loader *l, int64_t b, rn_tensor *x, rn_tensor *y, uint64_t gen,
                       int64_t epoch, int *colmap, char *err, size_t errn) {
   const rn_data_geom *g = &l->geom;
-  int64_t start = b * l->b, cnt = x->shape[0];
+  int64_t start, cnt;
+  batch_range(l, b, &start, &cnt);
   size_t in_sz = (size_t)g->h * (size_t)g->w * (size_t)g->c;
   size_t out_sz = (size_t)g->oh * (size_t)g->ow * (size_t)g->c;
   float *xo = (float *)rn_ptr(x);
@@ -456,8 +469,8 @@ static int topup_locked(rn_loader *l) {
   for (int i = 0; i < l->prefetch; i++) {
     slot_t *s = &l->slots[i];
     if (s->state != SLOT_NEED_ALLOC) continue;
-    int64_t cnt = l->m - s->batch * l->b;
-    if (cnt > l->b) cnt = l->b;
+    int64_t start, cnt;
+    batch_range(l, s->batch, &start, &cnt);
     int64_t xs[4] = {cnt, l->geom.oh, l->geom.ow, l->geom.c};
     rn_tensor *x = rn_empty(4, xs, RN_F32, RN_CPU);
     rn_tensor *y = x ? rn_empty(1, &cnt, RN_I64, RN_CPU) : NULL;
@@ -557,6 +570,17 @@ void rn_loader_abandon(rn_loader *l, uint64_t ticket) {
   pthread_mutex_lock(&l->mu);
   if (ticket == l->gen && l->active) abandon_locked(l);
   pthread_mutex_unlock(&l->mu);
+}
+
+int rn_loader_set_shard(rn_loader *l, int rank, int world) {
+  if (world < 1 || rank < 0 || rank >= world)
+    return rn_err(OP ": shard rank %d of world %d: need 0 <= rank < world", rank, world);
+  pthread_mutex_lock(&l->mu);
+  if (l->active) abandon_locked(l);
+  l->shard_rank = rank;
+  l->shard_world = world;
+  pthread_mutex_unlock(&l->mu);
+  return 0;
 }
 
 void rn_loader_free(rn_loader *l) {

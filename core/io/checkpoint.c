@@ -214,6 +214,9 @@ static int parse_table(const char *path, const unsigned char *tab, uint64_t tabl
     if (big)
       return rn_err("%s: %s: shape %s has more than 2^40 elements", path,
                     ename(en, i, nm, sizeof nm), shp);
+    char who[600];
+    snprintf(who, sizeof who, "%s: %s", path, ename(en, i, nm, sizeof nm));
+    if (rn_check_shape(en->ndim, en->shape, who) < 0) return -1; /* as rn_empty will check */
     en->offset = rn_le_get64(p);
     en->csize = rn_le_get64(p + 8);
     en->rsize = rn_le_get64(p + 16);
@@ -237,6 +240,7 @@ static int parse_table(const char *path, const unsigned char *tab, uint64_t tabl
       return rn_err("%s: %s: compressed size %llu is impossible for %llu raw bytes", path,
                     ename(en, i, nm, sizeof nm), (unsigned long long)en->csize,
                     (unsigned long long)en->rsize);
+    if (rn_io_check_limit(want, path, ename(en, i, nm, sizeof nm)) < 0) return -1;
     expect = en->offset + en->csize;
   }
   if (p != end)
@@ -332,14 +336,11 @@ static int inflate_entry(const char *path, const char *who, const entry *en,
 
 int rn_ckpt_load(const char *path, rn_tset *out) {
   memset(out, 0, sizeof *out);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return rn_err("%s: cannot open: %s", path, strerror(errno));
+  uint64_t fsz;
+  int fd = rn_open_regular(path, &fsz);
+  if (fd < 0) return -1;
   unsigned char *tab = NULL, *cbuf = NULL;
   entry *ents = NULL;
-  struct stat st;
-  if (fstat(fd, &st) < 0) { rn_err("%s: cannot stat: %s", path, strerror(errno)); goto fail; }
-  if (!S_ISREG(st.st_mode)) { rn_err("%s: is not a regular file", path); goto fail; }
-  uint64_t fsz = (uint64_t)st.st_size;
   unsigned char h[HDR];
   if (fsz < HDR) {
     if (fsz >= 8 && pread(fd, h, 8, 0) == 8 && memcmp(h, RN_CKPT_MAGIC, 8) != 0)

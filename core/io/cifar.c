@@ -224,6 +224,12 @@ static int read_tar(const char *path, int nf, const char *const *names, rn_tenso
            "cifar-10-batches-bin/data_batch_1..5.bin and test_batch.bin)", path, missing);
     goto done;
   }
+  /* read on to the end: every member header and the gzip trailer (CRC32 and
+   * length) are verified even when the wanted members came first */
+  for (int r; (r = rn_tar_next(t, &m)) != 0;)
+    if (r < 0) goto done;
+  uint64_t got;
+  if (rn_in_skip(in, UINT64_MAX, &got) < 0) goto done;
   int64_t total = 0;
   for (int i = 0; i < nf; i++) total += (int64_t)(size[i] / RN_CIFAR_RECORD);
   if (alloc_out(total, images, labels) < 0) goto done;

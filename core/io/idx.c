@@ -3,11 +3,49 @@
  * exactly the bytes the dims imply. The gzip output is capped at that size,
  * and the size is checked against what the file can hold before allocating. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "io.h"
 
 static const char *idx_kind(int nd) { return nd == 1 ? "labels" : "images"; }
+
+#define CHUNK ((size_t)64 << 20)
+
+/* gzip content: the header's size is only a claim, so the data is read into
+ * chunks as it arrives and the tensor is allocated once all of it did; a
+ * short stream costs what it holds, not what its header says. *got: bytes
+ * read (< total: *t stays NULL). */
+static int read_gz_body(rn_in *in, int nd, const int64_t *shape, uint64_t total, rn_tensor **t,
+                        size_t *got) {
+  size_t nchunks = (size_t)((total + CHUNK - 1) / CHUNK), have = 0;
+  unsigned char **ch = calloc(nchunks ? nchunks : 1, sizeof *ch);
+  int rc = -1;
+  *t = NULL;
+  *got = 0;
+  if (!ch) return rn_err("%s: out of memory", rn_in_path(in));
+  for (size_t i = 0; i < nchunks; i++) {
+    size_t want = total - (uint64_t)i * CHUNK < CHUNK ? (size_t)(total - (uint64_t)i * CHUNK) : CHUNK;
+    size_t g;
+    if (!(ch[i] = malloc(want))) { rn_err("%s: out of memory", rn_in_path(in)); goto done; }
+    if (rn_in_read(in, ch[i], want, &g) < 0) goto done;
+    have += g;
+    if (g < want) { *got = have; rc = 0; goto done; }
+  }
+  *got = have;
+  if (!(*t = rn_empty(nd, shape, RN_U8, RN_CPU))) goto done;
+  for (size_t i = 0; i < nchunks; i++) {
+    size_t n = total - (uint64_t)i * CHUNK < CHUNK ? (size_t)(total - (uint64_t)i * CHUNK) : CHUNK;
+    memcpy(rn_ptr(*t) + i * CHUNK, ch[i], n);
+    free(ch[i]);
+    ch[i] = NULL;
+  }
+  rc = 0;
+done:
+  for (size_t i = 0; i < nchunks; i++) free(ch[i]);
+  free(ch);
+  return rc;
+}
 
 rn_tensor *rn_read_idx(const char *path, int64_t classes) {
   rn_in *in = rn_in_open(path);
@@ -54,6 +92,9 @@ rn_tensor *rn_read_idx(const char *path, int64_t classes) {
     rn_err("%s: header says %s, more than 2^40 bytes", path, what);
     goto fail;
   }
+  char claim[200];
+  snprintf(claim, sizeof claim, "the header (%s)", what);
+  if (rn_io_check_limit(total, path, claim) < 0) goto fail;
   uint64_t need = hlen + total, fsz = rn_in_file_size(in);
   if (!rn_in_is_gz(in)) {
     if (fsz < need) {
@@ -74,9 +115,12 @@ rn_tensor *rn_read_idx(const char *path, int64_t classes) {
     goto fail;
   }
   rn_in_set_cap(in, need);
-  t = rn_empty(nd, shape, RN_U8, RN_CPU);
-  if (!t) goto fail;
-  if (rn_in_read(in, rn_ptr(t), (size_t)total, &got) < 0) goto fail;
+  if (rn_in_is_gz(in)) {
+    if (read_gz_body(in, nd, shape, total, &t, &got) < 0) goto fail;
+  } else {
+    t = rn_empty(nd, shape, RN_U8, RN_CPU);
+    if (!t || rn_in_read(in, rn_ptr(t), (size_t)total, &got) < 0) goto fail;
+  }
   if (got < total) {
     rn_err("%s: truncated: header says %s (%llu bytes) but it decompresses to only %llu bytes",
            path, what, (unsigned long long)need, (unsigned long long)(hlen + got));

@@ -19,6 +19,10 @@
 
 /* ---- input stream (stream.c): plain or gzip, detected by magic ----------- */
 typedef struct rn_in rn_in;
+/* Opens path for reading without ever blocking on it: anything but a regular
+ * file (a FIFO, a device, a socket, a folder) is refused before any read.
+ * Returns the fd (its size in *size) or -1 with "file X: ..." set. */
+int rn_open_regular(const char *path, uint64_t *size);
 rn_in *rn_in_open(const char *path);
 void rn_in_close(rn_in *in); /* NULL is fine */
 bool rn_in_is_gz(const rn_in *in);
@@ -36,6 +40,15 @@ int rn_in_skip(rn_in *in, uint64_t n, uint64_t *got);
 /* The most content bytes the file can hold: its size if plain, and for gzip
  * its size times deflate's largest ratio (1032:1) plus slack. */
 uint64_t rn_in_max_content(const rn_in *in);
+/* The absolute cap on the bytes one tensor read from a file may claim in a
+ * header (IDX dims, a checkpoint or safetensors entry's shape), whatever the
+ * file's size: a small compressed file cannot make a reader allocate more.
+ * Default RN_IO_DEFAULT_LIMIT; rn.io_limit(bytes) raises it. */
+#define RN_IO_DEFAULT_LIMIT ((uint64_t)2 << 30)
+uint64_t rn_io_limit(void);
+void rn_io_set_limit(uint64_t bytes);
+/* -1 + "file: what claims N bytes, more than the N-byte limit ..." above it */
+int rn_io_check_limit(uint64_t bytes, const char *file, const char *what);
 
 /* ---- tar (tar.c): ustar, GNU long names, pax path records ---------------- */
 typedef struct rn_tar rn_tar;
@@ -48,7 +61,9 @@ typedef struct {
 rn_tar *rn_tar_open(rn_in *in); /* borrows in */
 void rn_tar_close(rn_tar *t);
 /* Next member header (skipping what is left of the previous member's data);
- * returns 1, 0 at the end of the archive, -1 on error. */
+ * returns 1, 0 at the end of the archive, -1 on error (also past
+ * RN_TAR_MAX_MEMBERS headers, so that a stream of empty headers stops early). */
+#define RN_TAR_MAX_MEMBERS 100000
 int rn_tar_next(rn_tar *t, rn_tar_member *m);
 /* Reads exactly n bytes of the current member's data. */
 int rn_tar_read(rn_tar *t, void *buf, size_t n);

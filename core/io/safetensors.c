@@ -176,6 +176,7 @@ static int cmp_off(const void *a, const void *b) {
 }
 
 static int tensor_info(const char *path, const char *name, const rn_json *v, sinfo *si) {
+  if (!name[0]) return rn_err("%s: a tensor has an empty name; names are 1..255 bytes", path);
   if (v->type != RN_J_OBJ) return rn_err("%s: tensor '%s': entry is not an object", path, name);
   for (int i = 0; i < v->n; i++)
     if (strcmp(v->keys[i], "dtype") && strcmp(v->keys[i], "shape") &&
@@ -212,6 +213,11 @@ static int tensor_info(const char *path, const char *name, const rn_json *v, sin
       return rn_err("%s: tensor '%s': shape has more than 2^40 elements", path, name);
     numel *= s;
   }
+  char who[400];
+  snprintf(who, sizeof who, "%s: tensor '%.255s'", path, name);
+  if (rn_check_shape(si->ndim, si->shape, who) < 0) return -1; /* as rn_empty will check */
+  if (rn_io_check_limit(numel * rn_dtype_size(si->dt), path, who + strlen(path) + 2) < 0)
+    return -1;
   if (of->type != RN_J_ARR || of->n != 2 || of->kids[0]->type != RN_J_INT ||
       of->kids[1]->type != RN_J_INT)
     return rn_err("%s: tensor '%s': data_offsets must be [begin, end]", path, name);
@@ -234,18 +240,13 @@ static int tensor_info(const char *path, const char *name, const rn_json *v, sin
 
 int rn_st_load(const char *path, rn_tset *out) {
   memset(out, 0, sizeof *out);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return rn_err("%s: cannot open: %s", path, strerror(errno));
+  uint64_t fsz;
+  int fd = rn_open_regular(path, &fsz);
+  if (fd < 0) return -1;
   char *hdr = NULL;
   rn_json *j = NULL;
   sinfo *infos = NULL;
   sinfo **sorted = NULL;
-  struct stat st;
-  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    rn_err("%s: is not a regular file", path);
-    goto fail;
-  }
-  uint64_t fsz = (uint64_t)st.st_size;
   unsigned char len8[8];
   if (fsz < 8) {
     rn_err("%s: truncated: %llu bytes, shorter than the 8-byte header length", path,

@@ -34,19 +34,53 @@ static void *in_fail(rn_in *in) {
   return NULL;
 }
 
+static uint64_t io_limit = RN_IO_DEFAULT_LIMIT;
+uint64_t rn_io_limit(void) { return io_limit; }
+void rn_io_set_limit(uint64_t bytes) { io_limit = bytes; }
+
+int rn_io_check_limit(uint64_t bytes, const char *file, const char *what) {
+  if (bytes <= io_limit) return 0;
+  return rn_err("%s: %s claims %llu bytes, more than the %llu-byte limit on what a file may "
+                "claim; if the data really is that big, raise it with rn.io_limit(bytes)",
+                file, what, (unsigned long long)bytes, (unsigned long long)io_limit);
+}
+
+int rn_open_regular(const char *path, uint64_t *size) {
+  /* O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return rn_err("file %s: cannot open: %s", path, strerror(errno));
+  struct stat st;
+  const char *bad = NULL;
+  if (fstat(fd, &st) < 0) {
+    rn_err("file %s: cannot stat: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  if (S_ISDIR(st.st_mode)) bad = "is a folder, not a file";
+  else if (S_ISFIFO(st.st_mode)) bad = "is a FIFO (named pipe); only regular files are read";
+  else if (S_ISSOCK(st.st_mode)) bad = "is a socket; only regular files are read";
+  else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+    bad = "is a device; only regular files are read";
+  else if (!S_ISREG(st.st_mode)) bad = "is not a regular file";
+  int fl = bad ? 0 : fcntl(fd, F_GETFL);
+  if (!bad && (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)) bad = "cannot be set to blocking reads";
+  if (bad) {
+    rn_err("file %s: %s", path, bad);
+    close(fd);
+    return -1;
+  }
+  *size = (uint64_t)st.st_size;
+  return fd;
+}
+
 rn_in *rn_in_open(const char *path) {
   rn_in *in = calloc(1, sizeof *in);
   if (!in) { rn_err("file %s: out of memory opening it", path); return NULL; }
   in->fd = -1;
   in->path = strdup(path);
   if (!in->path) { rn_err("file %s: out of memory opening it", path); return in_fail(in); }
-  in->fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (in->fd < 0) { rn_err("file %s: cannot open: %s", path, strerror(errno)); return in_fail(in); }
-  struct stat st;
-  if (fstat(in->fd, &st) < 0) { rn_err("file %s: cannot stat: %s", path, strerror(errno)); return in_fail(in); }
-  if (S_ISDIR(st.st_mode)) { rn_err("file %s: is a folder, not a file", path); return in_fail(in); }
-  if (!S_ISREG(st.st_mode)) { rn_err("file %s: is not a regular file", path); return in_fail(in); }
-  in->file_size = (uint64_t)st.st_size;
+  in->fd = rn_open_regular(path, &in->file_size);
+  if (in->fd < 0) return in_fail(in);
   unsigned char magic[2];
   ssize_t r = pread(in->fd, magic, 2, 0);
   in->gz = r == 2 && magic[0] == 0x1f && magic[1] == 0x8b;

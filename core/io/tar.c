@@ -19,6 +19,7 @@ struct rn_tar {
   uint64_t offset;   /* archive offset of the next unread byte */
   char longname[MAX_LONGNAME + 1];
   bool have_longname;
+  uint64_t headers;  /* headers read so far (members and extended headers) */
 };
 
 rn_tar *rn_tar_open(rn_in *in) {
@@ -154,6 +155,9 @@ int rn_tar_next(rn_tar *t, rn_tar_member *m) {
     bool zero = true;
     for (int i = 0; i < BLOCK && zero; i++) zero = h[i] == 0;
     if (zero) return 0;
+    if (++t->headers > RN_TAR_MAX_MEMBERS)
+      return rn_err("archive %s: more than %d members (header at byte %llu); not a dataset "
+                    "archive", ap, RN_TAR_MAX_MEMBERS, (unsigned long long)at);
     uint64_t stored;
     if (parse_num(h + 148, 8, &stored) < 0)
       return rn_err("archive %s: header at byte %llu: checksum field is not a number (not a tar "

@@ -1,7 +1,10 @@
 /* l_conv.c - Lua entry points of convolution and pooling (NHWC):
- *   rn.conv2d(x, w, b_or_nil, {stride=, padding=, dilation=})   (also x:conv2d(...))
+ *   rn.conv2d(x, w, b_or_nil, {stride=, padding=, dilation=, groups=})   (also x:conv2d(...))
+ *     groups: channel groups G (w: (KH,KW,Cin/G,Cout); depthwise: G = Cin)
  *     stride, dilation: n or {sh,sw}; padding: "same" (TF) | "valid" | n |
  *     {ph,pw} | {top,bottom,left,right}. The options table may take b's place.
+ *   rn.conv2d_transpose(x, w, b_or_nil, {stride=, padding=, dilation=, output_padding=})
+ *     w: (KH,KW,Cout,Cin), as Keras's Conv2DTranspose kernel
  *   rn.max_pool2d(x, k_or_{kh,kw}, {stride=, padding=})  stride defaults to k
  *   rn.avg_pool2d(x, k_or_{kh,kw}, {stride=, padding=, count_include_pad=false})
  *   rn.global_avg_pool2d(x)  (N,H,W,C) -> (N,C)
@@ -98,11 +101,13 @@ static void opt_padding(lua_State *L, int opts, int *same, int *pads, const char
 
 /* ---- conv2d -------------------------------------------------------------- */
 
-static const char *const conv_opts[] = {"stride", "padding", "dilation", NULL};
+static const char *const conv_opts[] = {"stride", "padding", "dilation", "groups", NULL};
+static const char *const convt_opts[] = {"stride", "padding", "dilation", "output_padding", NULL};
 
-/* Parses (x, w, b_or_nil_or_opts, opts) for op; returns the opts index. */
-static int conv_args(lua_State *L, const char *op, rn_tensor **x, rn_tensor **w, rn_tensor **b,
-                     rn_conv_params *p) {
+/* Parses (x, w, b_or_nil_or_opts, opts) for op, whose options are valid;
+ * returns the opts index. */
+static int conv_args_v(lua_State *L, const char *op, rn_tensor **x, rn_tensor **w,
+                       rn_tensor **b, rn_conv_params *p, const char *const *valid) {
   *x = rnl_check(L, 1, op);
   *w = rnl_check(L, 2, op);
   int opts = 4;
@@ -114,7 +119,7 @@ static int conv_args(lua_State *L, const char *op, rn_tensor **x, rn_tensor **w,
   } else {
     *b = rnl_opt(L, 3, op);
   }
-  rnl_opts_check(L, opts, op, conv_opts);
+  rnl_opts_check(L, opts, op, valid);
   int s[2], d[2], pads[4], same;
   opt_pair(L, opts, "stride", 1, s, op);
   opt_pair(L, opts, "dilation", 1, d, op);
@@ -124,7 +129,44 @@ static int conv_args(lua_State *L, const char *op, rn_tensor **x, rn_tensor **w,
   p->dil_h = d[0]; p->dil_w = d[1];
   p->pad_top = pads[0]; p->pad_bottom = pads[1]; p->pad_left = pads[2]; p->pad_right = pads[3];
   p->same = same;
+  p->groups = 1;
+  if (lua_istable(L, opts)) {
+    lua_getfield(L, opts, "groups");
+    if (!lua_isnil(L, -1)) {
+      p->groups = to_int(L, lua_gettop(L), op, "option 'groups'");
+      if (p->groups < 1) luaL_error(L, "%s: option 'groups' must be >= 1, got %d", op, p->groups);
+    }
+    lua_pop(L, 1);
+  }
   return opts;
+}
+
+static int conv_args(lua_State *L, const char *op, rn_tensor **x, rn_tensor **w, rn_tensor **b,
+                     rn_conv_params *p) {
+  return conv_args_v(L, op, x, w, b, p, conv_opts);
+}
+
+/* rn.conv2d_transpose(x, w, b_or_nil, {stride=, padding=, dilation=,
+ * output_padding=}): w (KH,KW,Cout,Cin); output_padding n or {h,w}, absent:
+ * Keras's rule (rn_conv2d_transpose) */
+static int l_conv2d_transpose(lua_State *L) {
+  const char *op = "conv2d_transpose";
+  rn_tensor *x, *w, *b;
+  rn_conv_params p;
+  int opts = conv_args_v(L, op, &x, &w, &b, &p, convt_opts);
+  int op2[2] = {-1, -1};
+  if (lua_istable(L, opts)) {
+    lua_getfield(L, opts, "output_padding");
+    bool given = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (given) {
+      opt_pair(L, opts, "output_padding", 0, op2, op);
+      if (op2[0] < 0 || op2[1] < 0)
+        luaL_error(L, "%s: option 'output_padding' must be >= 0, got (%d,%d)", op, op2[0], op2[1]);
+    }
+  }
+  rnl_push(L, rn_conv2d_transpose(x, w, b, &p, op2));
+  return 1;
 }
 
 static int l_conv2d(lua_State *L) {
@@ -152,8 +194,9 @@ static int l_conv2d_ref(lua_State *L) {
   rn_tensor *x, *w, *b;
   rn_conv_params p;
   conv_args(L, op, &x, &w, &b, &p);
-  if (x->ndim != 4 || w->ndim != 4 || x->shape[3] != w->shape[2])
-    luaL_error(L, "%s: needs x (N,H,W,Cin) and w (KH,KW,Cin,Cout) with matching Cin", op);
+  if (x->ndim != 4 || w->ndim != 4 || x->shape[3] != w->shape[2] * p.groups ||
+      w->shape[3] % p.groups)
+    luaL_error(L, "%s: needs x (N,H,W,Cin) and w (KH,KW,Cin/groups,Cout) with matching Cin", op);
   if (p.stride_h < 1 || p.stride_w < 1 || p.dil_h < 1 || p.dil_w < 1)
     luaL_error(L, "%s: stride and dilation must be >= 1", op);
   if (p.same) {
@@ -215,7 +258,7 @@ static int l_global_avg_pool2d(lua_State *L) {
 }
 
 static const luaL_Reg funcs[] = {
-  {"conv2d", l_conv2d}, {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
+  {"conv2d", l_conv2d}, {"conv2d_transpose", l_conv2d_transpose}, {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
   {"global_avg_pool2d", l_global_avg_pool2d}, {NULL, NULL}};
 static const luaL_Reg test_funcs[] = {
   {"_conv2d_ref", l_conv2d_ref}, {"_conv2d_fused", l_conv2d_fused}, {NULL, NULL}};

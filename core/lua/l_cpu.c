@@ -1,11 +1,15 @@
 /* l_cpu.c - Lua entry points for the CPU backend's settings and the math
  * precision policy (wrapped as rn.cpu.* and rn.mixed_precision.* by
  * lua/rn/init.lua):
- *   rn.core._cpu_features()          -> {avx2=true, avx512f=..., avx512_bf16=..., amx_bf16=...}
+ *   rn.core._cpu_features()          -> {avx2=true, avx512f=..., avx512_bf16=..., amx_bf16=...,
+ *                                        isa=, isa_cap=, model=, blas_core=, hw={...}}
+ *   rn.core._conv_kernels()          -> {forward=, backward_data=, backward_filter=}
+ *   rn.core._conv_kernel_stats([reset]) -> {{direction=, kernel=, calls=}, ...}
  *   rn.core._cpu_memory_stats()      -> {allocated=, reserved=, peak=, cached=, limit=, hits=, misses=}
  *   rn.core._cpu_empty_cache()      (cached blocks and oneDNN primitives)
  *   rn.core._set_conv_impl("auto"|"direct"|"im2col"), rn.core._conv_impl() -> name
  *   rn.core._set_math_precision("float32"|"bfloat16", cpu_needed), _math_precision() */
+#include <cblas.h>
 #include <string.h>
 
 #include "../cpu/conv_dnnl.h"
@@ -16,8 +20,13 @@ static void set_bool(lua_State *L, const char *k, bool v) {
   lua_setfield(L, -2, k);
 }
 
-static int l_cpu_features(lua_State *L) {
-  const rn_cpu_features *f = rn_cpu_features_get();
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void push_features(lua_State *L, const rn_cpu_features *f) {
   lua_newtable(L);
   set_bool(L, "fma", f->fma);
   set_bool(L, "avx", f->avx);
@@ -30,7 +39,47 @@ static int l_cpu_features(lua_State *L) {
   set_bool(L, "amx_tile", f->amx_tile);
   set_bool(L, "amx_bf16", f->amx_bf16);
   set_bool(L, "amx_int8", f->amx_int8);
+}
+
+/* The features the code may use (after the ISA cap), with what ran them:
+ * isa (oneDNN's effective ISA), isa_cap (the environment's cap, absent when
+ * none), model (the CPU's name), blas_core (OpenBLAS's kernel set), and hw
+ * (the CPU's own features, before the cap). */
+static int l_cpu_features(lua_State *L) {
+  push_features(L, rn_cpu_features_get());
   set_bool(L, "onednn", rn_dnnl_available());
+  set_str(L, "isa", rn_cpu_isa_name());
+  set_str(L, "isa_cap", rn_cpu_isa_cap());
+  set_str(L, "model", rn_cpu_model());
+  set_str(L, "blas_core", openblas_get_corename());
+  push_features(L, rn_cpu_features_hw());
+  lua_setfield(L, -2, "hw");
+  return 1;
+}
+
+static const char *const dir_names[] = {"forward", "backward_data", "backward_filter"};
+
+static int l_conv_kernels(lua_State *L) {
+  lua_newtable(L);
+  for (int d = 0; d < 3; d++) set_str(L, dir_names[d], rn_dnnl_last_kernel(d));
+  return 1;
+}
+
+static int l_conv_kernel_stats(lua_State *L) {
+  bool reset = lua_toboolean(L, 1);
+  lua_newtable(L);
+  int dir;
+  const char *name;
+  long long calls;
+  for (int i = 0; rn_dnnl_kernel_stat(i, &dir, &name, &calls); i++) {
+    lua_createtable(L, 0, 3);
+    set_str(L, "direction", dir_names[dir]);
+    set_str(L, "kernel", name);
+    lua_pushinteger(L, (lua_Integer)calls);
+    lua_setfield(L, -2, "calls");
+    lua_rawseti(L, -2, i + 1);
+  }
+  if (reset) rn_dnnl_reset_kernel_stats();
   return 1;
 }
 
@@ -95,7 +144,8 @@ static const luaL_Reg funcs[] = {
   {"_cpu_features", l_cpu_features}, {"_cpu_memory_stats", l_cpu_memory_stats},
   {"_cpu_empty_cache", l_cpu_empty_cache}, {"_set_conv_impl", l_set_conv_impl},
   {"_conv_impl", l_conv_impl}, {"_set_math_precision", l_set_math_precision},
-  {"_math_precision", l_math_precision}, {NULL, NULL}};
+  {"_math_precision", l_math_precision}, {"_conv_kernels", l_conv_kernels},
+  {"_conv_kernel_stats", l_conv_kernel_stats}, {NULL, NULL}};
 
 void rnl_open_cpu(lua_State *L, int rn_idx, int methods_idx) {
   rnl_register(L, rn_idx, methods_idx, funcs, 0);

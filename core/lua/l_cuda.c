@@ -268,7 +268,7 @@ static void push_batch(lua_State *L, rn_cuda_dloader *d, lua_Integer epoch, lua_
 static int dloader_batch(lua_State *L) {
   rn_cuda_dloader *d = check_dloader(L, 1);
   lua_Integer ep = luaL_checkinteger(L, 2), i = luaL_checkinteger(L, 3);
-  push_batch(L, d, ep, i - 1);
+  push_batch(L, d, ep, i > 0 ? i - 1 : -1); /* -1: refused there, without i - 1 overflowing */
   return 2;
 }
 

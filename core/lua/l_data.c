@@ -137,7 +137,8 @@ void rnl_loader_opts(lua_State *L, int idx, const char *op, rn_loader_opts *o) {
   o->workers = opt_int(L, idx, "workers", o->workers, op);
   o->prefetch = opt_int(L, idx, "prefetch", o->prefetch, op);
   o->augment = rnl_opt_bool(L, idx, "augment", o->augment, op);
-  o->fail_batch = rnl_opt_integer(L, idx, "_fail_batch", 0, op) - 1; /* 1-based; 0 = never */
+  lua_Integer fb = rnl_opt_integer(L, idx, "_fail_batch", 0, op);
+  o->fail_batch = fb > 0 ? fb - 1 : -1; /* 1-based; 0 = never */
   if (!lua_isnoneornil(L, idx)) {
     lua_getfield(L, idx, "indices");
     if (!lua_isnil(L, -1)) {
@@ -192,6 +193,17 @@ static int loader_tostring(lua_State *L) {
                   (lua_Integer)rn_loader_size(box->l), (lua_Integer)rn_loader_batch_size(box->l),
                   (lua_Integer)rn_loader_num_batches(box->l), (lua_Integer)s[0], (lua_Integer)s[1],
                   (lua_Integer)s[2], rn_loader_workers(box->l));
+  return 1;
+}
+
+/* loader:shard(rank, world): rank 0-based (data.h rn_loader_set_shard) */
+static int loader_shard(lua_State *L) {
+  rn_loader *l = check_loader(L, 1);
+  lua_Integer r = luaL_checkinteger(L, 2), w = luaL_checkinteger(L, 3);
+  if (w < 1 || w > 1 << 20 || r < 0 || r >= w)
+    return rnl_errorf(L, "shard: rank %lld of world %lld: need 0 <= rank < world", (long long)r, (long long)w);
+  if (rn_loader_set_shard(l, (int)r, (int)w) < 0) return rnl_error(L);
+  lua_settop(L, 1);
   return 1;
 }
 
@@ -267,7 +279,7 @@ static int loader_epoch(lua_State *L) {
   lua_Integer skip = luaL_optinteger(L, 3, 0);
   epoch_box *e = lua_newuserdatauv(L, sizeof *e, 1);
   e->ticket = 0;
-  e->next = skip + 1;
+  e->next = skip < 0 || skip == LUA_MAXINTEGER ? 0 : skip + 1; /* skip is checked below */
   luaL_setmetatable(L, EPOCH_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -345,7 +357,7 @@ void rnl_open_data(lua_State *L, int rn_idx, int methods_idx) {
   static const luaL_Reg loader_methods[] = {
     {"epoch", loader_epoch}, {"num_batches", loader_num_batches}, {"size", loader_size},
     {"batch_size", loader_batch_size}, {"sample_shape", loader_sample_shape},
-    {"close", loader_close}, {NULL, NULL}};
+    {"shard", loader_shard}, {"close", loader_close}, {NULL, NULL}};
   luaL_newlib(L, loader_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

@@ -1,9 +1,11 @@
 /* l_io.c - the file-format functions of rn.core: read_idx, read_cifar10,
- * save_checkpoint / load_checkpoint, save_safetensors / load_safetensors.
+ * save_checkpoint / load_checkpoint, save_safetensors / load_safetensors,
+ * io_limit, path_kind.
  * Lua arguments are all checked before any C call; what C returns is held in
  * a userdata with __gc (allocated before the call) until it is pushed, so an
  * error at any point leaks nothing. */
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../io/io.h"
 #include "rnl.h"
@@ -211,7 +213,34 @@ static int l_load_safetensors(lua_State *L) {
   return 2;
 }
 
+/* rn.io_limit([bytes]) -> the limit before the call: the most bytes one
+ * tensor read from a file may claim (readers refuse headers above it). */
+static int l_io_limit(lua_State *L) {
+  lua_Integer old = (lua_Integer)rn_io_limit();
+  if (!lua_isnoneornil(L, 1)) {
+    if (!lua_isinteger(L, 1))
+      rnl_errorf(L, "io_limit: bytes must be an integer, got %s", luaL_typename(L, 1));
+    lua_Integer b = lua_tointeger(L, 1);
+    if (b < 1) rnl_errorf(L, "io_limit: bytes %lld must be >= 1", (long long)b);
+    rn_io_set_limit((uint64_t)b);
+  }
+  lua_pushinteger(L, old);
+  return 1;
+}
+
+/* rn.path_kind(path) -> "file" | "folder" | "other" | nil (no such path):
+ * a stat, so it never blocks, whatever the path is. */
+static int l_path_kind(lua_State *L) {
+  const char *p = check_path(L, 1, "path_kind");
+  struct stat st;
+  if (stat(p, &st) < 0) { lua_pushnil(L); return 1; }
+  lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "folder" : "other");
+  return 1;
+}
+
 static const luaL_Reg io_funcs[] = {
+    {"io_limit", l_io_limit},
+    {"path_kind", l_path_kind},
     {"read_idx", l_read_idx},
     {"read_cifar10", l_read_cifar10},
     {"save_checkpoint", l_save_checkpoint},

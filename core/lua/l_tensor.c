@@ -291,23 +291,33 @@ static int m_totable(lua_State *L) {
 
 /* ---- views and conversions ----------------------------------------------- */
 
-static int m_reshape(lua_State *L) {
-  rn_tensor *t = rnl_check(L, 1, "reshape");
+static int reshape_or_view(lua_State *L, const char *op) {
+  rn_tensor *t = rnl_check(L, 1, op);
   int64_t shape[RN_MAXDIM];
   int nd = 0;
   if (lua_istable(L, 2)) {
     lua_Integer len = luaL_len(L, 2);
-    if (len > RN_MAXDIM) rnl_errorf(L, "reshape: %lld dims; tensors have 0..%d dims", len, RN_MAXDIM);
+    if (len > RN_MAXDIM) rnl_errorf(L, "%s: %lld dims; tensors have 0..%d dims", op, len, RN_MAXDIM);
     for (int i = 1; i <= len; i++) { lua_geti(L, 2, i); shape[nd++] = luaL_checkinteger(L, -1); lua_pop(L, 1); }
   } else {
     for (int i = 2; i <= lua_gettop(L); i++) {
-      if (nd == RN_MAXDIM) rnl_errorf(L, "reshape: more than %d dims", RN_MAXDIM);
+      if (nd == RN_MAXDIM) rnl_errorf(L, "%s: more than %d dims", op, RN_MAXDIM);
       shape[nd++] = luaL_checkinteger(L, i);
     }
+  }
+  if (op[0] == 'v' && !rn_is_contiguous(t)) { /* a view shares storage: no silent copy */
+    char b1[128];
+    rnl_errorf(L, "view: the tensor %s is not contiguous, so no view of it has that shape; "
+               "use reshape (which copies when it must) or contiguous():view(...)",
+               rn_shape_str(t, b1, sizeof b1));
   }
   rnl_push(L, rn_reshape(t, nd, shape));
   return 1;
 }
+
+static int m_reshape(lua_State *L) { return reshape_or_view(L, "reshape"); }
+/* view: as reshape, but refused when it could not share the storage */
+static int m_view(lua_State *L) { return reshape_or_view(L, "view"); }
 
 static int m_permute(lua_State *L) {
   rn_tensor *t = rnl_check(L, 1, "permute");
@@ -345,7 +355,7 @@ static int m_narrow(lua_State *L) {
   rn_tensor *t = rnl_check(L, 1, "narrow");
   int d = rnl_dim(L, luaL_checkinteger(L, 2), t->ndim, "narrow");
   lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
-  if (start < 1 || len < 0 || start - 1 + len > t->shape[d])
+  if (start < 1 || len < 0 || start - 1 > t->shape[d] || len > t->shape[d] - (start - 1))
     rnl_errorf(L, "narrow: start %lld length %lld outside dim %d of size %lld (start in 1..%lld, "
                "start+length-1 <= %lld)", start, len, d + 1, (long long)t->shape[d],
                (long long)t->shape[d], (long long)t->shape[d]);
@@ -550,13 +560,14 @@ static int t_index(lua_State *L) {
     lua_pushnil(L);
     return 1;
   }
-  if (lua_isinteger(L, 2)) { /* x[i]: select along dim 1; a number for 1-d */
+  int isint = 0;
+  lua_Integer i = lua_type(L, 2) == LUA_TNUMBER ? lua_tointegerx(L, 2, &isint) : 0;
+  if (isint) { /* x[i] (i an integer, or a float of integral value): select along dim 1 */
     rn_tensor *t = rnl_check(L, 1, "index");
     if (t->ndim == 0) return rnl_errorf(L, "index: a 0-d tensor cannot be indexed; use item()");
-    lua_Integer i = lua_tointeger(L, 2);
     if (i < 0) i += t->shape[0] + 1;
     if (i < 1 || i > t->shape[0])
-      return rnl_errorf(L, "index: %lld outside 1..%lld", lua_tointeger(L, 2), (long long)t->shape[0]);
+      return rnl_errorf(L, "index: %s outside 1..%lld", lua_tostring(L, 2), (long long)t->shape[0]);
     if (t->ndim == 1) {
       rn_tensor *c = on_cpu(L, t);
       push_number(L, c, rn_ptr(c) + (size_t)((i - 1) * c->stride[0]) * rn_dtype_size(c->dtype));
@@ -565,6 +576,11 @@ static int t_index(lua_State *L) {
     rnl_push(L, rn_select(t, 0, i - 1));
     return 1;
   }
+  if (lua_type(L, 2) == LUA_TNUMBER) /* a fraction (or a float out of integer range) */
+    return rnl_errorf(L, "index: %s is not an integer; tensors are indexed by integers 1..n "
+                      "(or -n..-1)", lua_tostring(L, 2));
+  if (!lua_isnil(L, 2))
+    return rnl_errorf(L, "tensor: cannot index with a %s", luaL_typename(L, 2));
   lua_pushnil(L);
   return 1;
 }
@@ -732,7 +748,7 @@ static const luaL_Reg funcs[] = {
 static const luaL_Reg methods[] = {
   {"size", m_size}, {"stride", m_stride}, {"dim", m_dim}, {"numel", m_numel},
   {"is_contiguous", m_is_contiguous}, {"item", m_item}, {"totable", m_totable},
-  {"reshape", m_reshape}, {"view", m_reshape}, {"permute", m_permute},
+  {"reshape", m_reshape}, {"view", m_view}, {"permute", m_permute},
   {"transpose", m_transpose}, {"t", m_t}, {"narrow", m_narrow}, {"select", m_select},
   {"expand", m_expand}, {"squeeze", m_squeeze}, {"unsqueeze", m_unsqueeze},
   {"flatten", m_flatten}, {"contiguous", m_contiguous}, {"clone", m_clone},

@@ -70,7 +70,7 @@ void rnl_push(lua_State *L, rn_tensor *t) {
 int rnl_dim(lua_State *L, lua_Integer d, int ndim, const char *op) {
   if (d >= 1 && d <= ndim) return (int)d - 1;
   if (d < 0 && d >= -ndim) return (int)(ndim + d);
-  if (ndim == 0) return rnl_errorf(L, "%s: dim %d given for a 0-d tensor", op, (int)d);
+  if (ndim == 0) return rnl_errorf(L, "%s: dim %lld given for a 0-d tensor", op, (long long)d);
   return rnl_errorf(L, "%s: dim %lld out of range 1..%d (or -%d..-1)", op, d, ndim, ndim);
 }
 

@@ -6,6 +6,7 @@
 
 #include "../autograd.h"
 #include "../backend.h"
+#include "../mutant.h"
 
 static const char *unames[RN_NUNARY] = {"neg", "exp", "log", "sqrt", "relu", "abs", "tanh",
                                         "sigmoid"};
@@ -87,7 +88,7 @@ rn_tensor *rn_sum_to(rn_tensor *g, int ndim, const int64_t *shape) {
     if (i < lead || (shape[i - lead] == 1 && g->shape[i] != 1)) dims[nd++] = i;
   rn_tensor *s;
   if (nd) {
-    s = rn_reduce(RN_RED_SUM, g, nd, dims, true);
+    s = rn_reduce(RN_MUTANT("broadcast_grad") ? RN_RED_MEAN : RN_RED_SUM, g, nd, dims, true);
   } else {
     s = g;
     rn_retain(s);
@@ -212,7 +213,8 @@ rn_tensor *rn_binary_scalar(rn_binop op, rn_tensor *a, double s, bool scalar_fir
 /* ---- in place helpers (no autograd) -------------------------------------- */
 
 int rn_axpy_(rn_tensor *y, double alpha, const rn_tensor *x) {
-  if (rn_check_inplace(y, "axpy_") < 0) return -1;
+  /* y += alpha*x keeps y's derivative unless x itself requires grad */
+  if (rn_check_inplace_ex(y, "axpy_", !(x->requires_grad && alpha != 0)) < 0) return -1;
   rn_tensor *ins[2] = {y, (rn_tensor *)x};
   if (rn_same_device("axpy_", 2, ins) < 0) return -1;
   bool g = rn_grad_enabled();
@@ -225,19 +227,21 @@ int rn_axpy_(rn_tensor *y, double alpha, const rn_tensor *x) {
   }
   rn_set_grad_enabled(g);
   if (!e) return -1;
+  rn_bump_version(y);
   int rc = rn_backend_of(y)->axpy(y, alpha, e);
   rn_release(e);
   return rc;
 }
 
 int rn_scale_(rn_tensor *y, double s) {
-  if (rn_check_inplace(y, "scale_") < 0) return -1;
+  if (rn_check_inplace_ex(y, "scale_", s == 1) < 0) return -1;
   rn_tensor *t = rn_scalar(s, y->dtype, rn_device(y));
   if (!t) return -1;
   bool g = rn_grad_enabled();
   rn_set_grad_enabled(false);
   rn_tensor *e = rn_expand(t, y->ndim, y->shape);
   rn_set_grad_enabled(g);
+  rn_bump_version(y);
   int rc = e ? rn_backend_of(y)->binary(RN_OP_MUL, y, y, e) : -1;
   rn_release(e);
   rn_release(t);

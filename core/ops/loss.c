@@ -14,6 +14,7 @@
 
 #include "../autograd.h"
 #include "../backend.h"
+#include "../mutant.h"
 
 /* ---- softmax ------------------------------------------------------------- */
 
@@ -104,7 +105,8 @@ static int ce_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   rn_tensor *dl = n->saved[0];
   rn_tensor *k = NULL;
   if (c->red == RN_REDUCE_MEAN) {
-    k = rn_binary_scalar(RN_OP_DIV, g, c->n ? (double)c->n : 1.0, false);
+    k = rn_binary_scalar(RN_OP_DIV, g, c->n && !RN_MUTANT("loss_mean") ? (double)c->n : 1.0,
+                         false);
   } else if (c->red == RN_REDUCE_SUM) {
     k = g;
     rn_retain(k);

@@ -16,6 +16,7 @@
 
 #include "../autograd.h"
 #include "../backend.h"
+#include "../mutant.h"
 
 typedef struct { bool training, relu; double eps; } bn_ctx;
 
@@ -130,6 +131,8 @@ static int run_train(const rn_backend *be, rn_tensor *y2, rn_tensor *sm, rn_tens
   int rc = 0;
   if (rm && !(rmc = rn_contiguous(rm))) rc = -1;
   if (rc == 0 && rv && !(rvc = rn_contiguous(rv))) rc = -1;
+  if (rm) rn_bump_version(rm); /* updated in place below */
+  if (rv) rn_bump_version(rv);
   if (rc == 0)
     rc = (relu ? be->bn_relu_fwd_train : be->bn_fwd_train)(y2, sm, si, x2, gc, bc, rmc, rvc,
                                                             momentum, unbiased, eps);
@@ -209,14 +212,15 @@ static rn_tensor *batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
   if (rc == 0 && training) {
     sm = rn_empty(1, &C, x->dtype, rn_device(x));
     si = sm ? rn_empty(1, &C, x->dtype, rn_device(x)) : NULL;
-    rc = si ? run_train(be, y2, sm, si, x2, gc, bc, running_mean, running_var, momentum,
-                        unbiased, eps, relu)
+    rc = si ? run_train(be, y2, sm, si, x2, gc, bc, running_mean, running_var,
+                        RN_MUTANT("bn_momentum") ? 1 - momentum : momentum, unbiased, eps, relu)
             : -1;
   } else if (rc == 0) {
     rc = param_contig(running_mean, &rmc);
     if (rc == 0) rc = param_contig(running_var, &rvc);
     if (rc == 0)
-      rc = (relu ? be->bn_relu_fwd_infer : be->bn_fwd_infer)(y2, x2, gc, bc, rmc, rvc, eps);
+      rc = (relu ? be->bn_relu_fwd_infer : be->bn_fwd_infer)(y2, x2, gc, bc, rmc, rvc,
+                                                             RN_MUTANT("bn_eps_infer") ? 1e-5 : eps);
   }
   rn_release(x2);
   rn_release(y2);

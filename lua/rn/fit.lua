@@ -113,6 +113,56 @@ function M.save_state(path, model, state)
   ckpt.save(path, { tensors = tensors, meta = meta })
 end
 
+-- Checks the metadata fields of a training state before anything uses them:
+-- every error names the file and the field.
+local function check_state_meta(path, meta)
+  local function bad(field, want, v)
+    fail("resume: %s: field '%s' must be %s, got %s", path, field, want,
+      type(v) == "number" and tostring(v) or type(v))
+  end
+  local function int(field, v, lo)
+    if math.type(v) ~= "integer" or v < lo then bad(field, "an integer >= " .. lo, v) end
+  end
+  int("epoch", meta.epoch, 1)
+  int("batch", meta.batch, 0)
+  if meta.done ~= nil and type(meta.done) ~= "boolean" then bad("done", "a boolean", meta.done) end
+  if meta.seen ~= nil then int("seen", meta.seen, 0) end
+  if meta.sums ~= nil then
+    if type(meta.sums) ~= "table" then bad("sums", "a table of numbers", meta.sums) end
+    for k, v in pairs(meta.sums) do
+      if type(k) ~= "string" then bad("sums", "keyed by metric names", k) end
+      if type(v) ~= "number" then bad("sums." .. k, "a number", v) end
+    end
+  end
+  if meta.history ~= nil then
+    if type(meta.history) ~= "table" then bad("history", "a list of per-epoch logs", meta.history) end
+    for i, h in pairs(meta.history) do
+      if math.type(i) ~= "integer" or i < 1 or i > #meta.history then
+        bad("history", "a list of per-epoch logs", i)
+      end
+      if type(h) ~= "table" then bad("history[" .. i .. "]", "a table of numbers", h) end
+      for k, v in pairs(h) do
+        if type(k) ~= "string" then bad("history[" .. i .. "]", "keyed by metric names", k) end
+        if type(v) ~= "number" then bad("history[" .. i .. "]." .. k, "a number", v) end
+      end
+    end
+  end
+  if type(meta.rng) ~= "table" then bad("rng", "a table of 4 integers", meta.rng) end
+  for i = 1, 4 do
+    if math.type(meta.rng[i]) ~= "integer" then bad("rng[" .. i .. "]", "an integer", meta.rng[i]) end
+  end
+  if meta.optimizer ~= nil and type(meta.optimizer) ~= "table" then
+    bad("optimizer", "a table", meta.optimizer)
+  end
+  if meta.optimizer and meta.optimizer.state ~= nil then
+    if type(meta.optimizer.state) ~= "table" then bad("optimizer.state", "a table", meta.optimizer.state) end
+    for sid, p in pairs(meta.optimizer.state) do
+      if not math.tointeger(tonumber(sid)) then bad("optimizer.state", "keyed by parameter numbers", sid) end
+      if type(p) ~= "table" then bad("optimizer.state." .. tostring(sid), "a table", p) end
+    end
+  end
+end
+
 --- M.load_state(path, model) -> state: restores weights, optimizer and RNG
 --- into model (built and compiled like the saved one).
 function M.load_state(path, model)
@@ -121,6 +171,7 @@ function M.load_state(path, model)
   if type(meta) ~= "table" or meta.format ~= FORMAT then
     fail("resume: %s is not an rnlua training state (format '%s')", path, tostring(meta and meta.format))
   end
+  check_state_meta(path, meta)
   local weights = {}
   for name, t in pairs(c.tensors) do
     local w = name:match("^model/(.+)$")
@@ -268,6 +319,8 @@ end
 
 --- model weights alone (all of them, batch-norm statistics included)
 function M.save_weights(model, path)
+  local d = rn.distributed
+  if d and d.is_initialized() and d.world_size() > 1 and d.rank() ~= 0 then return end -- rank 0 writes
   local tensors = {}
   for name, t in pairs(model:state_dict()) do tensors[name] = t end
   ckpt.save(path, { tensors = tensors, meta = { format = "rnlua-weights", version = 1 } })
@@ -347,7 +400,7 @@ local function finite(v) return v == v and v ~= math.huge and v ~= -math.huge en
 --- model:evaluate(loader [, {steps =, verbose =}]) -> logs {loss =, <metrics>}
 --- averaged over samples, in inference mode.
 function M.evaluate(model, loader, opts)
-  opts = check_opts("evaluate", opts, { "steps", "verbose", "epoch", "device_data" })
+  opts = check_opts("evaluate", opts, { "steps", "verbose", "epoch", "device_data", "_dist" })
   check_loader("evaluate", loader, "the data")
   local dev = model_device(model)
   loader = data_for("evaluate", loader, dev, opts.device_data)
@@ -357,13 +410,15 @@ function M.evaluate(model, loader, opts)
   local sums, seen, step = {}, 0, 0
   for x, y in loader:epoch(opts.epoch or 1) do
     step = step + 1
-    local logs = model:test_step(on(dev, x), on(dev, y))
     local n = batch_size_of(y)
-    add_logs(sums, logs, n)
-    seen = seen + n
+    if n > 0 then -- (a data-parallel shard may be empty)
+      add_logs(sums, model:test_step(on(dev, x), on(dev, y)), n)
+      seen = seen + n
+    end
     if bar then bar:update(step, averages(sums, seen), seen) end
     if step >= total then break end
   end
+  if opts._dist then sums, seen = opts._dist:reduce_sums(sums, seen) end
   local avg = averages(sums, seen)
   if bar then bar:finish(avg) end
   return avg
@@ -451,7 +506,7 @@ function M.format_confusion(cm, names)
 end
 
 local FIT_OPTS = { "epochs", "validation", "callbacks", "verbose", "save", "save_every", "resume",
-  "log", "plot", "steps_per_epoch", "stop_on_nan", "out", "device_data" }
+  "log", "plot", "steps_per_epoch", "stop_on_nan", "out", "device_data", "distributed" }
 
 --- model:fit(loader, opts) -> history (a list of per-epoch logs)
 --- opts: epochs (required), validation (a loader), callbacks (list),
@@ -459,7 +514,8 @@ local FIT_OPTS = { "epochs", "validation", "callbacks", "verbose", "save", "save
 --- epoch), save_every (also every N steps), resume (a training-state path,
 --- or true to resume from save when it exists), log (a .csv or .jsonl path
 --- rewritten each epoch), plot (a .png of the curves, redrawn each epoch),
---- steps_per_epoch (cap), stop_on_nan (default true: stop with an error
+--- distributed (true: data-parallel across the ranks of rn.distributed,
+--- doc/distributed.md), steps_per_epoch (cap), stop_on_nan (default true: stop with an error
 --- naming the epoch and step of a non-finite loss), out (default io.stdout),
 --- device_data (nil/true/false: the device-resident data path, see the header).
 function M.fit(model, loader, opts)
@@ -488,7 +544,8 @@ function M.fit(model, loader, opts)
 
   local history, start_epoch, skip, sums, seen = {}, 1, 0, {}, 0
   local resume = opts.resume
-  if resume == true then resume = opts.save and io.open(opts.save) and opts.save or nil end
+  -- (never io.open: opening a FIFO would block; load_state refuses non-files)
+  if resume == true then resume = opts.save and rn.path_kind(opts.save) and opts.save or nil end
   if resume then
     local st = M.load_state(resume, model)
     history = st.history or {}
@@ -499,6 +556,13 @@ function M.fit(model, loader, opts)
     end
   end
 
+  -- data-parallel (doc/distributed.md): shards the loaders, syncs rank 0's
+  -- state; rank 0 alone prints and writes files; stop decisions are agreed
+  local dp = opts.distributed and require("rn.distributed")._fit_begin(model, loader, opts) or nil
+  local root = not dp or dp.is_root
+  if not root then verbose = false end
+  local function agree(flag) if dp then return dp:agree(flag) end return flag end
+
   local ctx = { model = model, optimizer = model.optimizer, history = history, stop = false }
   call_cbs(cbs, "on_train_begin", ctx)
   loader = data_for("fit", loader, model_device(model), opts.device_data)
@@ -507,6 +571,7 @@ function M.fit(model, loader, opts)
   for epoch = start_epoch, epochs do
     ctx.epoch = epoch
     if call_cbs(cbs, "on_epoch_begin", epoch, ctx) then ctx.stop = true end
+    ctx.stop = agree(ctx.stop)
     if ctx.stop then break end
     local bar = verbose and Progress.new { total = steps, title = string.format("Epoch %d/%d", epoch, epochs), out = out } or nil
     local step, t0 = skip, rn._clock()
@@ -515,17 +580,19 @@ function M.fit(model, loader, opts)
     if step < steps then
       for x, y in loader:epoch(epoch, skip) do
         step = step + 1
-        local logs = model:train_step(on(dev, x), on(dev, y))
+        local logs, n
+        if dp then logs, n = dp:train_step(on(dev, x), on(dev, y)) -- global logs and count
+        else logs, n = model:train_step(on(dev, x), on(dev, y)), batch_size_of(y) end
         if stop_on_nan and not finite(logs.loss) then
           error(string.format("fit: the loss is %s at epoch %d, step %d; stopping (pass stop_on_nan = false to go on)",
             fmt_num(logs.loss), epoch, step), 0)
         end
-        local n = batch_size_of(y)
         add_logs(sums, logs, n)
         seen = seen + n
         if bar then bar:update(step, averages(sums, seen), seen - seen0) end
         if call_cbs(cbs, "on_batch_end", step, logs, ctx) then ctx.stop = true end
-        if opts.save_every and step % opts.save_every == 0 and step < steps then
+        ctx.stop = agree(ctx.stop)
+        if root and opts.save_every and step % opts.save_every == 0 and step < steps then
           M.save_state(opts.save, model, { epoch = epoch, batch = step, sums = sums, seen = seen, history = history })
         end
         if ctx.stop or step >= steps then break end
@@ -533,7 +600,7 @@ function M.fit(model, loader, opts)
     end
     if ctx.stop and step < steps then
       -- stopped mid-epoch: keep the position so that resume continues here
-      if opts.save then
+      if opts.save and root then
         M.save_state(opts.save, model, { epoch = epoch, batch = step, sums = sums, seen = seen, history = history })
       end
       if bar then out:write("\n") end
@@ -542,7 +609,7 @@ function M.fit(model, loader, opts)
     local logs = averages(sums, seen)
     local train_time = rn._clock() - t0
     if opts.validation then
-      for k, v in pairs(M.evaluate(model, opts.validation, { device_data = opts.device_data })) do
+      for k, v in pairs(M.evaluate(model, opts.validation, { device_data = opts.device_data, _dist = dp })) do
         logs["val_" .. k] = v
       end
     end
@@ -557,17 +624,19 @@ function M.fit(model, loader, opts)
     end
     history[#history + 1] = logs
     if call_cbs(cbs, "on_epoch_end", epoch, logs, ctx) then ctx.stop = true end
+    ctx.stop = agree(ctx.stop)
     sums, seen, skip = {}, 0, 0
-    if opts.save then
+    if opts.save and root then
       M.save_state(opts.save, model, { epoch = epoch, batch = 0, done = true, history = history })
     end
-    if opts.log then M.write_log(opts.log, history) end
-    if opts.plot then rn.plot.training_curves(history, opts.plot) end
+    if opts.log and root then M.write_log(opts.log, history) end
+    if opts.plot and root then rn.plot.training_curves(history, opts.plot) end
     if ctx.stop then
       if ctx.stop_reason and verbose then out:write(ctx.stop_reason, "\n") end
       break
     end
   end
+  if dp then dp:unshard() end -- the loaders serve whole batches again
   call_cbs(cbs, "on_train_end", ctx)
   return history
 end

@@ -68,7 +68,19 @@ rn.cuda = {
 }
 
 --- rn.cpu: what the CPU has and how the CPU backend runs.
----   features()        {avx2=, avx512f=, avx512_bf16=, amx_bf16=, onednn=, ...}
+---   features()        {avx2=, avx512f=, avx512_bf16=, amx_bf16=, onednn=, ...}:
+---                     what the code may use, i.e. the CPU's features limited by
+---                     the ISA cap ONEDNN_MAX_CPU_ISA (e.g. AVX2); also isa
+---                     (oneDNN's effective ISA, "avx2", "avx512_core_bf16", ...),
+---                     isa_cap (the cap's value, nil when none), model (the
+---                     CPU's name), blas_core (OpenBLAS's kernels) and hw (the
+---                     CPU's own flags, before the cap)
+---   conv_kernels()    the kernel each convolution direction ran last:
+---                     {forward=, backward_data=, backward_filter=}, oneDNN's
+---                     implementation name ("brg_conv_fwd:avx2",
+---                     "jit_wino_4x3:avx512_core", ...) or "im2col+openblas (why)"
+---   conv_kernel_stats([reset])  {{direction=, kernel=, calls=}, ...}: the
+---                     kernels run since the last reset, in first-use order
 ---   conv_impl()       "onednn", "onednn-direct" or "im2col" (what float32
 ---                     convolutions use)
 ---   set_conv_impl(s)  "auto" (oneDNN where it has a kernel, with Winograd for
@@ -78,6 +90,8 @@ rn.cuda = {
 ---                     cached blocks back and drops the oneDNN primitives
 rn.cpu = {
   features = core._cpu_features,
+  conv_kernels = core._conv_kernels,
+  conv_kernel_stats = core._conv_kernel_stats,
   conv_impl = core._conv_impl,
   set_conv_impl = function(s)
     if s ~= "auto" and s ~= "im2col" and s ~= "direct" then
@@ -96,7 +110,8 @@ setmetatable(rn.cpu, { __call = function(_, x, ...) return core.cpu(x, ...) end 
 --- makes convolutions compute in bfloat16 (float32 accumulation); every
 --- tensor, the weights (float32 master copy), gradients, optimizer state and
 --- BN statistics stay float32. "float32" (the default) turns it off. On a
---- CPU without AVX512-BF16/AMX (and no GPU) the setter raises an error.
+--- CPU without AVX512-BF16/AMX (and no GPU), or with the ISA capped below
+--- them (ONEDNN_MAX_CPU_ISA), the setter raises an error naming what is missing.
 local policies = { float32 = "float32", mixed_bfloat16 = "bfloat16" }
 rn.mixed_precision = {
   set_global_policy = function(name)
@@ -129,6 +144,7 @@ local ok, err = pcall(function()
   rn.plot = require "rn.plot"
   rn.data = require "rn.data"
   rn.fit = require "rn.fit"
+  rn.distributed = require "rn.distributed"
   rn.fit.install(rn.Model)
   require "rn.profile" -- model:profile
   require "rn.compare" -- model:compare

@@ -410,7 +410,10 @@ function Layer:state_dict()
   return sd
 end
 
+local FLOAT = { float32 = true, float64 = true, float16 = true, bfloat16 = true }
+
 --- load_state_dict(sd, {strict = true}): copies values into the weights.
+--- Float values convert to the weight's dtype; other dtypes are refused.
 function Layer:load_state_dict(sd, opts)
   opts = M.check_options(self:who() .. " load_state_dict", opts, { "strict" })
   local strict = opts.strict ~= false
@@ -426,6 +429,14 @@ function Layer:load_state_dict(sd, opts)
         if M.shape_str(a) ~= M.shape_str(b) then
           fail("load_state_dict: '%s' has shape %s, the model's weight is %s", w.name,
             M.shape_str(b), M.shape_str(a))
+        end
+        -- the dtype rule: a float value converts to the weight's float dtype
+        -- (rounded as copy_ rounds); an integer value for a float weight, or
+        -- the reverse, is refused
+        if FLOAT[v.dtype] ~= FLOAT[w.tensor.dtype] then
+          fail("load_state_dict: '%s' is %s but the model's weight is %s; only float values "
+            .. "load into float weights (converted to the weight's dtype)", w.name, v.dtype,
+            w.tensor.dtype)
         end
         w.tensor:copy_(v)
         seen[w.name] = true

@@ -26,6 +26,9 @@
 -- opts.warmup (default 0) untimed steps first.
 -- After the per-layer table it prints the layers summed by type (all Conv2D
 -- layers together, ...), largest first: res.by_type.
+-- On the CPU each Conv2D row also names the kernel its forward ran
+-- (rn.cpu.conv_kernels(): oneDNN's implementation with its ISA, e.g.
+-- "jit_wino_4x3:avx512_core", or "im2col+openblas (why)"): row.kernel.
 local layers = require "rn.layers"
 local Model = require("rn.model").Model
 local core = require "rn.core"
@@ -73,15 +76,16 @@ local function fmt_table(self, res, batch)
     r._label = s
     if #s > w then w = #s end
   end
-  local function line(a, b, c, d)
-    return string.format(" %-" .. w .. "s  %12s  %12s  %9s", a, b, c, d)
+  local function line(a, b, c, d, e)
+    return string.format(" %-" .. w .. "s  %12s  %12s  %9s%s", a, b, c, d, e and ("  " .. e) or "")
   end
-  out[#out + 1] = line("Layer (type)", "Forward ms", "Backward ms", "% of step")
+  out[#out + 1] = line("Layer (type)", "Forward ms", "Backward ms", "% of step",
+    res.has_kernels and "Kernel (forward)" or nil)
   out[#out + 1] = " " .. string.rep("=", w + 41)
   for i, r in ipairs(res.rows) do
     if i == res.nlayers + 1 then out[#out + 1] = " " .. string.rep("-", w + 41) end
     out[#out + 1] = line(r._label, string.format("%.3f", r.forward_ms), string.format("%.3f", r.backward_ms),
-      string.format("%.1f", r.percent))
+      string.format("%.1f", r.percent), r.kernel)
     r._label = nil
   end
   out[#out + 1] = " " .. string.rep("=", w + 41)
@@ -100,7 +104,7 @@ end
 --- model:profile(x, y [, {steps=3, warmup=0, optimizer=, loss=, print=true}]):
 --- runs the training steps and prints the per-layer table; returns
 --- {steps=, step_ms=, forward_ms=, backward_ms=, nlayers=, rows = {...}}
---- where rows are the layers in graph order ({name=, type=, id=, forward_ms=,
+--- where rows are the layers in graph order ({name=, type=, id=, kernel=, forward_ms=,
 --- backward_ms=, total_ms=, percent=}) followed by the rows "loss",
 --- "optimizer" and "other"; res.loss, res.optimizer, res.other are those rows;
 --- res.by_type: the layer rows summed per layer type, largest total first
@@ -139,8 +143,10 @@ function Model:profile(x, y, opts)
   end
   local n = #list
   local LOSS = n + 1
-  local fwd = {}
+  local fwd, kernel = {}, {}
   for i = 1, n + 1 do fwd[i] = 0 end
+  local cpu_convs = first ~= nil and first.device == "cpu"
+
   local timing = false
   -- wrap each layer's eager call (instance fields shadow the class method)
   local wrapped = {}
@@ -155,6 +161,7 @@ function Model:profile(x, y, opts)
       local y_ = orig(lyr, ...)
       sync()
       fwd[i] = fwd[i] + clock() - t0
+      if cpu_convs and lyr.class_name == "Conv2D" then kernel[i] = rn.cpu.conv_kernels().forward end
       core._profile_set_scope(prev)
       return y_
     end
@@ -210,7 +217,10 @@ function Model:profile(x, y, opts)
     sum_f, sum_b = sum_f + f, sum_b + b
     return r
   end
-  for i, l in ipairs(list) do row(l.name, l.class_name, i, fwd[i], bwd[i] or 0) end
+  for i, l in ipairs(list) do
+    row(l.name, l.class_name, i, fwd[i], bwd[i] or 0).kernel = kernel[i]
+    if kernel[i] then res.has_kernels = true end
+  end
   res.loss = row("loss", nil, LOSS, t_loss, bwd[LOSS] or 0)
   res.optimizer = row("optimizer", nil, nil, t_opt, 0)
   -- other: the rest of the forward and of the reverse pass, and of the step

@@ -2,8 +2,12 @@
 -- On a terminal it redraws one line in place:
 --   Epoch 3/10
 --   120/391 [=======>.............] - ETA: 1:02 - loss: 0.5123 - accuracy: 0.8123 - 850 img/s
--- When output is not a terminal (a log file, CI) it prints nothing while the
--- epoch runs and one clean line when it ends:
+-- When output is not a terminal (a log file, CI) it prints a plain line at a
+-- steady interval while the epoch runs (every 30 s by default: interval=,
+-- or RN_PROGRESS_INTERVAL seconds; 0 turns them off), so a long epoch is
+-- never silent in a log:
+--   Epoch 3/10 - step 120/391 - 0:35 - ETA: 1:19 - loss: 0.5123 - accuracy: 0.8123 - 850 img/s
+-- and one clean line when it ends:
 --   Epoch 3/10 - 391/391 - 46s - loss: 0.5123 - accuracy: 0.8123 - val_loss: ... - 850 img/s
 local rn = require "rn.core"
 
@@ -25,13 +29,20 @@ local function fmt_values(values, order)
   return table.concat(parts, " - ")
 end
 
---- Progress.new{total=steps, title="Epoch 1/10", out=io.stdout, tty=auto, width=30}
+local function default_interval()
+  local v = tonumber(os.getenv("RN_PROGRESS_INTERVAL") or "")
+  return (v and v >= 0) and v or 30
+end
+
+--- Progress.new{total=steps, title="Epoch 1/10", out=io.stdout, tty=auto, width=30,
+---   interval=30 (seconds between the lines of a non-terminal; 0: none)}
 function Progress.new(o)
   local self = setmetatable({}, Progress)
   self.total = o.total
   self.title = o.title
   self.out = o.out or io.stdout
   if o.tty == nil then self.tty = (self.out == io.stdout) and rn._isatty(1) else self.tty = o.tty end
+  self.interval = o.interval or default_interval()
   self.width = o.width or 30
   self.t0 = rn._clock()
   self.last_draw = -1
@@ -61,7 +72,20 @@ end
 function Progress:update(step, values, samples)
   self.samples = samples or self.samples
   remember_order(self, values)
-  if not self.tty then return end
+  if not self.tty then
+    if self.interval <= 0 or step >= self.total then return end
+    local now = rn._clock()
+    local since = self.last_draw < 0 and self.t0 or self.last_draw
+    if now - since < self.interval then return end
+    self.last_draw = now
+    local elapsed = now - self.t0
+    local eta = step > 0 and elapsed / step * (self.total - step) or 0
+    self.out:write(string.format("%sstep %d/%d - %s - ETA: %s - %s - %.0f img/s\n",
+      self.title and (self.title .. " - ") or "", step, self.total, fmt_time(elapsed), fmt_time(eta),
+      fmt_values(values, self.order), elapsed > 0 and self.samples / elapsed or 0))
+    self.out:flush()
+    return
+  end
   local now = rn._clock()
   if step < self.total and now - self.last_draw < 0.1 then return end -- at most 10 redraws/s
   self.last_draw = now

@@ -55,6 +55,21 @@ for name, set in pairs(sets) do
                         {format = "pt", step = 3})
 end
 
+-- regressions (issue 16): a shape past the element cap behind a zero dim
+-- names the file and entry; an empty tensor name is refused
+local function st_file(hdr, data) return string.pack("<I8", #hdr) .. hdr .. (data or "") end
+write(root .. "/safetensors/regress_shape_past_cap",
+      st_file('{"zz":{"dtype":"F32","shape":[0,2097152,2097152],"data_offsets":[0,0]}}'))
+write(root .. "/safetensors/regress_empty_name",
+      st_file('{"":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', string.pack("<f", 1)))
+do
+  core.save_checkpoint(tmp, {zz = core.zeros({0, 2, 2})}, "")
+  local b = read(tmp)
+  local at = assert(b:find(string.pack("<i8i8i8", 0, 2, 2), 1, true))
+  b = b:sub(1, at - 1) .. string.pack("<i8i8i8", 0, 1 << 21, 1 << 21) .. b:sub(at + 24)
+  write(root .. "/ckpt/regress_shape_past_cap", b)
+end
+
 -- ---- IDX (plain and gzip) -------------------------------------------------
 local function be32(v) return string.pack(">I4", v) end
 local labels = be32(0x801) .. be32(6) .. string.char(0, 1, 2, 9, 3, 7)
@@ -88,6 +103,36 @@ write(root .. "/cifar/tgz_test", string.char(0) .. read(tmp .. ".tgz"))
 sh(tar .. " -cf " .. tmp .. ".tar cifar-10-batches-bin")
 sh("gzip -n -9 -c " .. tmp .. ".tar > " .. tmp .. ".tgz")
 write(root .. "/cifar/tgz_train", string.char(2) .. read(tmp .. ".tgz"))
+-- regressions (issue 16): the gzip trailer must be verified even though the
+-- wanted member comes first
+local crc_table = {}
+for i = 0, 255 do
+  local c = i
+  for _ = 1, 8 do c = (c & 1) == 1 and (0xEDB88320 ~ (c >> 1)) or (c >> 1) end
+  crc_table[i] = c
+end
+local function crc32(s)
+  local c = 0xFFFFFFFF
+  for i = 1, #s do c = crc_table[(c ~ s:byte(i)) & 0xFF] ~ (c >> 8) end
+  return c ~ 0xFFFFFFFF
+end
+local function gzip_stored(s) -- level 0: the bytes appear as they are
+  local out, i = {"\31\139\8\0\0\0\0\0\0\255"}, 1
+  repeat
+    local chunk = s:sub(i, i + 65534)
+    i = i + #chunk
+    out[#out + 1] = string.pack("<BI2I2", i > #s and 1 or 0, #chunk, (~#chunk) & 0xFFFF) .. chunk
+  until i > #s
+  out[#out + 1] = string.pack("<I4I4", crc32(s), #s & 0xFFFFFFFF)
+  return table.concat(out)
+end
+local function flip(s, i) return s:sub(1, i - 1) .. string.char(s:byte(i) ~ 1) .. s:sub(i + 1) end
+sh(tar .. " -cf " .. tmp .. ".tar cifar-10-batches-bin/test_batch.bin")
+local stored = gzip_stored(read(tmp .. ".tar"))
+local px_at = stored:find(record(5):sub(200, 240), 1, true)
+write(root .. "/cifar/regress_stored_flipped_pixel", string.char(0) .. flip(stored, px_at + 3))
+write(root .. "/cifar/regress_stored_flipped_crc", string.char(0) .. flip(stored, #stored - 6))
+write(root .. "/cifar/regress_stored_cut", string.char(0) .. stored:sub(1, #stored - 3))
 sh("rm -rf " .. dir .. " " .. tmp .. ".tar " .. tmp .. ".tgz")
 os.remove(tmp)
 

@@ -2,8 +2,11 @@
 -- gradcheck(fn, inputs, opts) compares the autograd gradient of
 -- sum(fn(inputs...) * r) (r a fixed random projection) with central
 -- differences, for every element of every float64 input that requires grad.
--- opts: eps=1e-6, atol=1e-5, rtol=1e-3, wrt = {indices} (default all float
--- inputs). Raises with the input, element and both values on mismatch.
+-- opts: eps=1e-6, atol=1e-7, rtol=1e-6, wrt = {indices} (default all float
+-- inputs). The defaults fit float64: the central difference's error is
+-- about eps^2 (truncation) plus 1e-16*|f|/eps (rounding), so a bug that
+-- changes a gradient by one part in a million fails. Raises with the input,
+-- element and both values on mismatch.
 local rn = require "rn"
 
 local function flat_index_to_nd(t, k)
@@ -31,7 +34,7 @@ end
 
 return function(fn, inputs, opts)
   opts = opts or {}
-  local eps, atol, rtol = opts.eps or 1e-6, opts.atol or 1e-5, opts.rtol or 1e-3
+  local eps, atol, rtol = opts.eps or 1e-6, opts.atol or 1e-7, opts.rtol or 1e-6
   local wrt = opts.wrt
   if not wrt then
     wrt = {}
