@@ -79,11 +79,13 @@ typedef struct rn_backend {
   int (*pool2d_bwd)(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
                     const rn_tensor *y, const rn_pool_params *p);
 
-  /* batch norm over all dims but the last; x, y: (R,C); stats: (C) float32/64 */
+  /* batch norm over all dims but the last; x, y: (R,C); stats: (C) float32/64;
+   * running_var takes the biased batch variance (Keras), or var*R/(R-1) when
+   * unbiased (PyTorch) */
   int (*bn_fwd_train)(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                       const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                       rn_tensor *running_mean, rn_tensor *running_var,
-                      double momentum, double eps);
+                      double momentum, bool unbiased, double eps);
   int (*bn_fwd_infer)(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
                       const rn_tensor *beta, const rn_tensor *running_mean,
                       const rn_tensor *running_var, double eps);
@@ -100,7 +102,7 @@ typedef struct rn_backend {
   int (*bn_relu_fwd_train)(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                            const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                            rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                           double eps);
+                           bool unbiased, double eps);
   int (*bn_relu_fwd_infer)(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
                            const rn_tensor *beta, const rn_tensor *running_mean,
                            const rn_tensor *running_var, double eps);

@@ -265,15 +265,16 @@ rn_tensor *rn_global_avg_pool2d(rn_tensor *x); /* (N,H,W,C) -> (N,C) */
 /* x: (...,C) channels last; gamma, beta: (C) or NULL; running_*: (C) or NULL.
  * training: batch statistics over all dims but the last, and
  *   running = momentum*running + (1-momentum)*batch (Keras convention; the
- *   running variance uses the unbiased batch variance).
+ *   running variance takes the biased batch variance, as Keras, or the
+ *   unbiased one, var*N/(N-1), as PyTorch, when unbiased).
  * inference: running statistics (both required; an error without them). */
 rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                          rn_tensor *running_mean, rn_tensor *running_var,
-                         bool training, double momentum, double eps);
+                         bool training, double momentum, bool unbiased, double eps);
 /* relu(rn_batch_norm(...)), fused into the same passes where the backend can */
 rn_tensor *rn_batch_norm_relu(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                               rn_tensor *running_mean, rn_tensor *running_var, bool training,
-                              double momentum, double eps);
+                              double momentum, bool unbiased, double eps);
 
 /* ---- shape ops (ops/shape.c) --------------------------------------------- */
 rn_tensor *rn_concat(int n, rn_tensor *const *ts, int dim);

@@ -134,12 +134,14 @@ cudaError_t rnk_bn_partials(int dt, const void *x, const void *gy, const double 
 cudaError_t rnk_to_double(int dt, double *dst, const void *src, int64_t n, cudaStream_t s);
 /* From the partials of x - shift: save_mean, save_invstd (C) in dt; the
  * running stats (may be NULL) updated as running = momentum*running +
- * (1-momentum)*batch (unbiased variance); coef: 4*C doubles (a, b, m, d)
+ * (1-momentum)*batch (the biased batch variance, or var*R/(R-1) when
+ * unbiased); coef: 4*C doubles (a, b, m, d)
  * for rnk_bn_affine. gamma, beta may be NULL (1, 0). */
 cudaError_t rnk_bn_train_stats(int dt, const double *part, int64_t R, int64_t C,
                                const double *shift, const void *gamma, const void *beta,
                                void *save_mean, void *save_invstd, void *rmean, void *rvar,
-                               double momentum, double eps, double *coef, cudaStream_t s);
+                               double momentum, bool unbiased, double eps, double *coef,
+                               cudaStream_t s);
 /* coef for y = (x - rm) * gamma/sqrt(rv + eps) + beta */
 cudaError_t rnk_bn_infer_coef(int dt, int64_t C, const void *gamma, const void *beta,
                               const void *rm, const void *rv, double eps, double *coef,

@@ -206,7 +206,8 @@ template <typename T>
 __global__ void bn_train_stats_kernel(const double *part, int64_t nblk, int64_t R, int64_t C,
                                       const double *shift, const T *gamma, const T *beta,
                                       T *save_mean, T *save_invstd, T *rmean, T *rvar,
-                                      double momentum, double eps, double *coef) {
+                                      double momentum, bool unbiased, double eps,
+                                      double *coef) {
   CHANNEL_WARP(C);
   double s1, s2;
   fold(part, nblk, C, c, lane, &s1, &s2);
@@ -223,7 +224,8 @@ __global__ void bn_train_stats_kernel(const double *part, int64_t nblk, int64_t 
   coef[C + c] = g * invstd;
   coef[2 * C + c] = mean;
   coef[3 * C + c] = be;
-  double v = R > 1 ? var * (double)R / (double)(R - 1) : var; /* unbiased */
+  /* running variance: biased (Keras), or var*R/(R-1) when unbiased (PyTorch) */
+  double v = unbiased && R > 1 ? var * (double)R / (double)(R - 1) : var;
   if (rmean) rmean[c] = (T)(momentum * (double)rmean[c] + (1 - momentum) * mean);
   if (rvar) rvar[c] = (T)(momentum * (double)rvar[c] + (1 - momentum) * v);
 }
@@ -416,14 +418,15 @@ extern "C" cudaError_t rnk_to_double(int dt, double *dst, const void *src, int64
 extern "C" cudaError_t rnk_bn_train_stats(int dt, const double *part, int64_t R, int64_t C,
                                           const double *shift, const void *gamma,
                                           const void *beta, void *save_mean, void *save_invstd,
-                                          void *rmean, void *rvar, double momentum, double eps,
-                                          double *coef, cudaStream_t s) {
+                                          void *rmean, void *rvar, double momentum,
+                                          bool unbiased, double eps, double *coef,
+                                          cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
   int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
   RNK_FLOAT_DISPATCH(dt, (bn_train_stats_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
                        part, nblk, R, C, shift, (const T *)gamma, (const T *)beta,
-                       (T *)save_mean, (T *)save_invstd, (T *)rmean, (T *)rvar, momentum, eps,
-                       coef)));
+                       (T *)save_mean, (T *)save_invstd, (T *)rmean, (T *)rvar, momentum,
+                       unbiased, eps, coef)));
   return cudaGetLastError();
 }
 

@@ -77,8 +77,9 @@ usage: rnlua scripts/resnet_cifar.lua [options]
   --batch-size B       default 128
   --lr LR              peak learning rate of SGD momentum 0.9 (default 0.1),
                        1 epoch of linear warmup, then cosine decay to 0
-  --device DEV         cpu | cuda (default cpu)
-  --device-data on|off with --device cuda: upload the data set to the GPU once
+  --device DEV         auto | cpu | cuda (default auto: cuda where a GPU and
+                       cuDNN load, else cpu; the first line says which and why)
+  --device-data on|off on cuda: upload the data set to the GPU once
                        and augment each batch there (default on; same batches
                        as the CPU pipeline, bit for bit)
   --threads T          CPU threads (default: all cores)
@@ -106,7 +107,7 @@ local function die(msg)
   os.exit(2)
 end
 
-local opt = { epochs = 1, ["batch-size"] = 128, lr = 0.1, device = "cpu", seed = 1 }
+local opt = { epochs = 1, ["batch-size"] = 128, lr = 0.1, device = "auto", seed = 1 }
 local numeric = { epochs = true, ["batch-size"] = true, lr = true, threads = true, seed = true,
   ["train-limit"] = true, ["test-limit"] = true, ["steps-per-epoch"] = true, ["time-budget"] = true }
 local strings = { data = true, dataset = true, device = true, save = true, resume = true,
@@ -143,16 +144,27 @@ if DIST then
   if opt["time-budget"] then die("--time-budget measures one process's speed; under mpirun give --train-limit instead") end
   if rn.distributed.rank() ~= 0 then print = function() end end
 end
-if opt.device ~= "cpu" and opt.device ~= "cuda" then die("--device must be cpu or cuda, got '" .. opt.device .. "'") end
+if opt.device ~= "auto" and opt.device ~= "cpu" and opt.device ~= "cuda" then
+  die("--device must be auto, cpu or cuda, got '" .. opt.device .. "'")
+end
 if opt.device == "cuda" and not rn.cuda.is_available() then
   die("--device cuda: " .. tostring(rn.cuda.why_unavailable()))
+end
+-- the GPU when one is usable, as Keras places work; the first line of output says which and why
+if opt.device == "auto" then
+  local ok, why = rn.cuda.usable()
+  opt.device = ok and "cuda" or "cpu"
+  print(ok and string.format("device: cuda (auto: %s; --device cpu forces the CPU)", why)
+    or string.format("device: cpu (auto: no usable GPU: %s)", tostring(why)))
+else
+  print(string.format("device: %s (--device %s)", opt.device, opt.device))
 end
 if opt.dataset and opt.dataset ~= "cifar10" and opt.dataset ~= "fashion-mnist" then
   die("--dataset must be cifar10 or fashion-mnist, got '" .. opt.dataset .. "'")
 end
 local dd = opt["device-data"]
 if dd ~= nil and dd ~= "on" and dd ~= "off" then die("--device-data must be on or off, got '" .. dd .. "'") end
-if dd == "on" and opt.device ~= "cuda" then die("--device-data on needs --device cuda") end
+if dd == "on" and opt.device ~= "cuda" then die("--device-data on needs the cuda device; this run is on the cpu") end
 local device_data = opt.device == "cuda" and dd ~= "off" -- the pipeline: device-resident or host batches
 if opt.threads then rn.set_num_threads(opt.threads) end
 if opt.precision then

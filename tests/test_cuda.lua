@@ -734,19 +734,29 @@ T.test("cuda: batch_norm training, running statistics, backward", function()
       local x = rn.randn(sz, {dtype = dt}) * 2 + 0.5
       local g, b = rn.randn({C}, {dtype = dt}), rn.randn({C}, {dtype = dt})
       local rm0, rv0 = rn.randn({C}, {dtype = dt}), rn.rand({C}, {dtype = dt}) + 0.5
-      local stats = {{rm0:clone(), rv0:clone()}, {to_dev(rm0), to_dev(rv0)}}
-      local calls = 0
-      local label = string.format("batch_norm train %s %s", table.concat(sz, "x"), dt)
-      parity(label, function(xx, gg, bb)
-        calls = calls + 1
-        local s = stats[calls]
-        return rn.batch_norm(xx, gg, bb, s[1], s[2], {momentum = 0.9, eps = 1e-3})
-      end, {x, g, b}, {grad = true})
-      T.eq(stats[2][1].device, DEV)
-      near(stats[2][1], stats[1][1], label .. ": running_mean")
-      near(stats[2][2], stats[1][2], label .. ": running_var (unbiased)")
+      for _, unbiased in ipairs({false, true}) do -- Keras' biased moving variance, PyTorch's unbiased
+        local stats = {{rm0:clone(), rv0:clone()}, {to_dev(rm0), to_dev(rv0)}}
+        local calls = 0
+        local label = string.format("batch_norm train %s %s unbiased=%s", table.concat(sz, "x"), dt,
+          tostring(unbiased))
+        parity(label, function(xx, gg, bb)
+          calls = calls + 1
+          local s = stats[calls]
+          return rn.batch_norm(xx, gg, bb, s[1], s[2], {momentum = 0.9, eps = 1e-3, unbiased = unbiased})
+        end, {x, g, b}, {grad = true})
+        T.eq(stats[2][1].device, DEV)
+        near(stats[2][1], stats[1][1], label .. ": running_mean")
+        near(stats[2][2], stats[1][2], label .. ": running_var")
+      end
     end
   end
+  -- the rule itself on the device: var (C) of a 4-row x, biased by default
+  local xr = rn.tensor({{1, 10}, {2, 20}, {3, 30}, {6, 0}})
+  local rvb, rvu = to_dev(rn.ones({2})), to_dev(rn.ones({2}))
+  rn.batch_norm(to_dev(xr), nil, nil, nil, rvb)
+  rn.batch_norm(to_dev(xr), nil, nil, nil, rvu, {unbiased = true})
+  near(rvb, rn.tensor({0.99 + 0.01 * 3.5, 0.99 + 0.01 * 125}), "running_var: biased (Keras)")
+  near(rvu, rn.tensor({0.99 + 0.01 * 14 / 3, 0.99 + 0.01 * 500 / 3}), "running_var: unbiased = true")
   -- without gamma/beta/running stats; a permuted x; a large mean in float32
   parity("batch_norm train, no parameters", function(xx) return rn.batch_norm(xx) end,
          {rn.randn({4, 3, 3, 5})}, {grad = true})

@@ -75,6 +75,12 @@ T.test("fit lowers the loss and reports validation, logs and curves", function()
   for t = 1, 4 do for p = 1, 4 do rows = rows + cm[t][p] end end
   T.eq(rows, 64)
   T.truthy(cm:format({"tl", "tr", "bl", "br"}):find("overall accuracy", 1, true))
+  -- fit trains through train_step (training = true) and leaves the layers'
+  -- mode alone: model(x) afterwards is inference, as in Keras
+  local xb = dataset(8, 9):float() / 255
+  T.eq(m.training, false)
+  T.near(m(xb), m:predict(xb), 1e-5, 1e-5, "model(x) after fit: inference mode (predict folds conv+BN)")
+  T.truthy((m(xb, {training = true}) - m:predict(xb)):abs():max():item() > 1e-3, "training mode differs")
 end)
 
 T.test("progress: one clean line per epoch when output is not a terminal", function()

@@ -46,12 +46,14 @@ local function train(model, opt, lossfn, x, y, steps, batch)
     local i = ((s - 1) * batch) % n + 1
     local xb, yb = x:narrow(1, i, batch), y:narrow(1, i, batch)
     opt:zero_grad()
-    local loss = lossfn(model(xb), yb) + model:regularization_loss()
+    local loss = lossfn(model(xb, { training = true }), yb) + model:regularization_loss()
     loss:backward()
     opt:step()
     first = first or loss:item()
   end
-  last = rn.no_grad(function() return (lossfn(model(x), y) + model:regularization_loss()):item() end)
+  last = rn.no_grad(function()
+    return (lossfn(model(x, { training = true }), y) + model:regularization_loss()):item()
+  end)
   return first, last
 end
 

@@ -35,9 +35,15 @@ T.test("batch_norm training: batch statistics, gamma/beta, running stats", funct
   -- channel 0: mean 2, var 1; channel 1: mean 4, var 4 (biased)
   local a0, a1 = 1 / math.sqrt(1 + 1e-3), 2 / math.sqrt(4 + 1e-3)
   T.near(y, rn.tensor({ { -2 * a0 + 0.5, -a1 - 1 }, { 2 * a0 + 0.5, a1 - 1 } }, D), 1e-12)
-  -- running = 0.9*running + 0.1*batch, with the unbiased variance (2, 8)
+  -- running = 0.9*running + 0.1*batch, with the biased variance (1, 4) as Keras
   T.near(rm, rn.tensor({ 0.2, 0.4 }, D), 1e-12)
-  T.near(rv, rn.tensor({ 0.9 + 0.2, 0.9 + 0.8 }, D), 1e-12)
+  T.near(rv, rn.tensor({ 0.9 + 0.1, 0.9 + 0.4 }, D), 1e-12)
+  -- unbiased = true (PyTorch's BatchNorm): the unbiased variance (2, 8); y unchanged
+  local rm2, rv2 = rn.zeros({ 2 }, D), rn.ones({ 2 }, D)
+  T.near(rn.batch_norm(x, g, b, rm2, rv2, { momentum = 0.9, unbiased = true }), y, 0, 0)
+  T.near(rm2, rm, 0, 0)
+  T.near(rv2, rn.tensor({ 0.9 + 0.2, 0.9 + 0.8 }, D), 1e-12)
+  T.raises(function() rn.batch_norm(x, nil, nil, nil, nil, { unbiased = 1 }) end, "unbiased")
   -- without gamma/beta, a custom eps
   local y2 = rn.batch_norm(x, nil, nil, nil, nil, { eps = 0.5 })
   local c0, c1 = 1 / math.sqrt(1.5), 2 / math.sqrt(4.5)
@@ -50,7 +56,16 @@ T.test("batch_norm: Keras default momentum 0.99 and the float32 path", function(
   local y = rn.batch_norm(x, nil, nil, rm, rv)
   -- ch0: mean 3, biased var 3.5, unbiased 14/3; ch1: mean 15, var 125, unbiased 500/3
   T.near(rm, rn.tensor({ 0.99 + 0.01 * 3, 0.99 + 0.01 * 15 }), 1e-6)
-  T.near(rv, rn.tensor({ 0.99 + 0.01 * 14 / 3, 0.99 + 0.01 * 500 / 3 }), 1e-6)
+  T.near(rv, rn.tensor({ 0.99 + 0.01 * 3.5, 0.99 + 0.01 * 125 }), 1e-6)
+  local rvu = rn.ones({ 2 })
+  rn.batch_norm(x, nil, nil, nil, rvu, { unbiased = true })
+  T.near(rvu, rn.tensor({ 0.99 + 0.01 * 14 / 3, 0.99 + 0.01 * 500 / 3 }), 1e-6)
+  -- the fused BN+ReLU kernel takes the same rule
+  local rvr, rvru = rn.ones({ 2 }), rn.ones({ 2 })
+  rn.batch_norm(x, nil, nil, nil, rvr, { relu = true })
+  rn.batch_norm(x, nil, nil, nil, rvru, { relu = true, unbiased = true })
+  T.near(rvr, rv, 0, 0)
+  T.near(rvru, rvu, 0, 0)
   T.near(y:select(2, 1), (rn.tensor({ 1, 2, 3, 6 }) - 3) / math.sqrt(3.5 + 1e-3), 1e-6)
   T.near(y:select(2, 2), (rn.tensor({ 10, 20, 30, 0 }) - 15) / math.sqrt(125 + 1e-3), 1e-6)
   -- one row: variance 0 (unbiased falls back to biased), y = beta

@@ -17,7 +17,7 @@ end
 local run = {
   batch_norm = function(c, v)
     return rn.batch_norm(v.x, v.gamma, v.beta, v.running_mean, v.running_var,
-      { training = c.training, momentum = c.momentum, eps = c.eps })
+      { training = c.training, momentum = c.momentum, eps = c.eps, unbiased = true }) -- PyTorch's rule
   end,
   softmax = function(c, v) return rn.softmax(v.x, c.dim) end,
   log_softmax = function(c, v) return rn.log_softmax(v.x, c.dim) end,

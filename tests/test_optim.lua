@@ -1,7 +1,9 @@
--- test_optim.lua - the optimizers against PyTorch 1.13 (fixtures from
--- tests/fixtures/gen_optim.py: SGD plain/momentum/dampening/nesterov/weight
--- decay/param groups, Adam (+weight decay, amsgrad), AdamW): the same update
--- to 1e-6 in float32 and 1e-10 in float64; state_dict round trips that resume
+-- test_optim.lua - the optimizers against PyTorch 1.13 with rule = "pytorch"
+-- (fixtures from tests/fixtures/gen_optim.py: SGD plain/momentum/dampening/
+-- nesterov/weight decay/param groups, Adam (+weight decay, amsgrad), AdamW)
+-- and against Keras 3's update equations with the default rule (fixtures from
+-- tests/fixtures/gen_keras_optim.py, constant and changing learning rates):
+-- the same update to 1e-6 in float32 and 1e-10 in float64; state_dict round trips that resume
 -- exactly; lr schedules (formulas, composition, use as an optimizer's lr);
 -- bfloat16 parameters with float32 master weights; misuse errors.
 local T = require "t"
@@ -18,7 +20,9 @@ end
 
 local function make_opt(c, params)
   local cls = optim[c.optimizer]
-  if not c.groups then return cls(params, c.options) end
+  local options = { rule = "pytorch" } -- these fixtures are PyTorch's rule
+  for k, v in pairs(c.options) do options[k] = v end
+  if not c.groups then return cls(params, options) end
   local groups = {}
   for i, g in ipairs(c.groups) do
     local grp = { params = {} }
@@ -26,7 +30,7 @@ local function make_opt(c, params)
     for k, v in pairs(g.options) do grp[k] = v end
     groups[i] = grp
   end
-  return cls(groups, c.options)
+  return cls(groups, options)
 end
 
 local function run_case(c, dtype, atol)
@@ -57,6 +61,72 @@ T.test("fixtures cover every optimizer and option the issue names", function()
     "adam", "adam_weight_decay", "adamw" }) do
     T.truthy(names[n], "fixture " .. n)
   end
+end)
+
+-- ---- Keras' rules (the default) ------------------------------------------------------
+-- fixtures from tests/fixtures/gen_keras_optim.py: Keras 3's update equations
+-- in plain float64 Python, some under a changing learning rate (lrs[k] at step k)
+
+local kfixtures = assert(loadfile("tests/fixtures/keras_optim_fixtures.lua", "t", {}))()
+
+local function run_keras_case(c, dtype, atol, rule)
+  local params = {}
+  for i, s in ipairs(SHAPES) do params[i] = tensor(c.init[i], s, dtype):requires_grad_() end
+  local options = { lr = function(k) return c.lrs[k + 1] end, rule = rule }
+  for k, v in pairs(c.options) do options[k] = v end
+  local opt = optim[c.optimizer](params, options)
+  local worst = 0
+  for step = 1, #c.grads do
+    for i, s in ipairs(SHAPES) do params[i].grad = tensor(c.grads[step][i], s, dtype) end
+    opt:step()
+    for i = 1, #SHAPES do
+      local want = rn.tensor(c.after[step][i], { dtype = "float64" })
+      local got = params[i]:double():reshape(-1)
+      if atol then
+        T.near(got, want, atol, 0, string.format("%s %s step %d param %d", c.name, dtype, step, i))
+      end
+      worst = math.max(worst, (got - want):abs():max():item())
+    end
+  end
+  return worst
+end
+
+for _, c in ipairs(kfixtures) do
+  T.test("keras fixture " .. c.name .. " (default rule, float64, 1e-10)", function()
+    run_keras_case(c, "float64", 1e-10)
+  end)
+  T.test("keras fixture " .. c.name .. " (float32, 1e-6)", function() run_keras_case(c, "float32", 1e-6) end)
+end
+
+T.test("a changing learning rate: Keras' trajectory, not PyTorch's; equal at a constant lr", function()
+  local by = {}
+  for _, c in ipairs(kfixtures) do by[c.name] = c end
+  for _, n in ipairs({ "sgd_momentum_schedule", "sgd_nesterov_schedule" }) do
+    T.near(run_keras_case(by[n], "float64", nil, "keras"), 0, 1e-10, 0, n .. " keras")
+    -- PyTorch's rule rescales the whole momentum buffer by today's lr: off by far more than round-off
+    T.truthy(run_keras_case(by[n], "float64", nil, "pytorch") > 1e-3, n .. ": the PyTorch rule differs")
+  end
+  for _, n in ipairs({ "sgd_momentum", "sgd_nesterov" }) do -- constant lr: the same steps
+    T.near(run_keras_case(by[n], "float64", nil, "pytorch"), 0, 1e-12, 0, n .. " pytorch at constant lr")
+  end
+  -- Adam: the epsilon (1e-7 vs 1e-8, and where it is added) shows on small gradients
+  T.truthy(run_keras_case(by.adam_small_grads, "float64", nil, "pytorch") > 1e-4, "adam eps differs")
+end)
+
+T.test("defaults: Keras' for the Keras rule, PyTorch's for rule = \"pytorch\"", function()
+  local w = { rn.ones({ 2 }, { requires_grad = true }) }
+  local a, aw = optim.Adam(w), optim.AdamW(w)
+  T.eq({ a.defaults.eps, a.defaults.rule, aw.defaults.eps, aw.defaults.weight_decay }, { 1e-7, "keras", 1e-7, 0.004 })
+  local ap, awp = optim.Adam(w, { rule = "pytorch" }), optim.AdamW(w, { rule = "pytorch" })
+  T.eq({ ap.defaults.eps, awp.defaults.eps, awp.defaults.weight_decay }, { 1e-8, 1e-8, 1e-2 })
+  T.eq(optim.AdamW(w, { rule = "pytorch", eps = 1e-6 }).defaults.eps, 1e-6, "an explicit eps wins")
+  T.eq(optim.get("sgd").defaults.rule, "keras")
+  -- a state saved under one rule does not load into the other
+  local p = { rn.ones({ 2 }, { requires_grad = true }) }
+  local o = optim.SGD(p, { lr = 0.1, momentum = 0.9 })
+  p[1].grad = rn.ones({ 2 }); o:step()
+  T.raises(function() optim.SGD(p, { lr = 0.1, momentum = 0.9, rule = "pytorch" }):load_state_dict(o:state_dict()) end,
+    "saved with rule = \"keras\"")
 end)
 
 -- ---- state -------------------------------------------------------------------------
@@ -202,7 +272,13 @@ end)
 T.test("misuse: unknown option, bad values, duplicate parameters", function()
   local w = rn.ones({ 2 }, { requires_grad = true })
   T.raises(function() optim.SGD({ w }, { lr = 0.1, momentun = 0.9 }) end,
-    "SGD: unknown option 'momentun'; valid options: dampening, lr, momentum, nesterov, weight_decay")
+    "SGD: unknown option 'momentun'; valid options: dampening, lr, momentum, nesterov, rule, weight_decay")
+  T.raises(function() optim.SGD({ w }, { lr = 0.1, rule = "torch" }) end,
+    "rule must be \"keras\" or \"pytorch\", got torch")
+  T.raises(function() optim.SGD({ w }, { lr = 0.1, momentum = 0.9, dampening = 0.1 }) end,
+    "dampening is PyTorch's option")
+  T.raises(function() optim.SGD({ { params = { w }, rule = "pytorch" } }, { lr = 0.1 }) end,
+    "it cannot change in a parameter group")
   T.raises(function() optim.SGD({ w }, { lr = 0.1, nesterov = true }) end, "nesterov needs momentum > 0")
   T.raises(function() optim.Adam({ w }, { betas = { 0.9, 1.5 } }) end, "betas must be")
   T.raises(function() optim.SGD({ w }, { lr = -1 }) end, "lr must be a number >= 0")

@@ -70,7 +70,7 @@ T.test("seed ResNet: eager forward, regularization, train/eval switching", funct
   rn.manual_seed(3)
   local model = R.create_resnet()
   local x = rn.randn({ 2, 32, 32, 3 })
-  local p = model(x)
+  local p = model(x, { training = true })
   T.eq(p:size(), { 2, 10 })
   T.near(p:sum(-1), rn.ones({ 2 }), 1e-5, 0, "softmax rows")
   -- l2(1e-4) on every conv kernel but the stem's: 44 of them
@@ -83,12 +83,15 @@ T.test("seed ResNet: eager forward, regularization, train/eval switching", funct
   end
   T.eq(n, 44)
   T.near(model:regularization_loss():item(), want, 0, 1e-5)
-  -- BN: batch statistics in training mode, moving statistics in eval mode
+  -- BN: batch statistics in training mode, moving statistics in inference
+  -- mode, which model(x) runs without {training = true}, as Keras
   local pe = model:predict(x)
   T.truthy((pe - p):abs():max():item() > 1e-3, "eval differs from train")
-  model:eval()
   T.near(model(x), pe, 1e-6)
-  model:train()
+  model:train()                               -- PyTorch's module.train()
+  T.truthy((model(x) - pe):abs():max():item() > 1e-3, "train(): batch statistics")
+  model:eval()                                -- (that call moved the moving statistics)
+  T.near(model(x), model:predict(x), 1e-6)
 end)
 
 -- (about 7 s on 2 idle cores; the time is printed, never asserted: speed is
@@ -109,7 +112,9 @@ T.test("seed ResNet trains on 384 Fashion-MNIST images, 2 threads", function()
     metrics = { "accuracy" } })
   local probe_x, probe_y = x:narrow(1, 1, 128), y:narrow(1, 1, 128)
   local function probe_loss() -- training-mode BN (the moving stats lag after so few steps)
-    return rn.no_grad(function() return rn.losses.sparse_categorical_crossentropy()(model(probe_x), probe_y):item() end)
+    return rn.no_grad(function()
+      return rn.losses.sparse_categorical_crossentropy()(model(probe_x, { training = true }), probe_y):item()
+    end)
   end
   local before = probe_loss()
   local t0, steps = now(), 0
@@ -125,6 +130,28 @@ T.test("seed ResNet trains on 384 Fashion-MNIST images, 2 threads", function()
   io.write(string.format("  [resnet fashion-mnist: %d steps of batch %d in %.1f s (%.3f s/step, %d threads); "
     .. "loss %.3f -> %.3f]\n", steps, B, dt, dt / steps, nthreads, before, after))
   T.truthy(after < 0.7 * before, string.format("loss %.3f -> %.3f", before, after))
+end)
+
+-- ---- the script's device ------------------------------------------------------------------
+
+T.test("resnet_cifar.lua: --device auto by default, the first line says the device and why", function()
+  local files = require "files"
+  local bin = os.getenv("RNLUA_BIN") or "./rnlua"
+  local function first_line(args)
+    local out = os.tmpname()
+    os.execute(string.format("%s scripts/resnet_cifar.lua --summary --train-limit 8 --test-limit 8 --batch-size 8 %s >%s 2>&1",
+      files.q(bin), args, files.q(out)))
+    local text = files.try_read(out) or ""
+    os.remove(out)
+    return text:match("^[^\n]*")
+  end
+  local ok, why = rn.cuda.usable()
+  local want = ok and ("device: cuda (auto: " .. why .. "; --device cpu forces the CPU)")
+    or ("device: cpu (auto: no usable GPU: " .. why .. ")")
+  T.eq(first_line(""), want)
+  T.eq(first_line("--device auto"), want)
+  T.eq(first_line("--device cpu"), "device: cpu (--device cpu)")
+  T.truthy(first_line("--device gpu"):find("--device must be auto, cpu or cuda", 1, true))
 end)
 
 -- ---- the document -------------------------------------------------------------------------

@@ -60,7 +60,7 @@ int rn_cpu_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_ten
 int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                         const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                         rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                        double eps);
+                        bool unbiased, double eps);
 int rn_cpu_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
                         const rn_tensor *beta, const rn_tensor *running_mean,
                         const rn_tensor *running_var, double eps);
@@ -71,7 +71,7 @@ int rn_cpu_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
 int rn_cpu_bn_relu_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                              const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                              rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                             double eps);
+                             bool unbiased, double eps);
 int rn_cpu_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
                              const rn_tensor *beta, const rn_tensor *running_mean,
                              const rn_tensor *running_var, double eps);

@@ -235,11 +235,12 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const relu_mask *rm,
 
 /* y = (x - mean) * invstd * gamma + beta with batch statistics; save_mean,
  * save_invstd (C) receive them; running_* (C, optional) are updated:
- * running = momentum*running + (1-momentum)*batch (unbiased variance). */
+ * running = momentum*running + (1-momentum)*batch; the variance is the
+ * biased batch variance (Keras), or var*R/(R-1) when unbiased (PyTorch). */
 static int bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                         const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                         rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                        double eps, bool relu) {
+                        bool unbiased, double eps, bool relu) {
   int64_t R, C;
   if (dims_rc(x, "batch_norm", &R, &C) < 0) return -1;
   if (R == 0 && C > 0)
@@ -282,7 +283,7 @@ static int bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invs
     b[c] = g * invstd;
     m[c] = mean;
     d[c] = be;
-    v[c] = R > 1 ? var * (double)R / (double)(R - 1) : var; /* unbiased */
+    v[c] = unbiased && R > 1 ? var * (double)R / (double)(R - 1) : var;
   }
   int rc = affine_rows(y, NULL, NULL, x, a, b, m, d, R, C, relu, "batch_norm");
   for (int64_t c = 0; rc == 0 && c < C; c++) { /* only once nothing can fail */
@@ -299,18 +300,18 @@ static int bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invs
 int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                         const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                         rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                        double eps) {
+                        bool unbiased, double eps) {
   return bn_fwd_train(y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var,
-                      momentum, eps, false);
+                      momentum, unbiased, eps, false);
 }
 
 /* The same with y = max(y, 0) in the same pass (BN+ReLU fused). */
 int rn_cpu_bn_relu_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                              const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                              rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                             double eps) {
+                             bool unbiased, double eps) {
   return bn_fwd_train(y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var,
-                      momentum, eps, true);
+                      momentum, unbiased, eps, true);
 }
 
 /* y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta */

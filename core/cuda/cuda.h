@@ -131,7 +131,7 @@ int rn_cuda_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_te
 int rn_cuda_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                          const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                          rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                         double eps);
+                         bool unbiased, double eps);
 int rn_cuda_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
                          const rn_tensor *beta, const rn_tensor *running_mean,
                          const rn_tensor *running_var, double eps);

@@ -117,7 +117,7 @@ static double *bn_scratch(int64_t R, int64_t C, double **shift, double **coef) {
 int rn_cuda_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                          const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                          rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                         double eps) {
+                         bool unbiased, double eps) {
   const char *op = "batch_norm";
   int64_t R, C;
   if (bn_dims(x, op, &R, &C) < 0) return -1;
@@ -144,7 +144,7 @@ int rn_cuda_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_inv
   if (rc == 0)
     rc = CU(rnk_bn_train_stats(d, part, R, C, shift, pp(gamma), pp(beta), rn_ptr(save_mean),
                                rn_ptr(save_invstd), pp(running_mean), pp(running_var), momentum,
-                               eps, coef, s));
+                               unbiased, eps, coef, s));
   if (rc == 0) rc = CU(rnk_bn_affine(d, rn_ptr(y), NULL, rn_ptr(x), coef, R, C, s));
   rn_cuda_free(part); /* stream-ordered: reused only by later work on the stream */
   return rc;

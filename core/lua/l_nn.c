@@ -1,6 +1,6 @@
 /* l_nn.c - Lua entry points of the neural-network ops:
  *   rn.batch_norm(x, gamma, beta, running_mean, running_var,
- *                 {training=true, momentum=0.99, eps=1e-3})
+ *                 {training=true, momentum=0.99, eps=1e-3, unbiased=false})
  *   rn.softmax(x, dim=-1), rn.log_softmax(x, dim=-1)
  *   rn.cross_entropy(logits, labels, {label_smoothing=0, reduction="mean"})
  *   rn.matmul(a, b), rn.linear(x, w, b)
@@ -15,7 +15,7 @@
 
 /* ---- batch norm ---------------------------------------------------------- */
 
-static const char *const bn_opts[] = {"training", "momentum", "eps", "relu", NULL};
+static const char *const bn_opts[] = {"training", "momentum", "eps", "relu", "unbiased", NULL};
 
 static int l_batch_norm(lua_State *L) {
   const char *op = "batch_norm";
@@ -27,8 +27,9 @@ static int l_batch_norm(lua_State *L) {
   double momentum = rnl_opt_number(L, 6, "momentum", 0.99, op);
   double eps = rnl_opt_number(L, 6, "eps", 1e-3, op);
   bool relu = rnl_opt_bool(L, 6, "relu", 0, op);
+  bool unbiased = rnl_opt_bool(L, 6, "unbiased", 0, op);
   rnl_push(L, (relu ? rn_batch_norm_relu : rn_batch_norm)(x, gamma, beta, rm, rv, training,
-                                                          momentum, eps));
+                                                          momentum, unbiased, eps));
   return 1;
 }
 

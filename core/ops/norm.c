@@ -124,7 +124,7 @@ static int check_param(rn_tensor *p, const char *what, const rn_tensor *x, int64
  * temporary, copied back, when a running tensor is a strided view. */
 static int run_train(const rn_backend *be, rn_tensor *y2, rn_tensor *sm, rn_tensor *si,
                      rn_tensor *x2, rn_tensor *gc, rn_tensor *bc, rn_tensor *rm,
-                     rn_tensor *rv, double momentum, double eps, bool relu) {
+                     rn_tensor *rv, double momentum, bool unbiased, double eps, bool relu) {
   rn_tensor *rmc = NULL, *rvc = NULL;
   bool g = rn_grad_enabled();
   rn_set_grad_enabled(false);
@@ -135,7 +135,7 @@ static int run_train(const rn_backend *be, rn_tensor *y2, rn_tensor *sm, rn_tens
   if (rv) rn_bump_version(rv);
   if (rc == 0)
     rc = (relu ? be->bn_relu_fwd_train : be->bn_fwd_train)(y2, sm, si, x2, gc, bc, rmc, rvc,
-                                                            momentum, eps);
+                                                            momentum, unbiased, eps);
   if (rc == 0 && rmc && rmc != rm) rc = rn_copy_(rm, rmc);
   if (rc == 0 && rvc && rvc != rv) rc = rn_copy_(rv, rvc);
   rn_set_grad_enabled(g);
@@ -146,7 +146,7 @@ static int run_train(const rn_backend *be, rn_tensor *y2, rn_tensor *sm, rn_tens
 
 static rn_tensor *batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                              rn_tensor *running_mean, rn_tensor *running_var, bool training,
-                             double momentum, double eps, bool relu) {
+                             double momentum, bool unbiased, double eps, bool relu) {
   char b1[128];
   if (x->ndim < 2) {
     rn_err("batch_norm: x has shape %s; it needs at least 2 dims (...,C), channels last",
@@ -191,7 +191,7 @@ static rn_tensor *batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                          : be->bn_relu_fwd_infer && !need)) {
     /* no fused kernel here: batch norm, then relu */
     rn_tensor *t = batch_norm(x, gamma, beta, running_mean, running_var, training, momentum,
-                              eps, false);
+                              unbiased, eps, false);
     rn_tensor *r = t ? rn_unary(RN_OP_RELU, t) : NULL;
     rn_release(t);
     return r;
@@ -213,7 +213,7 @@ static rn_tensor *batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
     sm = rn_empty(1, &C, x->dtype, rn_device(x));
     si = sm ? rn_empty(1, &C, x->dtype, rn_device(x)) : NULL;
     rc = si ? run_train(be, y2, sm, si, x2, gc, bc, running_mean, running_var,
-                        RN_MUTANT("bn_momentum") ? 1 - momentum : momentum, eps, relu)
+                        RN_MUTANT("bn_momentum") ? 1 - momentum : momentum, unbiased, eps, relu)
             : -1;
   } else if (rc == 0) {
     rc = param_contig(running_mean, &rmc);
@@ -276,12 +276,14 @@ static rn_tensor *batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
 
 rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                          rn_tensor *running_mean, rn_tensor *running_var, bool training,
-                         double momentum, double eps) {
-  return batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps, false);
+                         double momentum, bool unbiased, double eps) {
+  return batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, unbiased, eps,
+                    false);
 }
 
 rn_tensor *rn_batch_norm_relu(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                               rn_tensor *running_mean, rn_tensor *running_var, bool training,
-                              double momentum, double eps) {
-  return batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps, true);
+                              double momentum, bool unbiased, double eps) {
+  return batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, unbiased, eps,
+                    true);
 }

@@ -352,9 +352,10 @@ function SyncBN:call(x, training)
   if self.beta then y = y + self.beta end
   rn.no_grad(function()
     local m = self.momentum
-    local unbiased = count > 1 and var:detach() * (count / (count - 1)) or var:detach()
+    -- the biased global variance (Keras), or var * N/(N-1) with unbiased = true (PyTorch)
+    local v = (self.unbiased and count > 1) and var:detach() * (count / (count - 1)) or var:detach()
     self.moving_mean:copy_(self.moving_mean * m + mean:detach() * (1 - m))
-    self.moving_variance:copy_(self.moving_variance * m + unbiased * (1 - m))
+    self.moving_variance:copy_(self.moving_variance * m + v * (1 - m))
   end)
   if self._fuse_relu then y = y:relu() end
   return y

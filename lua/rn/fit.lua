@@ -573,7 +573,6 @@ function M.fit(model, loader, opts)
     if call_cbs(cbs, "on_epoch_begin", epoch, ctx) then ctx.stop = true end
     ctx.stop = agree(ctx.stop)
     if ctx.stop then break end
-    model:train()
     local bar = verbose and Progress.new { total = steps, title = string.format("Epoch %d/%d", epoch, epochs), out = out } or nil
     local step, t0 = skip, rn._clock()
     local seen0 = seen

@@ -45,6 +45,18 @@ rn.cuda = {
     local ok, why = core.cuda_is_available()
     return (not ok) and why or nil
   end,
+  -- usable() -> true, "<device name>" when a device is there and cuDNN loads
+  -- (tried on a 1x1 convolution), else false and the reason
+  usable = function()
+    local ok, why = core.cuda_is_available()
+    if not ok then return false, why end
+    local fine, err = pcall(function()
+      local x = rn.zeros({ 1, 1, 1, 1 }):cuda()
+      return rn.conv2d(x, x, nil, { padding = "same" })
+    end)
+    if not fine then return false, "a GPU is present but its convolutions (cuDNN) fail: " .. tostring(err) end
+    return true, core.cuda_device_name()
+  end,
   memory_stats = core.cuda_memory_stats or no_cuda("memory_stats"),
   empty_cache = core.cuda_empty_cache or no_cuda("empty_cache"),
   device_name = core.cuda_device_name or no_cuda("device_name"),

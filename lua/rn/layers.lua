@@ -187,7 +187,7 @@ function Layer:extend(class_name, methods)
 end
 
 function Layer:new(...)
-  local obj = setmetatable({ _weights = {}, _nodes = {}, training = true, trainable = true,
+  local obj = setmetatable({ _weights = {}, _nodes = {}, training = false, trainable = true,
     built = false }, self)
   obj:init(...)
   if obj.name == nil then obj.name = M.unique_name(obj.base_name or M.snake(obj.class_name)) end
@@ -363,8 +363,11 @@ function Layer:regularization_loss()
   return sum or rn.tensor(0)
 end
 
---- train(mode = true) / eval(): training mode for this layer and its
---- sublayers (BatchNormalization: batch vs moving statistics; Dropout on/off).
+--- train(mode = true) / eval(): the mode of a call without {training =}
+--- for this layer and its sublayers (BatchNormalization: batch vs moving
+--- statistics; Dropout on/off). Layers start in inference mode, as Keras
+--- (model(x) is model(x, {training = false}); fit and train_step pass
+--- training = true); train() is PyTorch's module.train() for ported code.
 function Layer:train(mode)
   if mode == nil then mode = true end
   local function set(l, seen)
@@ -781,17 +784,23 @@ M.BatchNormalization = BN
 --- BatchNormalization({axis=-1, momentum=0.99, epsilon=1e-3, center=true,
 --- scale=true, beta_initializer="zeros", gamma_initializer="ones",
 --- moving_mean_initializer="zeros", moving_variance_initializer="ones",
---- beta_regularizer=, gamma_regularizer=, name=}). Normalizes the last
---- (channel) dim. gamma/beta are trainable; moving_mean/moving_variance are
---- not (they count as non-trainable parameters). Training mode uses the
---- batch statistics and updates the moving ones
---- (moving = momentum*moving + (1-momentum)*batch); inference uses the
---- moving ones. A layer with trainable=false always runs in inference mode.
+--- beta_regularizer=, gamma_regularizer=, unbiased=false, name=}).
+--- Normalizes the last (channel) dim. gamma/beta are trainable;
+--- moving_mean/moving_variance are not (they count as non-trainable
+--- parameters). Training mode uses the batch statistics and updates the
+--- moving ones (moving = momentum*moving + (1-momentum)*batch, with the
+--- biased batch variance as Keras; unbiased = true takes var*N/(N-1) as
+--- PyTorch's BatchNorm); inference uses the moving ones. A layer with
+--- trainable=false always runs in inference mode.
 function BN:init(opts)
   opts = self:_options(opts, { "axis", "momentum", "epsilon", "center", "scale", "beta_initializer",
     "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer",
-    "beta_regularizer", "gamma_regularizer" })
+    "beta_regularizer", "gamma_regularizer", "unbiased" })
   self.axis = opts.axis or -1
+  self.unbiased = opts.unbiased == true
+  if opts.unbiased ~= nil and type(opts.unbiased) ~= "boolean" then
+    fail("BatchNormalization: unbiased must be a boolean, got %s", type(opts.unbiased))
+  end
   self.momentum = opts.momentum or 0.99
   self.epsilon = opts.epsilon or 1e-3
   if type(self.momentum) ~= "number" or self.momentum < 0 or self.momentum > 1 then
@@ -844,7 +853,7 @@ function BN:call(x, training)
   if x:dim() < 2 or x:size(-1) ~= self.moving_mean:size(1) then self:compute_output_shape(x:size()) end
   return rn.batch_norm(x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
     { training = (training and self.trainable) and true or false, momentum = self.momentum,
-      eps = self.epsilon, relu = self._fuse_relu })
+      eps = self.epsilon, relu = self._fuse_relu, unbiased = self.unbiased })
 end
 
 function BN:flops(_, o) return 2 * numel(o), 0 end

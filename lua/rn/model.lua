@@ -6,7 +6,8 @@
 --   local x = layers.Conv2D(16, 3, {padding = "same"})(inputs)
 --   local model = Model(inputs, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
 --   model:summary()
---   local y = model(rn.randn({8, 32, 32, 3}))        -- eager, with autograd
+--   local y = model(rn.randn({8, 32, 32, 3}))        -- eager, with autograd; inference
+--                                                     -- mode as Keras ({training = true} trains)
 --
 -- A symbolic tensor records the layer call that made it (a node: layer,
 -- inputs); Model(inputs, outputs) walks those records back from the outputs

@@ -1,9 +1,21 @@
--- optim.lua - optimizers with PyTorch's update rules (checked against torch
--- 1.13 on fixtures): SGD (momentum, dampening, nesterov, weight decay), Adam
--- and AdamW (amsgrad optional).
+-- optim.lua - optimizers with Keras 3's update rules and defaults (rule =
+-- "keras", the default), or PyTorch's (rule = "pytorch", checked against
+-- torch 1.13 on fixtures): SGD (momentum, nesterov, weight decay; dampening
+-- with the PyTorch rule), Adam and AdamW (amsgrad optional).
 --
 --   local opt = optim.SGD(model:parameters(), {lr = 0.1, momentum = 0.9, weight_decay = 1e-4})
 --   opt:zero_grad(); loss:backward(); opt:step()
+--
+-- The two rules (lr_t: the step's learning rate, g: the gradient):
+--   SGD momentum  keras:   v = m*v - lr_t*g;  w += v   (nesterov: w += m*v - lr_t*g)
+--                 pytorch: b = m*b + (1-dampening)*g;  w -= lr_t*b
+--                          (nesterov: w -= lr_t*(g + m*b))
+--     equal at a constant lr; under a schedule Keras' v keeps the lr of the
+--     step that added each gradient, PyTorch's b is rescaled by today's lr.
+--   Adam          keras:   w -= lr_t*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps)
+--                 pytorch: w -= lr_t/(1-b1^t) * m/(sqrt(v)/sqrt(1-b2^t) + eps)
+--   defaults      keras: Adam/AdamW eps 1e-7, AdamW weight_decay 0.004;
+--                 pytorch: eps 1e-8, AdamW weight_decay 1e-2.
 --
 -- Parameters: a list of tensors, a list of named entries
 -- (model:named_parameters()), or a list of groups
@@ -12,9 +24,11 @@
 -- bound later by model:compile or opt:set_params.
 -- lr is a number or a schedule: a function(step) -> lr, called with the
 -- number of steps done so far (0 for the first step; see rn.schedules).
--- Weight decay convention: SGD and Adam add weight_decay * p to the gradient
--- (L2, as torch; note Keras' l2 regularizer adds c*sum(w^2) to the loss,
--- i.e. 2c*w to the gradient); AdamW decays the weights directly,
+-- Weight decay convention: with the Keras rule every optimizer decays the
+-- weights directly, p <- p - lr * weight_decay * p, before the step (Keras'
+-- weight_decay option; its l2 regularizer instead adds c*sum(w^2) to the
+-- loss, i.e. 2c*w to the gradient). With the PyTorch rule SGD and Adam add
+-- weight_decay * p to the gradient (L2) and AdamW decays the weights,
 -- p <- p * (1 - lr * weight_decay), before the Adam step.
 -- Updates are in-place ops inside rn.no_grad. Parameters stored in bfloat16
 -- or float16 keep a float32 master copy in the optimizer state; the step
@@ -36,6 +50,8 @@ Optimizer.__index = Optimizer
 M.Optimizer = Optimizer
 
 local ALIASES = { learning_rate = "lr", epsilon = "eps" }
+
+local RULES = { keras = true, pytorch = true }
 
 local function err(self, msg, ...)
   error(string.format("%s: " .. msg, self.name, ...), 3)
@@ -97,7 +113,12 @@ local function new(cls, a, b)
   if type(opts) ~= "table" then err(self, "options must be a table, got %s", type(opts)) end
   local d = {}
   for k, v in pairs(cls._defaults) do d[k] = v end
-  for k, v in pairs(check_opts(self, opts)) do
+  local o = check_opts(self, opts)
+  if o.rule ~= nil and not RULES[o.rule] then
+    err(self, "rule must be \"keras\" or \"pytorch\", got %s", tostring(o.rule))
+  end
+  for k, v in pairs(cls._rule_defaults[o.rule or d.rule] or {}) do d[k] = v end
+  for k, v in pairs(o) do
     if k == "betas" then d.betas = { v[1] or d.betas[1], v[2] or d.betas[2] } else d[k] = v end
   end
   self.defaults = d
@@ -106,8 +127,10 @@ local function new(cls, a, b)
   return self
 end
 
-local function class(name, defaults, update, validate)
-  local cls = { name = name, _defaults = defaults, _update = update, _validate = validate }
+-- defaults: the Keras rule's; rule_defaults[rule]: what another rule changes
+local function class(name, defaults, rule_defaults, update, validate)
+  local cls = { name = name, _defaults = defaults, _rule_defaults = rule_defaults, _update = update,
+    _validate = validate }
   cls.__index = cls
   cls.__name = "rn.optim." .. name
   return setmetatable(cls, { __index = Optimizer, __call = new })
@@ -129,6 +152,9 @@ function Optimizer:add_param_group(group)
   local o = {}
   for k, v in pairs(group) do if k ~= "params" then o[k] = v end end
   for k, v in pairs(check_opts(self, o)) do
+    if k == "rule" and v ~= g.rule then
+      err(self, "rule is the whole optimizer's (%s here); it cannot change in a parameter group", g.rule)
+    end
     if k == "betas" then g.betas = { v[1] or g.betas[1], v[2] or g.betas[2] } else g[k] = v end
   end
   validate_group(self, g)
@@ -212,9 +238,26 @@ function Optimizer:step()
   return self
 end
 
--- ---- update rules (torch 1.13, single-tensor path) ------------------------------
+-- ---- update rules (Keras 3; torch 1.13, single-tensor path) ------------------------
+
+-- Keras' weight decay (every Keras optimizer): p <- p - lr * wd * p
+local function keras_decay(p, g, lr)
+  if g.weight_decay ~= 0 then p:mul_(1 - lr * g.weight_decay) end
+end
 
 local function sgd_update(p, grad, st, g, lr)
+  if g.rule == "keras" then
+    keras_decay(p, g, lr)
+    if g.momentum == 0 then p:add_(grad, -lr); return end
+    local v = st.velocity
+    if v == nil then
+      v = rn.zeros(p:size(), { dtype = p.dtype, device = p.device })
+      st.velocity = v
+    end
+    v:mul_(g.momentum):add_(grad, -lr)
+    if g.nesterov then p:add_(v, g.momentum):add_(grad, -lr) else p:add_(v) end
+    return
+  end
   local d = grad
   if g.weight_decay ~= 0 then d = d + p * g.weight_decay end
   if g.momentum ~= 0 then
@@ -234,6 +277,9 @@ local function sgd_validate(self, g)
   for _, k in ipairs({ "momentum", "dampening", "weight_decay" }) do
     if type(g[k]) ~= "number" or g[k] < 0 then err(self, "%s must be a number >= 0, got %s", k, tostring(g[k])) end
   end
+  if g.rule == "keras" and g.dampening ~= 0 then
+    err(self, "dampening is PyTorch's option (Keras' SGD has none); pass rule = \"pytorch\" with it")
+  end
   if g.nesterov and (g.momentum <= 0 or g.dampening ~= 0) then
     err(self, "nesterov needs momentum > 0 and dampening 0")
   end
@@ -243,8 +289,11 @@ local function adam_update_rule(decoupled)
   return function(p, grad, st, g, lr)
     st.step = (st.step or 0) + 1
     local b1, b2 = g.betas[1], g.betas[2]
+    local keras = g.rule == "keras"
     local d = grad
-    if g.weight_decay ~= 0 then
+    if keras then
+      keras_decay(p, g, lr)
+    elseif g.weight_decay ~= 0 then
       if decoupled then p:mul_(1 - lr * g.weight_decay) else d = d + p * g.weight_decay end
     end
     if not st.exp_avg then
@@ -260,8 +309,12 @@ local function adam_update_rule(decoupled)
       st.max_exp_avg_sq:copy_(st.max_exp_avg_sq:maximum(v))
       v = st.max_exp_avg_sq
     end
-    local denom = v:sqrt() / math.sqrt(bc2) + g.eps
-    p:add_(st.exp_avg / denom, -lr / bc1)
+    if keras then
+      p:add_(st.exp_avg / (v:sqrt() + g.eps), -lr * math.sqrt(bc2) / bc1)
+    else
+      local denom = v:sqrt() / math.sqrt(bc2) + g.eps
+      p:add_(st.exp_avg / denom, -lr / bc1)
+    end
   end
 end
 
@@ -274,17 +327,20 @@ local function adam_validate(self, g)
   if type(g.weight_decay) ~= "number" or g.weight_decay < 0 then err(self, "weight_decay must be a number >= 0") end
 end
 
---- SGD(params, {lr=0.01, momentum=0, dampening=0, nesterov=false, weight_decay=0})
-M.SGD = class("SGD", { lr = 0.01, momentum = 0, dampening = 0, nesterov = false, weight_decay = 0 },
-  sgd_update, sgd_validate)
+--- SGD(params, {lr=0.01, momentum=0, nesterov=false, weight_decay=0, rule="keras"})
+--- (dampening=0: with rule = "pytorch" only)
+M.SGD = class("SGD", { lr = 0.01, momentum = 0, dampening = 0, nesterov = false, weight_decay = 0,
+  rule = "keras" }, {}, sgd_update, sgd_validate)
 
---- Adam(params, {lr=1e-3, betas={0.9, 0.999}, eps=1e-8, weight_decay=0, amsgrad=false})
---- (torch's eps; Keras' default epsilon is 1e-7 and it is added to sqrt(v_hat) the same way)
-M.Adam = class("Adam", { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-8, weight_decay = 0, amsgrad = false },
-  adam_update_rule(false), adam_validate)
+--- Adam(params, {lr=1e-3, betas={0.9, 0.999}, eps=1e-7, weight_decay=0, amsgrad=false, rule="keras"})
+--- (rule = "pytorch": eps 1e-8 by default)
+M.Adam = class("Adam", { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-7, weight_decay = 0, amsgrad = false,
+  rule = "keras" }, { pytorch = { eps = 1e-8 } }, adam_update_rule(false), adam_validate)
 
---- AdamW(params, {lr=1e-3, betas={0.9, 0.999}, eps=1e-8, weight_decay=1e-2, amsgrad=false})
-M.AdamW = class("AdamW", { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-8, weight_decay = 1e-2, amsgrad = false },
+--- AdamW(params, {lr=1e-3, betas={0.9, 0.999}, eps=1e-7, weight_decay=0.004, amsgrad=false, rule="keras"})
+--- (rule = "pytorch": eps 1e-8, weight_decay 1e-2 by default)
+M.AdamW = class("AdamW", { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-7, weight_decay = 0.004,
+  amsgrad = false, rule = "keras" }, { pytorch = { eps = 1e-8, weight_decay = 1e-2 } },
   adam_update_rule(true), adam_validate)
 
 --- get(name): an unbound optimizer with default options ("sgd", "adam", "adamw").
@@ -318,7 +374,7 @@ function Optimizer:state_dict()
     for k, v in pairs(g) do
       if k == "betas" then c.betas = { v[1], v[2] }
       elseif k == "lr" then c.lr = type(v) == "number" and v or nil
-      elseif type(v) == "number" or type(v) == "boolean" then c[k] = v end
+      elseif type(v) == "number" or type(v) == "boolean" or k == "rule" then c[k] = v end
     end
     for j, id in ipairs(g.ids) do c.params[j] = id end
     sd.param_groups[i] = c
@@ -339,6 +395,10 @@ function Optimizer:load_state_dict(sd)
   local shapes = {}
   for gi, g in ipairs(self.param_groups) do
     local sg = sd.param_groups[gi]
+    if sg.rule ~= nil and sg.rule ~= g.rule then
+      err(self, "load_state_dict: the state was saved with rule = \"%s\", this optimizer has rule = \"%s\"",
+        tostring(sg.rule), g.rule)
+    end
     if #sg.params ~= #g.params then
       err(self, "load_state_dict: group %d has %d parameters saved, %d here", gi, #sg.params, #g.params)
     end
