@@ -84,7 +84,7 @@ T.test("an op called inside the rn library names the user's line too", function(
     if ok then T.skip("Dense did not overflow with this seed") end
     err = tostring(err)
     T.truthy(err:find("^anomaly: %w+ produced inf at "), err)
-    T.truthy(err:find("test_anomaly.lua:" .. l .. " (in rn/layers.lua:", 1, true), err)
+    T.truthy(err:find("test_anomaly.lua:" .. l .. " (in rn/layers/core.lua:", 1, true), err)
   end)
 end)
 

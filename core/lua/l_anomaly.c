@@ -65,7 +65,9 @@ static void pool_free(void) {
 /* ---- where: the Lua line of the call ------------------------------------- */
 static bool in_library(const lua_Debug *ar) {
   const char *p = strstr(ar->source, "lua/rn/");
-  return ar->source[0] == '@' && p && !strchr(p + 7, '/');
+  /* lua/rn/x.lua, or one level down: lua/rn/layers/x.lua */
+  const char *q = p ? strchr(p + 7, '/') : NULL;
+  return ar->source[0] == '@' && p && (!q || !strchr(q + 1, '/'));
 }
 
 /* Writes "file:line" (or "file:line (in rn/x.lua:n)") of the first Lua frame
