@@ -52,8 +52,11 @@
  * in float32 math, no TF32 tensor-op math unless $RN_CUDA_TF32=1, so
  * results match the CPU to 1e-3:
  * CUDNN_FMA_MATH, and NVIDIA_TF32_OVERRIDE=0 set (if unset) before cuDNN
- * loads). Workspaces and temporaries come from rn_cuda_alloc and go back to
- * it in stream order.
+ * loads). The x, y, filter and convolution descriptors are made with the
+ * choice and kept in the same table entry (destroyed when it is dropped), so
+ * the steady state creates none per call ($RN_CUDNN_DESC_CACHE=0: made and
+ * destroyed per call, as before). Workspaces and temporaries come from
+ * rn_cuda_alloc and go back to it in stream order.
  *
  * Deterministic mode (rn_is_deterministic()): only answers that cuDNN reports
  * CUDNN_DETERMINISTIC and that are not documented non-deterministic

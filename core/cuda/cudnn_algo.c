@@ -80,6 +80,10 @@ int rn_dnn_geom_init(cgeom *g, const int64_t *xs, const rn_tensor *w, const int6
  * (the others are destroyed all the same); !check (on an error path, whose
  * first error must stand): statuses ignored, returns 0. */
 int rn_dnn_descs_free(descs *d, bool check) {
+  if (d->cached) { /* the cache's: destroyed when its entry is dropped */
+    memset(d, 0, sizeof *d);
+    return 0;
+  }
   cudnnStatus_t st[4] = {CUDNN_STATUS_SUCCESS, CUDNN_STATUS_SUCCESS, CUDNN_STATUS_SUCCESS,
                          CUDNN_STATUS_SUCCESS};
   if (d->x) st[0] = rn_dnn.cudnnDestroyTensorDescriptor(d->x);
@@ -145,10 +149,22 @@ typedef struct {
   bool bf16;  /* bfloat16 math (false: float32 fallback or policy) */
   cudnnMathType_t math;
   size_t ws;
+  descs d;    /* the descriptors, made once (d.conv NULL: not kept) */
 } algo_entry;
 
 static algo_entry cache[CACHE_N];
 static int cache_next;
+
+/* $RN_CUDNN_DESC_CACHE=0: descriptors made and destroyed per call (the path
+ * before issue 19, kept for comparison on a GPU) */
+static bool desc_cache_on(void) {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("RN_CUDNN_DESC_CACHE");
+    v = !(e && strcmp(e, "0") == 0);
+  }
+  return v == 1;
+}
 
 static size_t ws_limit(void) {
   static size_t v = 0;
@@ -366,6 +382,11 @@ int rn_dnn_plan(cgeom *g, descs *d, int *algo, size_t *ws) {
       g->bf16 = cache[i].bf16;
       *algo = cache[i].algo;
       *ws = cache[i].ws;
+      if (cache[i].d.conv) {
+        *d = cache[i].d;
+        d->cached = true;
+        return 0;
+      }
       if (rn_dnn_descs_make(d, g) < 0) return -1;
       if (DNNF(cudnnSetConvolutionMathType, d->conv, cache[i].math) < 0) {
         rn_dnn_descs_free(d, false);
@@ -402,6 +423,16 @@ int rn_dnn_plan(cgeom *g, descs *d, int *algo, size_t *ws) {
   if (rc != 0) return -1; /* rn_err names the last try's shape and layout */
   algo_entry *e = &cache[cache_next];
   cache_next = (cache_next + 1) % CACHE_N; /* a full table forgets its oldest entry */
+  if (e->d.conv) { /* not in use: each convolution plans once, then runs */
+    e->d.cached = false;
+    (void)rn_dnn_descs_free(&e->d, false);
+  }
+  memset(&e->d, 0, sizeof e->d);
+  if (desc_cache_on()) { /* the entry keeps the descriptors; d lends them */
+    e->d = *d;
+    e->d.cached = false;
+    d->cached = true;
+  }
   e->key = *k;
   e->used = 1;
   e->algo = *algo;

@@ -165,11 +165,14 @@ typedef struct {
   cudnnTensorDescriptor_t x, y;
   cudnnFilterDescriptor_t w;
   cudnnConvolutionDescriptor_t conv;
+  bool cached; /* owned by the algorithm cache (rn_dnn_descs_free only forgets them) */
 } descs;
 
 int rn_dnn_descs_free(descs *d, bool check);
 int rn_dnn_descs_make(descs *d, const cgeom *g);
-/* Descriptors d and the algorithm for g (kind set), cached per shape. */
+/* Descriptors d and the algorithm for g (kind set), cached per shape; the
+ * descriptors too (made once per shape, never per call) unless
+ * $RN_CUDNN_DESC_CACHE=0, which restores per-call descriptors. */
 int rn_dnn_plan(cgeom *g, descs *d, int *algo, size_t *ws);
 
 #endif
