@@ -15,6 +15,7 @@
 #ifndef RN_BACKEND_H
 #define RN_BACKEND_H
 
+#include "optim_math.h"
 #include "rn.h"
 
 #define RN_POST_SUM 1  /* conv2d_fwd_fused: add the conv into y's values */
@@ -110,6 +111,11 @@ typedef struct rn_backend {
                      const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
                      const rn_tensor *beta, const rn_tensor *save_mean,
                      const rn_tensor *save_invstd);
+  /* optional: the multi-tensor optimizer step (core/optim_math.h) over n
+   * segments of dtype dt (float32/float64), checked by core/ops/optim.c, in
+   * as few launches as the device allows. Where absent (the CPU), the front
+   * end runs the same math as one host loop (the CPU twin). */
+  int (*optim_multi_step)(const rn_mt_hp *hp, rn_dtype dt, const rn_mt_seg *segs, int n);
 } rn_backend;
 
 /* The backend for a device, or NULL + rn_err (not built, no device). */

@@ -22,6 +22,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../core/optim_math.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -201,6 +203,15 @@ typedef struct {
 cudaError_t rnk_augment_batch(rnk_aug_geom g, const uint8_t *img, const int64_t *labels,
                               const int64_t *order, int64_t start, int64_t B, const float *lut,
                               float *x, int64_t *y, cudaStream_t s);
+
+/* ---- optim.cu ---------------------------------------------------------- */
+
+#define RNK_MT_CHUNK 4096 /* elements per block of the multi-tensor step */
+/* The multi-tensor optimizer step (core/optim_math.h) over nseg segments in
+ * device memory, blk0 (nseg + 1, device) the first block of each (chunks of
+ * RNK_MT_CHUNK), nblocks = blk0[nseg]; dt float32 or float64. */
+cudaError_t rnk_optim_multi_step(int dt, const rn_mt_hp *hp, const rn_mt_seg *segs,
+                                 const int64_t *blk0, int nseg, int64_t nblocks, cudaStream_t s);
 
 #ifdef __cplusplus
 }

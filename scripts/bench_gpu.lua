@@ -24,6 +24,8 @@
 --         around that mode's runs and float32 restored after them.
 -- cuDNN algorithms come from its heuristics unless RN_CUDNN_FIND=1
 -- (measured, as PyTorch's cudnn.benchmark): "+find" is appended to the mode.
+-- RN_FUSED_OPTIM=0 (per-tensor optimizer) or RN_CUDNN_DESC_CACHE=0 (cuDNN
+-- descriptors per call), the paths before issue 19, append "+legacy".
 local rn = require "rn"
 local core = require "rn.core"
 
@@ -49,6 +51,10 @@ local sync = opt.device == "cuda" and core.cuda_synchronize or function() end
 local chunk = assert(loadfile("scripts/resnet_cifar.lua"))
 local create_resnet = chunk().create_resnet
 local find = os.getenv("RN_CUDNN_FIND") == "1" and "+find" or ""
+-- issue 19's switches back to the earlier paths: "+legacy" marks such a run
+if os.getenv("RN_FUSED_OPTIM") == "0" or os.getenv("RN_CUDNN_DESC_CACHE") == "0" then
+  find = find .. "+legacy"
+end
 local modes = {} -- {name printed, policy}
 for m in tostring(opt.modes):gmatch("[^,%s]+") do
   if m == "fp32" then

@@ -26,7 +26,11 @@
 #              ["rnlua", ".gpulibs", ".gpudata"]) and built with CUDA; else `make` where
 #              nvcc exists
 #   cuda_tests ./rnlua tests/run.lua tests/test_cuda.lua tests/test_determinism.lua
-#              tests/test_cuda_data.lua, all but the out-of-memory test
+#              tests/test_cuda_data.lua tests/test_optim_fused.lua (the
+#              one-launch optimizer against the per-tensor one and the CPU
+#              twin), all but the out-of-memory test; then the convolution
+#              tests of test_cuda.lua again with RN_CUDNN_DESC_CACHE=0 (the
+#              per-call descriptors before issue 19: both paths at parity)
 #   sanitizer  compute-sanitizer memcheck on a light run of test_cuda and
 #              test_cuda_data
 #   oom        the out-of-memory test alone (it fills the card), with the
@@ -40,12 +44,14 @@
 #              channels_last, torch.compile; $RN_GPU_TORCH_ARGS) where python3
 #              has torch; their RESULT lines become a table (images/s,
 #              s/epoch, rnlua/torch ratios), printed (and saved in
-#              summary.txt) just before the step table
+#              summary.txt) just before the step table; bench.log also
+#              holds an fp32 run with RN_FUSED_OPTIM=0 RN_CUDNN_DESC_CACHE=0
+#              (mode "fp32+legacy": the paths before issue 19, for the gain)
 # A summary table comes last (after the bench table). Re-runnable: it only
 # writes OUTDIR (and, for `make`, the build dir). Bounded: every step has a
-# timeout, cut to what is left of $RN_GPU_BUDGET seconds (default 300: run
-# it with a device timeout_s of 330 or more; 400 runs every step to its
-# end); the timeouts (tests 100, sanitizer 60, oom 60, train 40, bench 60 +
+# timeout, cut to what is left of $RN_GPU_BUDGET seconds (default 330: run
+# it with a device timeout_s of 360 or more; 480 runs every step to its
+# end); the timeouts (tests 130, sanitizer 60, oom 60, train 40, bench 100 +
 # 90) are in priority order, so a slow step starves the later, less
 # important ones, never the summary. bench also prints the per-layer
 # profile at batch 128 (--profile).
@@ -114,10 +120,10 @@ note_of() {
   grep -E '^[0-9]+ passed, [0-9]+ failed|ERROR SUMMARY' "$1" 2>/dev/null | tail -n 1
 }
 
-# The whole run stays within $RN_GPU_BUDGET seconds (default 300, about 5
+# The whole run stays within $RN_GPU_BUDGET seconds (default 330, about 5.5
 # minutes of the session's 15 of device time): each step's timeout is cut to
 # what is left.
-BUDGET=${RN_GPU_BUDGET:-300}
+BUDGET=${RN_GPU_BUDGET:-330}
 
 # step NAME TIMEOUT CMD...: runs CMD with a timeout, output to OUTDIR/NAME.log
 step() {
@@ -278,8 +284,10 @@ rm -f "$PROBE"
 
 # ---- tests --------------------------------------------------------------------
 # the out-of-memory test fills the card: its own step, after the others
-step cuda_tests 100 env RN_TEST_VERBOSE=2 RN_TEST_EXCLUDE="out of memory" ./rnlua tests/run.lua \
-  tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua
+step cuda_tests 130 bash -c 'env RN_TEST_VERBOSE=2 RN_TEST_EXCLUDE="out of memory" ./rnlua tests/run.lua \
+  tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua tests/test_optim_fused.lua;
+  rc=$?; echo "== again with RN_CUDNN_DESC_CACHE=0 (per-call descriptors): the conv tests";
+  env RN_CUDNN_DESC_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1; exit $rc'
 
 if command -v compute-sanitizer >/dev/null; then
   step sanitizer 60 env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
@@ -342,8 +350,11 @@ bench_table() {
 if [ -f scripts/bench_gpu.lua ]; then
   # shellcheck disable=SC2086
   # cuDNN algorithms measured (RN_CUDNN_FIND=1), as torch.backends.cudnn.benchmark below
-  step bench 60 env RN_CUDNN_FIND="${RN_CUDNN_FIND:-1}" ./rnlua scripts/bench_gpu.lua \
-    ${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 40 --profile 128}
+  BENCH_ARGS=${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 40 --profile 128}
+  # then fp32 on the paths before issue 19 (RESULT mode "fp32+find+legacy")
+  step bench 100 bash -c "env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} ./rnlua scripts/bench_gpu.lua $BENCH_ARGS;
+    rc=\$?; env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_FUSED_OPTIM=0 RN_CUDNN_DESC_CACHE=0 \
+    ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 3 --steps 10 --budget 30 --modes fp32; exit \$rc"
   if command -v python3 >/dev/null && env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 60 python3 -c 'import torch' 2>/dev/null; then
     # shellcheck disable=SC2086
     step bench_torch 90 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu_torch.py \

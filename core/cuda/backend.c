@@ -3,7 +3,8 @@
  * a device is found, else NULL with the reason (device.c).
  *
  * Every slot is filled: conv2d_* through cuDNN (cudnn.c), pool2d_* and bn_*
- * with kernels/nn.cu (nn.c). */
+ * with kernels/nn.cu (nn.c); of the optional slots, optim_multi_step
+ * (optim.c, kernels/optim.cu). */
 #include "cuda.h"
 
 /* kernels/kernels.h repeats the core's enum values as plain ints */
@@ -72,6 +73,7 @@ static const rn_backend cuda_backend = {
   .bn_fwd_train = rn_cuda_bn_fwd_train,
   .bn_fwd_infer = rn_cuda_bn_fwd_infer,
   .bn_bwd = rn_cuda_bn_bwd,
+  .optim_multi_step = rn_cuda_optim_multi_step,
 };
 
 const rn_backend *rn_cuda_backend(void) {

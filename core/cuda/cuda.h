@@ -138,6 +138,8 @@ int rn_cuda_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamm
 int rn_cuda_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                    const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
                    const rn_tensor *save_invstd);
+/* optim.c: the multi-tensor optimizer step in one launch */
+int rn_cuda_optim_multi_step(const rn_mt_hp *hp, rn_dtype dt, const rn_mt_seg *segs, int n);
 
 /* ---- cuDNN convolutions (cudnn.c) ---------------------------------------- */
 

@@ -17,6 +17,7 @@ int luaopen_rn_core(lua_State *L) {
   rnl_open_plot(L, rn_idx, methods_idx);
   rnl_open_anomaly(L, rn_idx, methods_idx);
   rnl_open_profile(L, rn_idx, methods_idx);
+  rnl_open_optim(L, rn_idx, methods_idx);
   rnl_open_cpu(L, rn_idx, methods_idx);
   rnl_open_determinism(L, rn_idx); /* in l_cuda.c, compiled in every build */
   rnl_open_dist(L, rn_idx);        /* l_dist.c: rn.distributed's core */

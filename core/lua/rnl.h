@@ -62,6 +62,7 @@ void rnl_open_data(lua_State *L, int rn_idx, int methods_idx); /* batches, augme
 void rnl_open_plot(lua_State *L, int rn_idx, int methods_idx); /* PNG canvas */
 void rnl_open_anomaly(lua_State *L, int rn_idx, int methods_idx); /* l_anomaly.c */
 void rnl_open_profile(lua_State *L, int rn_idx, int methods_idx); /* l_profile.c: _profile_* */
+void rnl_open_optim(lua_State *L, int rn_idx, int methods_idx); /* l_optim.c: optim_multi_step */
 void rnl_open_cpu(lua_State *L, int rn_idx, int methods_idx); /* l_cpu.c: rn.cpu, precision */
 void rnl_open_determinism(lua_State *L, int rn_idx); /* l_cuda.c: rn.set_deterministic, ... */
 void rnl_open_dist(lua_State *L, int rn_idx); /* l_dist.c: dist_* (lua/rn/distributed.lua) */

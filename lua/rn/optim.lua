@@ -217,6 +217,7 @@ function Optimizer:step()
     for _, g in ipairs(self.param_groups) do
       local lr = resolve_lr(self, g.lr)
       g.last_lr = lr
+      if M._fused_step(self, g, lr) then goto next_group end -- issue 19: one call for the group
       for i, p in ipairs(g.params) do
         local grad = p.grad
         if grad then
@@ -232,6 +233,7 @@ function Optimizer:step()
           end
         end
       end
+      ::next_group::
     end
   end)
   self.iterations = self.iterations + 1
@@ -342,6 +344,75 @@ M.Adam = class("Adam", { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-7, weight_d
 M.AdamW = class("AdamW", { lr = 1e-3, betas = { 0.9, 0.999 }, eps = 1e-7, weight_decay = 0.004,
   amsgrad = false, rule = "keras" }, { pytorch = { eps = 1e-8, weight_decay = 1e-2 } },
   adam_update_rule(true), adam_validate)
+
+-- ---- issue 19: the multi-tensor step ------------------------------------------------
+-- One rn.optim_multi_step call (core/ops/optim.c: one CUDA launch, or the
+-- CPU twin's one loop, equal bit for bit to the per-tensor rules above)
+-- updates a whole group with the same state entries (momentum_buffer or
+-- velocity, step, exp_avg, exp_avg_sq, max_exp_avg_sq). M.fused: nil (the
+-- default: on for CUDA parameters; $RN_FUSED_OPTIM=0 turns it off, =1 on
+-- for every device), true or false. A group it cannot take (16-bit or mixed
+-- dtypes or devices, non-contiguous tensors, another optimizer class) runs
+-- the per-tensor path, as when it is off.
+M.fused = nil
+local FUSED_KIND = { SGD = "sgd", Adam = "adam", AdamW = "adam" }
+
+local function fused_wanted(dev)
+  if M.fused ~= nil then return M.fused end
+  local e = os.getenv("RN_FUSED_OPTIM")
+  if e == "0" then return false end
+  if e == "1" then return true end
+  return dev == "cuda"
+end
+
+function M._fused_step(self, g, lr)
+  local kind, p1 = FUSED_KIND[self.name], g.params[1]
+  if not kind or not p1 then return false end
+  if self._update ~= M[self.name]._update or not fused_wanted(p1.device) then return false end
+  local dt, dev = p1.dtype, p1.device
+  if dt ~= "float32" and dt ~= "float64" then return false end
+  for _, p in ipairs(g.params) do
+    local gr = p.grad
+    if p.dtype ~= dt or p.device ~= dev or not p:is_contiguous()
+      or (gr and (gr.dtype ~= dt or gr.device ~= dev or not gr:is_contiguous())) then
+      return false
+    end
+  end
+  local rule = g.rule or "pytorch"
+  local o = { dtype = dt, device = dev }
+  local items = {}
+  for i, p in ipairs(g.params) do
+    local grad = p.grad
+    if grad then
+      local id = g.ids[i]
+      local st = self.state[id]
+      if not st then st = {}; self.state[id] = st end
+      local it = { p = p, g = grad }
+      if kind == "sgd" then
+        if g.momentum ~= 0 then
+          local key = rule == "keras" and "velocity" or "momentum_buffer"
+          if not st[key] then st[key] = rn.zeros(p:size(), o); it.first = true end
+          it.s1 = st[key]
+        end
+      else
+        st.step = (st.step or 0) + 1
+        it.step = st.step
+        if not st.exp_avg then
+          st.exp_avg, st.exp_avg_sq = rn.zeros(p:size(), o), rn.zeros(p:size(), o)
+          if g.amsgrad then st.max_exp_avg_sq = rn.zeros(p:size(), o) end
+        end
+        it.s1, it.s2, it.s3 = st.exp_avg, st.exp_avg_sq, g.amsgrad and st.max_exp_avg_sq or nil
+      end
+      items[#items + 1] = it
+    end
+  end
+  rn.optim_multi_step({ kind = kind, rule = rule, lr = lr, weight_decay = g.weight_decay,
+    momentum = g.momentum, dampening = g.dampening, nesterov = g.nesterov,
+    beta1 = g.betas and g.betas[1], beta2 = g.betas and g.betas[2], eps = g.eps,
+    amsgrad = g.amsgrad, decoupled = self.name == "AdamW" }, items)
+  return true
+end
+-- ---- end of issue 19 ------------------------------------------------------------------
 
 --- get(name): an unbound optimizer with default options ("sgd", "adam", "adamw").
 function M.get(name)
