@@ -39,8 +39,9 @@ local function run(cls, opts, dtype, fused, device)
   local saved = optim.fused
   optim.fused = fused
   local ps = params(dtype, device, 7)
-  local opt = cls(ps, opts)
+  local opt
   local ok, err = pcall(function()
+    opt = cls(ps, opts)
     for step = 1, 10 do
       grads(ps, step)
       if step == 4 then ps[2].grad = nil end -- a tensor without a gradient this step
@@ -55,7 +56,7 @@ end
 local CASES = {
   { "SGD plain", optim.SGD, { lr = 0.1 } },
   { "SGD momentum", optim.SGD, { lr = 0.05, momentum = 0.9 } },
-  { "SGD dampening + wd", optim.SGD, { lr = 0.05, momentum = 0.8, dampening = 0.3, weight_decay = 1e-3 } },
+  { "SGD dampening + wd", optim.SGD, { lr = 0.05, momentum = 0.8, dampening = 0.3, weight_decay = 1e-3, rule = "pytorch" } },
   { "SGD nesterov + wd", optim.SGD, { lr = 0.05, momentum = 0.9, nesterov = true, weight_decay = 5e-4 } },
   { "SGD wd, schedule", optim.SGD, { lr = function(s) return 0.1 / (1 + s) end, weight_decay = 1e-2 } },
   { "Adam", optim.Adam, { lr = 1e-2 } },
