@@ -282,7 +282,7 @@ end)
 T.test("misuse: unknown options name the layer and the valid ones", function()
   T.raises(function() layers.Conv2D(8, 3, { stride = 2 }) end,
     "Conv2D: unknown option 'stride' (did you mean 'strides'?); valid options: activation, bias_initializer, "
-    .. "bias_regularizer, dilation_rate, kernel_initializer, kernel_regularizer, name, padding, strides, "
+    .. "bias_regularizer, dilation_rate, groups, kernel_initializer, kernel_regularizer, name, padding, strides, "
     .. "trainable, use_bias", true)
   T.raises(function() layers.BatchNormalization({ eps = 1e-5 }) end,
     "BatchNormalization: unknown option 'eps'")

@@ -299,7 +299,7 @@ local function conv_fused(l, x, plan, relu, acc)
     if bn.beta then b = b + bn.beta end
   end
   return rn._conv2d_fused(x, w, b,
-    { stride = l.strides, padding = l.padding, dilation = l.dilation_rate }, relu, acc)
+    { stride = l.strides, padding = l.padding, dilation = l.dilation_rate, groups = l.groups }, relu, acc)
 end
 
 --- model:get_layer(name): the layer of that name (nil if none).

@@ -1,4 +1,6 @@
--- merge.lua (layers) - merging layers: Add, Concatenate.
+-- merge.lua (layers) - merging layers: Add, Subtract, Multiply, Average,
+-- Maximum, Minimum (elementwise over a list of tensors whose shapes
+-- broadcast, as Keras's merge layers), Concatenate.
 local M = require "rn.layers.base"
 local h = M._h
 local rn, fail, numel, is_sym = h.rn, h.fail, h.numel, h.is_sym
@@ -16,41 +18,63 @@ local function list_input(self, x, min)
   end
 end
 
-local Add = Layer:extend("Add")
-M.Add = Add
-
---- Add({name=}): the elementwise sum of a list of same-shape tensors.
-function Add:init(opts) self:_options(opts, {}) end
-
-local function same_shapes(self, shapes)
+-- The shape the list broadcasts to: equal ranks, and per dim equal sizes or
+-- 1 (an unknown batch, -1, matches anything), as Keras's merge layers.
+local function merged_shape(self, shapes)
+  local out = M.shape(shapes[1])
   for i = 2, #shapes do
-    local a, b = shapes[1], shapes[i]
-    local same = #a == #b
-    for d = 2, #a do if a[d] ~= b[d] then same = false end end
-    if not same or (a[1] >= 0 and b[1] >= 0 and a[1] ~= b[1]) then
-      fail("%s: shapes %s and %s differ", self:who(), M.shape_str(a), M.shape_str(b))
+    local b = shapes[i]
+    local ok = #b == #out
+    for d = 1, ok and #out or 0 do
+      local x, y = out[d], b[d]
+      if x == -1 or y == -1 then out[d] = (x == 1 or x == -1) and y or x
+      elseif x == 1 then out[d] = y
+      elseif y ~= 1 and y ~= x then ok = false end
     end
+    if not ok then fail("%s: shapes %s and %s differ", self:who(), M.shape_str(shapes[1]), M.shape_str(b)) end
   end
+  return out
 end
 
-function Add:compute_output_shape(shapes)
-  list_input(self, shapes, 1)
-  same_shapes(self, shapes)
-  return M.shape(shapes[1])
+local function sizes(xs)
+  local sh = {}
+  for i, x in ipairs(xs) do sh[i] = x:size() end
+  return sh
 end
 
-function Add:call(xs)
-  list_input(self, xs, 1)
-  if #xs > 1 then
-    local sh = {}
-    for i, x in ipairs(xs) do sh[i] = x:size() end
-    same_shapes(self, sh)
+-- An elementwise merge layer: fold(y, x) over the list, then finish(y, n).
+local function merge_class(class_name, doc_min, fold, finish)
+  local C = Layer:extend(class_name)
+  M[class_name] = C
+  function C:init(opts) self:_options(opts, {}) end
+  function C:compute_output_shape(shapes)
+    list_input(self, shapes, doc_min)
+    if class_name == "Subtract" and #shapes ~= 2 then
+      fail("%s: expects exactly 2 tensors, got %d", self:who(), #shapes)
+    end
+    return merged_shape(self, shapes)
   end
-  local y = xs[1]
-  for i = 2, #xs do y = y + xs[i] end
-  return y
+  function C:call(xs)
+    list_input(self, xs, doc_min)
+    if #xs > 1 or class_name == "Subtract" then self:compute_output_shape(sizes(xs)) end
+    local y = xs[1]
+    for i = 2, #xs do y = fold(y, xs[i]) end
+    if finish then y = finish(y, #xs) end
+    return y
+  end
+  function C:flops(s, o) return (#s - 1 + (finish and 1 or 0)) * numel(o), 0 end
+  return C
 end
-function Add:flops(s, o) return (#s - 1) * numel(o), 0 end
+
+--- Add({name=}), Subtract (exactly 2: a - b), Multiply, Average, Maximum,
+--- Minimum: the elementwise sum, difference, product, mean, max, min of a list
+--- of tensors (shapes equal, or broadcasting over dims of size 1).
+merge_class("Add", 1, function(a, b) return a + b end)
+merge_class("Subtract", 2, function(a, b) return a - b end)
+merge_class("Multiply", 1, function(a, b) return a * b end)
+merge_class("Average", 1, function(a, b) return a + b end, function(y, n) return y * (1 / n) end)
+merge_class("Maximum", 1, function(a, b) return rn.maximum(a, b) end)
+merge_class("Minimum", 1, function(a, b) return rn.minimum(a, b) end)
 
 local Concatenate = Layer:extend("Concatenate")
 M.Concatenate = Concatenate
