@@ -40,7 +40,7 @@
  * go past CACHE_MAX.
  *
  * Choice (mode AUTO): the first call of each (direction, shapes, padding,
- * epilogue, threads, ISA) runs ours and oneDNN's kernel twice each and
+ * bias, threads, ISA) runs ours and oneDNN's kernel twice each and
  * keeps the faster (its result is the call's; like cudnn.benchmark); the
  * choices are listed by rn_wino_choice (rn.cpu.conv_choices()) and the
  * kernel that ran is noted like oneDNN's (rn.cpu.conv_kernels(): e.g.
@@ -331,7 +331,9 @@ static int choose(const call *c, bool *done) {
   ckey k;
   memset(&k, 0, sizeof k); /* compared with memcmp */
   const rn_tensor *x = c->act, *y = c->out;
-  k.dir = c->dir; k.post = c->post; k.bias = c->b != NULL;
+  k.dir = c->dir; k.bias = c->b != NULL; /* the epilogue is not part of the key: a
+   * fused forward runs the kernel its plain twin runs (measured by whichever
+   * comes first), so both give the same bits */
   k.threads = omp_get_max_threads(); k.vl = c->isa->vl;
   k.N = x->shape[0]; k.H = x->shape[1]; k.W = x->shape[2]; k.C = x->shape[3];
   k.O = y->shape[3]; k.OH = y->shape[1]; k.OW = y->shape[2];
