@@ -96,6 +96,12 @@ $(BUILD)/%.o: %.c $(BUILD)/flags.stamp
 
 -include $(DEPS)
 
+# The per-ISA kernels alone are compiled for their instruction sets (the rest
+# of the binary stays baseline x86-64); wino.c calls them only when the
+# capped CPU features say so (core/cpu/wino.c).
+$(BUILD)/core/cpu/wino_avx2.o: CFLAGS += -mavx2 -mfma
+$(BUILD)/core/cpu/wino_avx512.o: CFLAGS += -mavx512f -mfma
+
 # ---- packages ---------------------------------------------------------------
 DEB_PKGS = liblua5.4-dev libdnnl-dev libopenblas-dev libreadline-dev zlib1g-dev dataset-fashion-mnist \
   libopenmpi-dev openmpi-bin

@@ -223,20 +223,22 @@ T.test("conv2d_fused: epilogues against conv + add + relu, and its errors", func
     if cin == 32 then x, w = rn.randn({2, 7, 7, 32}), rn.randn({3, 3, 32, 32}) * 0.2 end
     rn.no_grad(function()
       local c = rn.conv2d(x, w, b, o)
+      -- c is computed once, by "auto"'s kernel (perhaps rnlua's Winograd, whose
+      -- rounding differs from the direct kernels' by ~1e-5 of the scale)
       for _, impl in ipairs({"auto", "direct", "im2col"}) do
         rn.cpu.set_conv_impl(impl)
         local what = cin .. " channels, " .. impl
         local ok, err = pcall(function()
-          T.near(fused(x, w, b, o, false, nil), c, 1e-5, 1e-5, what .. ": plain")
-          T.near(fused(x, w, b, o, true, nil), c:relu(), 1e-5, 1e-5, what .. ": relu")
+          T.near(fused(x, w, b, o, false, nil), c, 5e-5, 5e-5, what .. ": plain")
+          T.near(fused(x, w, b, o, true, nil), c:relu(), 5e-5, 5e-5, what .. ": relu")
           local a = acc:clone()
           local y = fused(x, w, nil, o, false, a)
-          T.near(y, rn.conv2d(x, w, nil, o) + acc, 1e-5, 1e-5, what .. ": sum")
+          T.near(y, rn.conv2d(x, w, nil, o) + acc, 5e-5, 5e-5, what .. ": sum")
           T.eq((y - a):abs():max():item(), 0, what .. ": the result is the accumulator's memory")
           a = acc:clone()
-          T.near(fused(x, w, b, o, true, a), (c + acc):relu(), 1e-5, 1e-5, what .. ": sum + relu")
+          T.near(fused(x, w, b, o, true, a), (c + acc):relu(), 5e-5, 5e-5, what .. ": sum + relu")
           local s2 = {stride = 2, padding = "same"}
-          T.near(fused(x, w, b, s2, true, nil), rn.conv2d(x, w, b, s2):relu(), 1e-5, 1e-5,
+          T.near(fused(x, w, b, s2, true, nil), rn.conv2d(x, w, b, s2):relu(), 5e-5, 5e-5,
             what .. ": stride 2")
         end)
         rn.cpu.set_conv_impl("auto")

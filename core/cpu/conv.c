@@ -5,6 +5,10 @@
  * with stride, dilation and asymmetric explicit padding (rn_conv_params; its
  * params arrive with `same` already resolved to explicit pads).
  *
+ * Order: rnlua's own Winograd (wino.c: 3x3 stride-1 float32, where it
+ * applies and is chosen), then oneDNN (conv_dnnl.c), then the im2col
+ * kernels of this file.
+ *
  * Method: im2col + BLAS GEMM (float32 via cblas_sgemm, float64 via
  * cblas_dgemm). In NHWC each output pixel's receptive field is KH*KW runs of
  * Cin contiguous values, so the column matrix
@@ -36,6 +40,7 @@
 #include <string.h>
 
 #include "conv_dnnl.h"
+#include "wino.h"
 
 #ifndef CHUNK_BYTES
 #define CHUNK_BYTES ((size_t)512 << 10) /* column buffer per chunk (per thread) */
@@ -377,6 +382,8 @@ int rn_cpu_conv2d_fwd_fused(rn_tensor *y, const rn_tensor *x, const rn_tensor *w
   geom g;
   if (check_dtype(x->dtype, "conv2d") < 0 || geom_init(&g, x->shape, w, y->shape, p, "conv2d") < 0)
     return -1;
+  int rw = rn_wino_conv2d_fwd(y, x, w, b, p, post);
+  if (rw != RN_WINO_SKIP) return rw;
   int rd = rn_dnnl_conv2d_fwd_post(y, x, w, b, p, post);
   return rd == RN_DNNL_FALLBACK ? RN_NOT_FUSED : rd;
 }
@@ -387,7 +394,9 @@ int rn_cpu_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, cons
   geom g;
   if (check_dtype(x->dtype, op) < 0 || geom_init(&g, x->shape, w, y->shape, p, op) < 0)
     return -1;
-  int rd = rn_dnnl_conv2d_fwd(y, x, w, b, p);
+  int rd = rn_wino_conv2d_fwd(y, x, w, b, p, 0);
+  if (rd != RN_WINO_SKIP) return rd;
+  rd = rn_dnnl_conv2d_fwd(y, x, w, b, p);
   if (rd != RN_DNNL_FALLBACK) return rd;
   if (p->groups > 1)
     return grouped(G_FWD, (rn_tensor *)x, (rn_tensor *)w, (rn_tensor *)b, y, p);
@@ -431,7 +440,9 @@ int rn_cpu_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *
   geom g;
   if (check_dtype(gx->dtype, op) < 0 || geom_init(&g, gx->shape, w, gy->shape, p, op) < 0)
     return -1;
-  int rd = rn_dnnl_conv2d_bwd_data(gx, gy, w, p);
+  int rd = rn_wino_conv2d_bwd_data(gx, gy, w, p);
+  if (rd != RN_WINO_SKIP) return rd;
+  rd = rn_dnnl_conv2d_bwd_data(gx, gy, w, p);
   if (rd != RN_DNNL_FALLBACK) return rd;
   if (p->groups > 1) return grouped(G_BWD_DATA, gx, (rn_tensor *)w, NULL, (rn_tensor *)gy, p);
   char *gxp = rn_ptr(gx);

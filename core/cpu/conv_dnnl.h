@@ -27,6 +27,10 @@ enum { RN_CONV_FWD = 0, RN_CONV_BWD_DATA = 1, RN_CONV_BWD_FILTER = 2 };
 const char *rn_dnnl_last_kernel(int dir);
 bool rn_dnnl_kernel_stat(int i, int *dir, const char **name, long long *calls);
 void rn_dnnl_reset_kernel_stats(void);
+/* notes a kernel that ran (our own: wino.c); mute(true) stops the noting
+ * while calls are made only to measure them */
+void rn_dnnl_note(int dir, const char *name);
+void rn_dnnl_mute(bool on);
 
 int rn_dnnl_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
                        const rn_conv_params *p);

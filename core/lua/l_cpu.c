@@ -7,12 +7,14 @@
  *   rn.core._conv_kernel_stats([reset]) -> {{direction=, kernel=, calls=}, ...}
  *   rn.core._cpu_memory_stats()      -> {allocated=, reserved=, peak=, cached=, limit=, hits=, misses=}
  *   rn.core._cpu_empty_cache()      (cached blocks and oneDNN primitives)
- *   rn.core._set_conv_impl("auto"|"direct"|"im2col"), rn.core._conv_impl() -> name
+ *   rn.core._set_conv_impl("auto"|"onednn"|"winograd"|"direct"|"im2col"), rn.core._conv_impl()
+ *   rn.core._conv_choices()          -> {{direction=, shape=, ours_ms=, onednn_ms=, chosen=}, ...}
  *   rn.core._set_math_precision("float32"|"bfloat16", cpu_needed), _math_precision() */
 #include <cblas.h>
 #include <string.h>
 
 #include "../cpu/conv_dnnl.h"
+#include "../cpu/wino.h"
 #include "rnl.h"
 
 static void set_bool(lua_State *L, const char *k, bool v) {
@@ -106,21 +108,52 @@ static int l_cpu_empty_cache(lua_State *L) {
   (void)L;
   rn_cpu_empty_cache();
   rn_dnnl_clear_cache();
+  rn_wino_clear_cache();
   return 0;
 }
 
-static const char *const impls[] = {"auto", "im2col", "direct", NULL};
+/* auto: per shape, our Winograd or oneDNN, measured (wino.c); onednn:
+ * oneDNN wherever it has a kernel; winograd: ours wherever it applies, oneDNN
+ * elsewhere; direct: oneDNN's direct kernels; im2col: conv.c's */
+static const char *const impls[] = {"auto", "im2col", "direct", "onednn", "winograd", NULL};
 
 static int l_set_conv_impl(lua_State *L) {
   int i = luaL_checkoption(L, 1, NULL, impls);
-  rn_dnnl_set_mode(i == 0 ? RN_DNNL_AUTO : i == 1 ? RN_DNNL_OFF : RN_DNNL_DIRECT);
+  rn_dnnl_set_mode(i == 1 ? RN_DNNL_OFF : i == 2 ? RN_DNNL_DIRECT : RN_DNNL_AUTO);
+  rn_wino_set_mode(i == 0 ? RN_WINO_AUTO : i == 4 ? RN_WINO_ALWAYS : RN_WINO_NEVER);
   return 0;
 }
 
 static int l_conv_impl(lua_State *L) {
   rn_dnnl_mode m = rn_dnnl_get_mode();
-  if (m == RN_DNNL_OFF || !rn_dnnl_available()) lua_pushstring(L, "im2col");
-  else lua_pushstring(L, m == RN_DNNL_DIRECT ? "onednn-direct" : "onednn");
+  rn_wino_mode wm = rn_wino_get_mode();
+  if (m == RN_DNNL_OFF) lua_pushstring(L, "im2col");
+  else if (m == RN_DNNL_DIRECT) lua_pushstring(L, rn_dnnl_available() ? "onednn-direct" : "im2col");
+  else if (wm == RN_WINO_AUTO) lua_pushstring(L, "auto");
+  else if (wm == RN_WINO_ALWAYS) lua_pushstring(L, "winograd");
+  else lua_pushstring(L, rn_dnnl_available() ? "onednn" : "im2col");
+  return 1;
+}
+
+static int l_conv_choices(lua_State *L) {
+  lua_newtable(L);
+  int dir;
+  const char *shape;
+  double ours_ms, dnnl_ms;
+  bool ours;
+  for (int i = 0; rn_wino_choice(i, &dir, &shape, &ours_ms, &dnnl_ms, &ours); i++) {
+    lua_createtable(L, 0, 5);
+    set_str(L, "direction", dir_names[dir]);
+    set_str(L, "shape", shape);
+    lua_pushnumber(L, ours_ms);
+    lua_setfield(L, -2, "ours_ms");
+    if (dnnl_ms >= 0) {
+      lua_pushnumber(L, dnnl_ms);
+      lua_setfield(L, -2, "onednn_ms");
+    }
+    set_str(L, "chosen", ours ? "ours" : "onednn");
+    lua_rawseti(L, -2, i + 1);
+  }
   return 1;
 }
 
@@ -145,7 +178,7 @@ static const luaL_Reg funcs[] = {
   {"_cpu_empty_cache", l_cpu_empty_cache}, {"_set_conv_impl", l_set_conv_impl},
   {"_conv_impl", l_conv_impl}, {"_set_math_precision", l_set_math_precision},
   {"_math_precision", l_math_precision}, {"_conv_kernels", l_conv_kernels},
-  {"_conv_kernel_stats", l_conv_kernel_stats}, {NULL, NULL}};
+  {"_conv_kernel_stats", l_conv_kernel_stats}, {"_conv_choices", l_conv_choices}, {NULL, NULL}};
 
 void rnl_open_cpu(lua_State *L, int rn_idx, int methods_idx) {
   rnl_register(L, rn_idx, methods_idx, funcs, 0);

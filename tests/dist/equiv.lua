@@ -11,6 +11,10 @@
 --       fault_error | fault_hang   rank 1 errors | sleeps past the timeout at step 2
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 local rn = require "rn"
+-- runs are compared bit for bit across processes: pin the convolution
+-- kernels ("auto" picks rnlua's Winograd or oneDNN per shape by timing, which
+-- two processes may resolve differently)
+rn.cpu.set_conv_impl("onednn")
 local L = rn.layers
 local case, out, nsamp = arg[1], arg[2], tonumber(arg[3] or "40")
 local dist = rn.distributed
