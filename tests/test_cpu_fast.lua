@@ -88,7 +88,7 @@ T.test("cpu: features table, conv impl setting and its errors", function()
   rn.cpu.set_conv_impl("auto")
   T.eq(rn.cpu.conv_impl(), "auto")
   T.raises(function() rn.cpu.set_conv_impl("fast") end,
-    "'fast' is not one of auto, onednn, winograd, direct, im2col", true)
+    "'fast' is not one of auto, benchmark, onednn, winograd, direct, im2col", true)
   T.eq(rn.cpu.conv_impl(), "auto", "unchanged by the error")
 end)
 

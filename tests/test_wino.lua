@@ -186,11 +186,29 @@ T.test("winograd: never in deterministic mode, for groups, strides or float64", 
   assert(ok, err)
 end)
 
-T.test("winograd: \"auto\" measures ours against oneDNN once per shape and runs the choice", function()
+T.test("winograd: \"auto\" is a fixed rule (ours at 16+ channels), the same kernels every run", function()
+  local name = need_ours()
+  rn.manual_seed(8)
+  local ok, err = pcall(function()
+    rn.cpu.set_conv_impl("auto")
+    rn.cpu.empty_cache()
+    for _, c in ipairs({ { 16, 16, true }, { 32, 64, true }, { 3, 16, false }, { 16, 8, false } }) do
+      local x, w = rn.randn({ 2, 8, 8, c[1] }), rn.randn({ 3, 3, c[1], c[2] })
+      rn.conv2d(x, w, nil, { padding = "same" })
+      local k = rn.cpu.conv_kernels().forward
+      T.eq(k == name, c[3], string.format("%d -> %d channels ran %s", c[1], c[2], k))
+    end
+    T.eq(#rn.cpu.conv_choices(), 0, "auto measures nothing")
+  end)
+  rn.cpu.set_conv_impl("auto")
+  assert(ok, err)
+end)
+
+T.test("winograd: \"benchmark\" measures ours against oneDNN once per shape and runs the choice", function()
   local name = need_ours()
   if not rn.cpu.features().onednn then T.skip("oneDNN unavailable") end
   rn.manual_seed(4)
-  rn.cpu.set_conv_impl("auto")
+  rn.cpu.set_conv_impl("benchmark")
   rn.cpu.empty_cache()
   T.eq(#rn.cpu.conv_choices(), 0, "empty_cache forgets the choices")
   local x, w = rn.randn({ 4, 12, 12, 16 }), rn.randn({ 3, 3, 16, 16 })
@@ -211,7 +229,7 @@ T.test("winograd: \"auto\" measures ours against oneDNN once per shape and runs 
   local st = rn.cpu.conv_kernel_stats()
   T.eq(#st, 1, "one kernel noted")
   T.eq(st[1].calls, 1, "once (measurements are not counted)")
-  T.eq(rn.cpu.conv_impl(), "auto")
+  T.eq(rn.cpu.conv_impl(), "benchmark")
   rn.cpu.set_conv_impl("onednn")
   rn.conv2d(x, w, nil, { padding = "same" })
   T.truthy(not rn.cpu.conv_kernels().forward:find("rn_wino"), "onednn never runs ours")

@@ -39,10 +39,15 @@
  * weights change, i.e. once per optimizer step. Least recently used entries
  * go past CACHE_MAX.
  *
- * Choice (mode AUTO): the first call of each (direction, shapes, padding,
- * bias, threads, ISA) runs ours and oneDNN's kernel twice each and
- * keeps the faster (its result is the call's; like cudnn.benchmark); the
- * choices are listed by rn_wino_choice (rn.cpu.conv_choices()) and the
+ * Choice. AUTO (the default) is a fixed rule, so that a script gives the
+ * same bits every run: ours wherever it applies with 16+ channels in and out
+ * (measured on the project's machine, doc/perf.md: ours was faster than
+ * oneDNN's direct AVX2 kernels at 16-64 channels and than its AVX-512
+ * Winograd at 32-64; oneDNN wins the 3-channel stem). BENCHMARK: the first
+ * call of each (direction, shapes, padding, bias, threads, ISA) runs ours
+ * and oneDNN's kernel twice each and keeps the faster (its result is the
+ * call's; like cudnn.benchmark; the choice can differ between processes);
+ * the choices are listed by rn_wino_choice (rn.cpu.conv_choices()). The
  * kernel that ran is noted like oneDNN's (rn.cpu.conv_kernels(): e.g.
  * "rn_wino_f4x3:avx2"). ALWAYS runs ours wherever it applies; NEVER leaves
  * all to oneDNN / im2col. Deterministic mode runs neither (conv.c's im2col:
@@ -324,7 +329,7 @@ static int timed(int (*f)(const call *), const call *c, const float *saved, doub
   return rc;
 }
 
-/* AUTO: whether ours runs for c, measuring both on the first call of the
+/* BENCHMARK: whether ours runs for c, measuring both on the first call of the
  * shape; -1 after rn_err. The measurement leaves c's result in place when
  * the choice is oneDNN's (*done set). */
 static int choose(const call *c, bool *done) {
@@ -384,7 +389,11 @@ static int dispatch(call *c) {
   c->isa = applies(c->act, c->w, c->p);
   if (!c->isa) return RN_WINO_SKIP;
   if (rn_numel(c->act) == 0 || rn_numel(c->out) == 0 || rn_numel(c->w) == 0) return RN_WINO_SKIP;
-  if (mode == RN_WINO_AUTO && rn_dnnl_available()) {
+  if (mode == RN_WINO_AUTO) { /* the fixed rule: 16+ channels on both sides */
+    const rn_tensor *w = c->w;
+    if (w->shape[2] < 16 || w->shape[3] < 16) return RN_WINO_SKIP;
+  }
+  if (mode == RN_WINO_BENCHMARK && rn_dnnl_available()) {
     bool done;
     int r = choose(c, &done);
     if (r < 0) return -1;

@@ -15,10 +15,14 @@
 
 #define RN_WINO_SKIP 2
 
-/* AUTO: per shape, ours or oneDNN's, whichever measured faster on first use
- * (like cudnn.benchmark; cached); ALWAYS: ours wherever it applies;
- * NEVER: oneDNN / im2col only */
-typedef enum { RN_WINO_AUTO = 0, RN_WINO_ALWAYS = 1, RN_WINO_NEVER = 2 } rn_wino_mode;
+/* AUTO: ours where it applies and both sides have 16+ channels (a fixed
+ * rule: the same kernels every run, so results are reproducible); BENCHMARK:
+ * per shape, ours or oneDNN's, whichever measured faster on first use (like
+ * cudnn.benchmark; cached; a timed choice can differ between processes);
+ * ALWAYS: ours wherever it applies; NEVER: oneDNN / im2col only */
+typedef enum {
+  RN_WINO_AUTO = 0, RN_WINO_ALWAYS = 1, RN_WINO_NEVER = 2, RN_WINO_BENCHMARK = 3
+} rn_wino_mode;
 void rn_wino_set_mode(rn_wino_mode m);
 rn_wino_mode rn_wino_get_mode(void);
 /* drops the cached filter transforms and the per-shape choices */

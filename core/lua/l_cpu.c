@@ -112,15 +112,20 @@ static int l_cpu_empty_cache(lua_State *L) {
   return 0;
 }
 
-/* auto: per shape, our Winograd or oneDNN, measured (wino.c); onednn:
- * oneDNN wherever it has a kernel; winograd: ours wherever it applies, oneDNN
+/* auto: our Winograd by a fixed rule (16+ channels), oneDNN elsewhere
+ * (wino.c); benchmark: per shape, ours or oneDNN, measured; onednn: oneDNN
+ * wherever it has a kernel; winograd: ours wherever it applies, oneDNN
  * elsewhere; direct: oneDNN's direct kernels; im2col: conv.c's */
-static const char *const impls[] = {"auto", "im2col", "direct", "onednn", "winograd", NULL};
+static const char *const impls[] = {"auto",     "im2col",    "direct", "onednn",
+                                    "winograd", "benchmark", NULL};
 
 static int l_set_conv_impl(lua_State *L) {
   int i = luaL_checkoption(L, 1, NULL, impls);
   rn_dnnl_set_mode(i == 1 ? RN_DNNL_OFF : i == 2 ? RN_DNNL_DIRECT : RN_DNNL_AUTO);
-  rn_wino_set_mode(i == 0 ? RN_WINO_AUTO : i == 4 ? RN_WINO_ALWAYS : RN_WINO_NEVER);
+  rn_wino_set_mode(i == 0   ? RN_WINO_AUTO
+                   : i == 4 ? RN_WINO_ALWAYS
+                   : i == 5 ? RN_WINO_BENCHMARK
+                            : RN_WINO_NEVER);
   return 0;
 }
 
@@ -130,6 +135,7 @@ static int l_conv_impl(lua_State *L) {
   if (m == RN_DNNL_OFF) lua_pushstring(L, "im2col");
   else if (m == RN_DNNL_DIRECT) lua_pushstring(L, rn_dnnl_available() ? "onednn-direct" : "im2col");
   else if (wm == RN_WINO_AUTO) lua_pushstring(L, "auto");
+  else if (wm == RN_WINO_BENCHMARK) lua_pushstring(L, "benchmark");
   else if (wm == RN_WINO_ALWAYS) lua_pushstring(L, "winograd");
   else lua_pushstring(L, rn_dnnl_available() ? "onednn" : "im2col");
   return 1;

@@ -94,9 +94,9 @@ local function fmt_table(self, res)
 end
 
 local POLICIES = { float32 = true, mixed_bfloat16 = true }
-local IMPLS = { auto = true, onednn = true, winograd = true, direct = true, im2col = true }
+local IMPLS = { auto = true, benchmark = true, onednn = true, winograd = true, direct = true, im2col = true }
 -- rn.cpu.conv_impl()'s answer -> the set_conv_impl setting that gives it
-local IMPL_SETTING = { auto = "auto", onednn = "onednn", winograd = "winograd",
+local IMPL_SETTING = { auto = "auto", benchmark = "benchmark", onednn = "onednn", winograd = "winograd",
   ["onednn-direct"] = "direct", im2col = "im2col" }
 
 --- model:compare(x, y [, {device=, precision=, conv_impl=, loss=, training=true,
@@ -130,7 +130,7 @@ function Model:compare(x, y, opts)
   local impl_a = IMPL_SETTING[rn.cpu.conv_impl()] or "auto"
   local impl_b = o.conv_impl or impl_a
   if not IMPLS[impl_b] then
-    fail("%s: conv_impl must be \"auto\", \"onednn\", \"winograd\", \"direct\" or \"im2col\", got %s", who,
+    fail("%s: conv_impl must be \"auto\", \"benchmark\", \"onednn\", \"winograd\", \"direct\" or \"im2col\", got %s", who,
       tostring(impl_b))
   end
   local seed = o.seed == nil and 1 or o.seed

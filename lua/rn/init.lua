@@ -83,17 +83,19 @@ rn.cuda = {
 ---                     kernels run since the last reset, in first-use order
 ---   conv_impl()       "auto", "onednn", "winograd", "onednn-direct" or
 ---                     "im2col" (what float32 convolutions use)
----   set_conv_impl(s)  "auto" (default: for 3x3 stride-1 convolutions, rnlua's
----                     own Winograd F(4x4,3x3) or oneDNN, whichever measured
----                     faster on the shape's first call, cached; oneDNN
----                     elsewhere), "onednn" (oneDNN where it has a kernel, with
+---   set_conv_impl(s)  "auto" (default: for 3x3 stride-1 convolutions with 16+
+---                     channels in and out, rnlua's own Winograd F(4x4,3x3);
+---                     oneDNN elsewhere; a fixed rule, so runs repeat bit for
+---                     bit), "benchmark" (per shape, ours or oneDNN, whichever
+---                     measured faster on the shape's first call, cached, as
+---                     cudnn.benchmark), "onednn" (oneDNN where it has a kernel, with
 ---                     its Winograd for 3x3 stride-1 convolutions of 32+
 ---                     channels on AVX-512), "winograd" (ours wherever it
 ---                     applies: float32, 3x3, stride 1, groups 1, AVX2+FMA or
 ---                     AVX-512 under the ISA cap), "direct" (oneDNN's direct
 ---                     kernels only) or "im2col"
 ---   conv_choices()    {{direction=, shape=, ours_ms=, onednn_ms=, chosen=}, ...}:
----                     the measurements behind "auto"'s per-shape choices
+---                     the measurements behind "benchmark"'s per-shape choices
 ---   memory_stats()    the CPU allocator's counters (bytes); empty_cache() gives
 ---                     cached blocks back and drops the oneDNN primitives
 rn.cpu = {
@@ -103,8 +105,8 @@ rn.cpu = {
   conv_impl = core._conv_impl,
   conv_choices = core._conv_choices,
   set_conv_impl = function(s)
-    if s ~= "auto" and s ~= "im2col" and s ~= "direct" and s ~= "onednn" and s ~= "winograd" then
-      error(string.format("rn.cpu.set_conv_impl: '%s' is not one of auto, onednn, winograd, direct, im2col",
+    if s ~= "auto" and s ~= "im2col" and s ~= "direct" and s ~= "onednn" and s ~= "winograd" and s ~= "benchmark" then
+      error(string.format("rn.cpu.set_conv_impl: '%s' is not one of auto, benchmark, onednn, winograd, direct, im2col",
         tostring(s)), 2)
     end
     core._set_conv_impl(s)
