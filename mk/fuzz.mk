@@ -27,7 +27,7 @@ FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fopenmp -fno-strict-aliasing \
 FUZZ_WARN = -Wall -Wextra -Werror
 # the CPU library code, without main() (rnlua.c) and the interactive loop
 FUZZ_LIB_SRCS = $(filter-out core/rnlua.c core/repl.c,$(wildcard core/*.c core/ops/*.c \
-  core/cpu/*.c core/io/*.c core/data/*.c core/lua/*.c))
+  core/cpu/*.c core/io/*.c core/data/*.c core/dist/*.c core/lua/*.c))
 FUZZ_LIB_OBJS = $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(FUZZ_LIB_SRCS))
 FUZZ_LIBS = $(LUA_A) -ldnnl -lopenblas -lz -lm -ldl -lpthread
 FUZZ_BINS = $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))

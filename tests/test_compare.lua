@@ -151,7 +151,7 @@ T.test("compare: bad options name the valid values", function()
   T.raises(function() m:compare(x, y, { device = "cpu", precision = "fp8" }) end,
     'precision must be "float32" or "mixed_bfloat16", got fp8')
   T.raises(function() m:compare(x, y, { device = "cpu", conv_impl = "fast" }) end,
-    'conv_impl must be "auto", "onednn", "winograd", "direct" or "im2col", got fast')
+    'conv_impl must be "auto", "benchmark", "onednn", "winograd", "direct" or "im2col", got fast')
   T.raises(function() m:compare(x, y, { device = "cpu", seed = 1.5 }) end, "seed must be an integer")
   T.raises(function() m:compare(x, y, { device = "cpu", nope = 1 }) end, "nope")
   T.raises(function() m:compare(x, "y", { device = "cpu" }) end, "y must be a tensor")
