@@ -97,8 +97,81 @@ function M.random_uniform(o)
   end
 end
 
+--- truncated_normal{mean=0, stddev=0.05}: a normal truncated at 2 stddev
+--- (Keras: the draw itself has that stddev before truncation).
+function M.truncated_normal(o)
+  o = o or {}
+  local mean, std = o.mean or 0, o.stddev or 0.05
+  return function(shape, dtype)
+    return rn.no_grad(function() return (truncated_normal(shape, dtype) * std + mean):contiguous() end)
+  end
+end
+
+--- variance_scaling{scale=1, mode="fan_in"|"fan_out"|"fan_avg",
+--- distribution="truncated_normal"|"untruncated_normal"|"uniform"}: Keras's
+--- VarianceScaling (the glorot/he/lecun initializers are instances of it).
+function M.variance_scaling(o)
+  o = o or {}
+  local scale, mode, dist = o.scale or 1, o.mode or "fan_in", o.distribution or "truncated_normal"
+  if type(scale) ~= "number" or scale <= 0 then
+    error("initializers.variance_scaling: scale must be a number > 0, got " .. tostring(scale), 2)
+  end
+  if mode ~= "fan_in" and mode ~= "fan_out" and mode ~= "fan_avg" then
+    error("initializers.variance_scaling: mode must be fan_in, fan_out or fan_avg, got " .. tostring(mode), 2)
+  end
+  if dist == "normal" then dist = "truncated_normal" end
+  if dist == "untruncated_normal" then
+    return function(shape, dtype)
+      local fan_in, fan_out = M.fans(shape)
+      local n = math.max(1, mode == "fan_in" and fan_in or mode == "fan_out" and fan_out or (fan_in + fan_out) / 2)
+      return rn.randn(shape, { dtype = dtype or "float32", mean = 0, std = math.sqrt(scale / n) })
+    end
+  end
+  if dist ~= "truncated_normal" and dist ~= "uniform" then
+    error("initializers.variance_scaling: distribution must be truncated_normal, untruncated_normal or "
+      .. "uniform, got " .. tostring(dist), 2)
+  end
+  return variance_scaling(scale, mode, dist == "uniform" and "uniform" or "normal")
+end
+
+--- orthogonal{gain=1}: Keras's Orthogonal: the rows (or columns) of the
+--- (prod(shape[1..n-1]), shape[n]) matrix are orthonormal, from the QR
+--- decomposition of a normal matrix with R's diagonal made positive, times
+--- gain. Computed in float64 (modified Gram-Schmidt, twice).
+function M.orthogonal(o)
+  o = o or {}
+  local gain = o.gain or 1
+  return function(shape, dtype)
+    return rn.no_grad(function()
+      local cols = shape[#shape] or 1
+      local rows = 1
+      for i = 1, #shape - 1 do rows = rows * shape[i] end
+      local r, c = rows, cols
+      if rows < cols then r, c = cols, rows end -- orthonormal columns of the tall form
+      local a = rn.randn({ r, c }, { dtype = "float64" })
+      local q = {}
+      for j = 1, c do
+        local v = a:narrow(2, j, 1):contiguous()
+        for _ = 1, 2 do
+          for k = 1, j - 1 do v = v - q[k] * (q[k] * v):sum():item() end
+        end
+        local n = math.sqrt((v * v):sum():item())
+        -- sign(diag(R)) is +1 here: v . a_j = n > 0
+        q[j] = v / math.max(n, 1e-300)
+      end
+      local m = rn.concat(q, 2)
+      if rows < cols then m = m:t() end
+      return (m * gain):contiguous():to(dtype or "float32"):reshape(shape)
+    end)
+  end
+end
+
 local NAMES = { "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
-  "lecun_normal", "xavier_uniform", "zeros", "ones" }
+  "lecun_normal", "xavier_uniform", "zeros", "ones", "random_normal", "random_uniform",
+  "truncated_normal", "variance_scaling", "orthogonal" }
+-- the names that take arguments, called with their defaults when named
+local FACTORY = { random_normal = true, random_uniform = true, truncated_normal = true,
+  variance_scaling = true, orthogonal = true }
 
 --- lookup(spec): an initializer from a name, a function or a callable
 --- table; nil and a message when spec is none of these.
@@ -108,7 +181,7 @@ function M.lookup(spec)
   if type(spec) == "string" then
     local key = spec:lower()
     for _, n in ipairs(NAMES) do
-      if n == key then return M[n] end
+      if n == key then return FACTORY[n] and M[n]() or M[n] end
     end
     return nil, string.format("unknown initializer '%s' (known: %s, or a function(shape, dtype))",
       spec, table.concat(NAMES, ", "))

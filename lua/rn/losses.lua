@@ -10,7 +10,15 @@
 --     is fed to the softmax cross-entropy. from_logits=true skips the softmax
 --     and the clipping: faster and more accurate (use a Dense layer without
 --     activation). label_smoothing s: targets (1-s)*onehot + s/C.
+--     ignore_class k (Keras 3's; e.g. 255 or -1 for unlabeled pixels of a
+--     segmentation map): those positions count neither in the loss nor in
+--     the mean (y_pred (N,H,W,C) with y_true (N,H,W) is a per-pixel loss).
 --   categorical_crossentropy{from_logits=false, label_smoothing=0}: one-hot / soft targets (N,C).
+--   binary_crossentropy{from_logits=false, label_smoothing=0}: targets in [0,1],
+--     same shape as y_pred (or y_pred (...,1) and y_true (...)); from logits
+--     computed stably as max(x,0) - x*t + log(1 + exp(-|x|)); from
+--     probabilities clipped to [1e-7, 1-1e-7] as Keras; label smoothing s:
+--     t*(1-s) + s/2; the mean over every element.
 --   mean_squared_error(): mean((y_pred - y_true)^2).
 -- rn itself, looked up on first use: lua/rn/init.lua requires this module
 -- while it is still loading, so `require "rn"` cannot run at load time.
@@ -59,9 +67,13 @@ local function clipped_log(p) return p:maximum(EPS):minimum(1 - EPS):log() end
 
 function M.sparse_categorical_crossentropy(opts)
   local who = "sparse_categorical_crossentropy"
-  opts = check(who, opts, { "from_logits", "label_smoothing", "reduction" })
+  opts = check(who, opts, { "from_logits", "label_smoothing", "reduction", "ignore_class" })
   local ce_opts = { label_smoothing = opts.label_smoothing or 0, reduction = opts.reduction or "mean" }
   local from_logits = opts.from_logits and true or false
+  local ignore = opts.ignore_class
+  if ignore ~= nil and math.type(ignore) ~= "integer" then
+    error(string.format("%s: ignore_class must be an integer class id, got %s", who, tostring(ignore)), 2)
+  end
   return make(who, function(y_pred, y_true)
     local c = y_pred:size(-1)
     local logits = y_pred
@@ -74,7 +86,16 @@ function M.sparse_categorical_crossentropy(opts)
         shape_str(y_true), labels:size(1), shape_str(y_pred), logits:size(1)), 3)
     end
     if not from_logits then logits = clipped_log(logits) end
-    return rn.cross_entropy(logits, labels, ce_opts)
+    if ignore == nil then return rn.cross_entropy(logits, labels, ce_opts) end
+    -- the ignored positions get label 0 (any valid id) and weight 0
+    local keep = labels:ne(ignore)
+    local safe = labels * keep
+    local per = rn.cross_entropy(logits, safe, { label_smoothing = ce_opts.label_smoothing, reduction = "none" })
+    local w = keep:to(per.dtype)
+    local total = (per * w):sum()
+    if ce_opts.reduction == "sum" then return total end
+    if ce_opts.reduction == "none" then return per * w end
+    return total / math.max(w:sum():item(), 1)
   end)
 end
 
@@ -94,6 +115,29 @@ function M.categorical_crossentropy(opts)
     if from_logits then logp = rn.log_softmax(y_pred, -1)
     else logp = clipped_log(y_pred / y_pred:sum(-1, true)) end
     return -(t * logp):sum(-1):mean()
+  end)
+end
+
+function M.binary_crossentropy(opts)
+  local who = "binary_crossentropy"
+  opts = check(who, opts, { "from_logits", "label_smoothing" })
+  local s = opts.label_smoothing or 0
+  local from_logits = opts.from_logits and true or false
+  return make(who, function(y_pred, y_true)
+    local t = y_true
+    if t.dtype ~= y_pred.dtype then t = t:to(y_pred.dtype) end
+    if t:dim() == y_pred:dim() - 1 and y_pred:size(-1) == 1 then t = t:unsqueeze(-1) end
+    if shape_str(t) ~= shape_str(y_pred) then
+      error(string.format("%s: y_pred %s and y_true %s must have the same shape", who,
+        shape_str(y_pred), shape_str(y_true)), 3)
+    end
+    if s > 0 then t = t * (1 - s) + s / 2 end
+    if from_logits then
+      local x = y_pred
+      return (x:relu() - x * t + ((-x:abs()):exp() + 1):log()):mean()
+    end
+    local p = y_pred:maximum(EPS):minimum(1 - EPS)
+    return -(t * p:log() + (1 - t) * (1 - p):log()):mean()
   end)
 end
 
@@ -118,6 +162,7 @@ local NAMES = {
   sparse_categorical_crossentropy = function() return M.sparse_categorical_crossentropy() end,
   categorical_crossentropy = function() return M.categorical_crossentropy() end,
   mean_squared_error = function() return M.mean_squared_error() end,
+  binary_crossentropy = function() return M.binary_crossentropy() end,
   mse = function() return M.mean_squared_error() end,
 }
 

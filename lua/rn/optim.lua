@@ -17,6 +17,10 @@
 --   defaults      keras: Adam/AdamW eps 1e-7, AdamW weight_decay 0.004;
 --                 pytorch: eps 1e-8, AdamW weight_decay 1e-2.
 --
+-- Gradient clipping, every optimizer, as Keras: clipnorm (each gradient to
+-- at most that L2 norm), global_clipnorm (all gradients together; not with
+-- clipnorm) and clipvalue (each element to [-v, v]), applied before the step.
+--
 -- Parameters: a list of tensors, a list of named entries
 -- (model:named_parameters()), or a list of groups
 -- { {params = ..., weight_decay = 0}, {params = ...} } whose options override
@@ -57,6 +61,9 @@ local function err(self, msg, ...)
   error(string.format("%s: " .. msg, self.name, ...), 3)
 end
 
+-- the options every optimizer takes besides its own (Keras's)
+local CLIP_OPTS = { clipnorm = true, global_clipnorm = true, clipvalue = true }
+
 local function is_lr(v)
   return type(v) == "number" or type(v) == "function"
     or (type(v) == "table" and getmetatable(v) and getmetatable(v).__call ~= nil)
@@ -73,6 +80,7 @@ local function check_opts(self, o, extra)
     elseif self._defaults[key] == nil and not (extra and extra[key]) then
       local valid = {}
       for d in pairs(self._defaults) do valid[#valid + 1] = d end
+      for d in pairs(extra or {}) do valid[#valid + 1] = d end
       table.sort(valid)
       err(self, "unknown option '%s'; valid options: %s", tostring(k), table.concat(valid, ", "))
     else
@@ -113,7 +121,22 @@ local function new(cls, a, b)
   if type(opts) ~= "table" then err(self, "options must be a table, got %s", type(opts)) end
   local d = {}
   for k, v in pairs(cls._defaults) do d[k] = v end
-  local o = check_opts(self, opts)
+  local o = check_opts(self, opts, CLIP_OPTS)
+  -- gradient clipping (Keras's clipnorm, global_clipnorm, clipvalue): the
+  -- optimizer's, not a group's
+  self.clip = {}
+  for k in pairs(CLIP_OPTS) do
+    if o[k] ~= nil then
+      if type(o[k]) ~= "number" or o[k] <= 0 or o[k] ~= o[k] then
+        err(self, "%s must be a number > 0, got %s", k, tostring(o[k]))
+      end
+      self.clip[k] = o[k]
+      o[k] = nil
+    end
+  end
+  if self.clip.clipnorm and self.clip.global_clipnorm then
+    err(self, "set only one of clipnorm and global_clipnorm (as Keras)")
+  end
   if o.rule ~= nil and not RULES[o.rule] then
     err(self, "rule must be \"keras\" or \"pytorch\", got %s", tostring(o.rule))
   end
@@ -207,6 +230,35 @@ end
 
 local LOW = { bfloat16 = true, float16 = true }
 
+-- Keras's gradient clipping, before the update: global_clipnorm scales every
+-- gradient by min(1, c / ||all gradients||), clipnorm each gradient by
+-- min(1, c / ||g||), then clipvalue clamps each element to [-c, c]. The
+-- norms are computed in float64; the gradients are replaced, not changed in
+-- place (a .grad may be shared).
+function Optimizer:_clip_gradients()
+  local c, grads = self.clip, {}
+  for _, g in ipairs(self.param_groups) do
+    for _, p in ipairs(g.params) do if p.grad then grads[#grads + 1] = p end end
+  end
+  local function sq(t) local d = t.grad:double(); return (d * d):sum():item() end
+  if c.global_clipnorm then
+    local total = 0
+    for _, p in ipairs(grads) do total = total + sq(p) end
+    total = math.sqrt(total)
+    if total > c.global_clipnorm then
+      for _, p in ipairs(grads) do p.grad = p.grad * (c.global_clipnorm / total) end
+    end
+  elseif c.clipnorm then
+    for _, p in ipairs(grads) do
+      local n = math.sqrt(sq(p))
+      if n > c.clipnorm then p.grad = p.grad * (c.clipnorm / n) end
+    end
+  end
+  if c.clipvalue then
+    for _, p in ipairs(grads) do p.grad = p.grad:maximum(-c.clipvalue):minimum(c.clipvalue) end
+  end
+end
+
 --- opt:step(): one update of every parameter that has a gradient.
 function Optimizer:step()
   if self._nparams == 0 then
@@ -214,6 +266,7 @@ function Optimizer:step()
       .. "compile a model with this optimizer", self.name)
   end
   rn.no_grad(function()
+    if self.clip and next(self.clip) then self:_clip_gradients() end
     for _, g in ipairs(self.param_groups) do
       local lr = resolve_lr(self, g.lr)
       g.last_lr = lr
