@@ -272,7 +272,7 @@ end)
 T.test("misuse: unknown option, bad values, duplicate parameters", function()
   local w = rn.ones({ 2 }, { requires_grad = true })
   T.raises(function() optim.SGD({ w }, { lr = 0.1, momentun = 0.9 }) end,
-    "SGD: unknown option 'momentun'; valid options: dampening, lr, momentum, nesterov, rule, weight_decay")
+    "SGD: unknown option 'momentun'; valid options: clipnorm, clipvalue, dampening, global_clipnorm, lr, momentum, nesterov, rule, weight_decay")
   T.raises(function() optim.SGD({ w }, { lr = 0.1, rule = "torch" }) end,
     "rule must be \"keras\" or \"pytorch\", got torch")
   T.raises(function() optim.SGD({ w }, { lr = 0.1, momentum = 0.9, dampening = 0.1 }) end,
