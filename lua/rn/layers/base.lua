@@ -70,7 +70,11 @@ end
 function M.check_options(who, opts, valid)
   if opts == nil then return {} end
   if type(opts) ~= "table" or rn.is_tensor(opts) or opts.is_symbolic then
-    fail("%s: options must be a table, got %s", who, rn.is_tensor(opts) and "a tensor" or type(opts))
+    if rn.is_tensor(opts) or (type(opts) == "table" and opts.is_symbolic) then
+      fail("%s: options must be a table, got a %s tensor: make the layer, then call it on the tensor, "
+        .. "e.g. layers.ReLU()(x)", who, rn.is_tensor(opts) and "real" or "symbolic")
+    end
+    fail("%s: options must be a table, got %s", who, type(opts))
   end
   local set = {}
   for _, k in ipairs(valid) do set[k] = true end

@@ -1,5 +1,5 @@
 -- reshape.lua (layers) - reshaping layers: Flatten, Reshape, Permute,
--- RepeatVector, ZeroPadding2D, Cropping2D.
+-- RepeatVector, ZeroPadding2D, Cropping2D, UpSampling2D.
 local M = require "rn.layers.base"
 local h = M._h
 local rn, fail, numel, is_sym = h.rn, h.fail, h.numel, h.is_sym
@@ -190,5 +190,40 @@ function Cropping2D:call(x)
   return x:narrow(2, c[1] + 1, o[2]):narrow(3, c[3] + 1, o[3])
 end
 function Cropping2D:flops() return 0, 0 end
+
+local UpSampling2D = Layer:extend("UpSampling2D")
+M.UpSampling2D = UpSampling2D
+
+--- UpSampling2D(size=2, {interpolation="nearest"|"bilinear", name=}): repeats
+--- each row size[1] times and each column size[2] times (nearest), or
+--- resizes by those factors with half-pixel bilinear interpolation (Keras's,
+--- tf.image.resize's); NHWC.
+function UpSampling2D:init(size, opts)
+  if type(size) == "table" and size[1] == nil and next(size) ~= nil then opts, size = size, nil end
+  opts = self:_options(opts, { "interpolation" })
+  self.size = pair(size or 2, "UpSampling2D", "size")
+  local mode = opts.interpolation or "nearest"
+  if mode ~= "nearest" and mode ~= "bilinear" then
+    fail("UpSampling2D: interpolation must be \"nearest\" or \"bilinear\", got %s", tostring(mode))
+  end
+  self.interpolation = mode
+end
+function UpSampling2D:compute_output_shape(s)
+  check_4d(self, s)
+  return M.shape({ s[1], s[2] < 0 and -1 or s[2] * self.size[1], s[3] < 0 and -1 or s[3] * self.size[2], s[4] })
+end
+function UpSampling2D:call(x)
+  if x:dim() ~= 4 then check_4d(self, x:size()) end
+  local n, h, w, c = table.unpack(x:size())
+  local a, b = self.size[1], self.size[2]
+  if self.interpolation == "bilinear" then
+    if not rn.upsample then fail("%s: bilinear needs rn.upsample, not in this build", self:who()) end
+    return rn.upsample(x, { size = { h * a, w * b }, mode = "bilinear" })
+  end
+  if rn.upsample then return rn.upsample(x, { scale = { a, b }, mode = "nearest" }) end
+  -- nearest as a view: (N,H,1,W,1,C) expanded, then one copy
+  return x:reshape({ n, h, 1, w, 1, c }):expand({ n, h, a, w, b, c }):reshape({ n, h * a, w * b, c })
+end
+function UpSampling2D:flops() return 0, 0 end
 
 return M
