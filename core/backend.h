@@ -33,9 +33,11 @@ typedef struct rn_backend {
   /* elementwise, strided: any strides, stride 0 for broadcast dims */
   int (*copy)(rn_tensor *dst, const rn_tensor *src); /* same shape, converts dtype */
   int (*fill)(rn_tensor *t, double v);
-  int (*unary)(rn_unop op, rn_tensor *y, const rn_tensor *x);
-  /* gx = gy * d op(x)/dx, given x and y = op(x) */
-  int (*unary_backward)(rn_unop op, rn_tensor *gx, const rn_tensor *gy,
+  /* y = op(x; p[0], p[1]) (p: the op's parameters, oplist.h; checked by
+   * the front end) */
+  int (*unary)(rn_unop op, const double *p, rn_tensor *y, const rn_tensor *x);
+  /* gx = gy * d op(x)/dx, given x and y = op(x) (contiguous) */
+  int (*unary_backward)(rn_unop op, const double *p, rn_tensor *gx, const rn_tensor *gy,
                         const rn_tensor *x, const rn_tensor *y);
   /* a, b already expanded to y's shape */
   int (*binary)(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b);

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "oplist.h"
+
 #define RN_VERSION "0.1.0"
 #define RN_MAXDIM 8
 
@@ -176,18 +178,22 @@ rn_dtype rn_math_precision(void);
 int rn_set_math_precision(rn_dtype dt, bool cpu_needed);
 
 /* ---- elementwise ops (ops/elementwise.c) --------------------------------- */
-typedef enum {
-  RN_OP_NEG, RN_OP_EXP, RN_OP_LOG, RN_OP_SQRT, RN_OP_RELU, RN_OP_ABS,
-  RN_OP_TANH, RN_OP_SIGMOID, RN_NUNARY
-} rn_unop;
-typedef enum {
-  RN_OP_ADD, RN_OP_SUB, RN_OP_MUL, RN_OP_DIV, RN_OP_POW, RN_OP_MAXIMUM,
-  RN_OP_MINIMUM, RN_OP_EQ, RN_OP_NE, RN_OP_LT, RN_OP_LE, RN_OP_GT, RN_OP_GE,
-  RN_NBINARY
-} rn_binop;
+/* The ops, their names and parameters are listed once, in oplist.h. */
+#define RN_UNOP_ENUM(E, n, np, a, b, i) RN_OP_##E,
+#define RN_BINOP_ENUM(E, n) RN_OP_##E,
+typedef enum { RN_UNARY_OPS(RN_UNOP_ENUM) RN_NUNARY } rn_unop;
+typedef enum { RN_BINARY_OPS(RN_BINOP_ENUM) RN_NBINARY } rn_binop;
+#define RN_UNARY_NP 2 /* parameters of a unary op (oplist.h), at most */
 const char *rn_unop_name(rn_unop op);
 const char *rn_binop_name(rn_binop op);
-rn_tensor *rn_unary(rn_unop op, rn_tensor *x);
+/* The parameters op takes (0..RN_UNARY_NP) and their defaults (RN_REQUIRED:
+ * none); whether it is defined on the integer dtypes. */
+int rn_unop_nparams(rn_unop op, double dflt[RN_UNARY_NP]);
+bool rn_unop_int_ok(rn_unop op);
+rn_tensor *rn_unary(rn_unop op, rn_tensor *x); /* the defaults: NP == 0 or all defaulted */
+/* y = op(x; p[0], p[1]): leaky_relu's slope, elu's alpha, clip's lo and hi.
+ * Errors: a non-finite parameter, clip with lo > hi. */
+rn_tensor *rn_unary_p(rn_unop op, rn_tensor *x, const double p[RN_UNARY_NP]);
 rn_tensor *rn_binary(rn_binop op, rn_tensor *a, rn_tensor *b); /* broadcasting */
 rn_tensor *rn_binary_scalar(rn_binop op, rn_tensor *a, double s, bool scalar_first);
 int rn_broadcast_shape(const rn_tensor *a, const rn_tensor *b, int *ndim,

@@ -22,14 +22,18 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../core/oplist.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 enum { RNK_F32 = 0, RNK_F64, RNK_U8, RNK_I32, RNK_I64, RNK_BF16, RNK_F16, RNK_NDTYPES };
-enum { RNK_NEG = 0, RNK_EXP, RNK_LOG, RNK_SQRT, RNK_RELU, RNK_ABS, RNK_TANH, RNK_SIGMOID };
-enum { RNK_ADD = 0, RNK_SUB, RNK_MUL, RNK_DIV, RNK_POW, RNK_MAXIMUM, RNK_MINIMUM, RNK_EQ,
-       RNK_NE, RNK_LT, RNK_LE, RNK_GT, RNK_GE };
+/* the op codes, from the one list (core/oplist.h): RNK_NEG, RNK_ADD, ... */
+#define RNK_UNOP_ENUM(E, n, np, a, b, i) RNK_##E,
+#define RNK_BINOP_ENUM(E, n) RNK_##E,
+enum { RN_UNARY_OPS(RNK_UNOP_ENUM) RNK_NUNARY };
+enum { RN_BINARY_OPS(RNK_BINOP_ENUM) RNK_NBINARY };
 enum { RNK_SUM = 0, RNK_MEAN, RNK_MAX, RNK_MIN };
 
 #define RNK_MAXDIM 8 /* = RN_MAXDIM */
@@ -53,11 +57,12 @@ typedef struct {
 cudaError_t rnk_copy(rnk_geom g, void *y, int ydt, const void *x, int xdt, cudaStream_t s);
 /* y[...] = the esize-byte pattern in the low bytes of bits (operand 0: y). */
 cudaError_t rnk_fill(rnk_geom g, void *y, int esize, uint64_t bits, cudaStream_t s);
-/* y = op(x), one dtype (operands 0: y, 1: x). */
-cudaError_t rnk_unary(rnk_geom g, int op, int dt, void *y, const void *x, cudaStream_t s);
+/* y = op(x; a, b), one dtype (operands 0: y, 1: x). */
+cudaError_t rnk_unary(rnk_geom g, int op, double a, double b, int dt, void *y, const void *x,
+                      cudaStream_t s);
 /* gx = gy * op'(x) given y = op(x); float32/float64 (operands gx, gy, x, y). */
-cudaError_t rnk_unary_backward(rnk_geom g, int op, int dt, void *gx, const void *gy,
-                               const void *x, const void *y, cudaStream_t s);
+cudaError_t rnk_unary_backward(rnk_geom g, int op, double a, double b, int dt, void *gx,
+                               const void *gy, const void *x, const void *y, cudaStream_t s);
 /* y = a op b, one dtype (operands 0: y, 1: a, 2: b). */
 cudaError_t rnk_binary(rnk_geom g, int op, int dt, void *y, const void *a, const void *b,
                        cudaStream_t s);

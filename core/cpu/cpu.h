@@ -32,9 +32,10 @@ void rn_cpu_memory_stats(rn_cpu_mem_stats *out);
 int rn_cpu_memcpy(void *dst, const void *src, size_t n);
 int rn_cpu_copy(rn_tensor *dst, const rn_tensor *src);
 int rn_cpu_fill(rn_tensor *t, double v);
-int rn_cpu_unary(rn_unop op, rn_tensor *y, const rn_tensor *x);
-int rn_cpu_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
-                          const rn_tensor *y);
+/* unary.c */
+int rn_cpu_unary(rn_unop op, const double *p, rn_tensor *y, const rn_tensor *x);
+int rn_cpu_unary_backward(rn_unop op, const double *p, rn_tensor *gx, const rn_tensor *gy,
+                          const rn_tensor *x, const rn_tensor *y);
 int rn_cpu_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b);
 int rn_cpu_axpy(rn_tensor *y, double alpha, const rn_tensor *x);
 int rn_cpu_reduce(rn_redop op, rn_tensor *y, const rn_tensor *x);

@@ -12,17 +12,12 @@ _Static_assert(SAME(RNK_F32, RN_F32) && SAME(RNK_F64, RN_F64) && SAME(RNK_U8, RN
                    SAME(RNK_I32, RN_I32) && SAME(RNK_I64, RN_I64) && SAME(RNK_BF16, RN_BF16) &&
                    SAME(RNK_F16, RN_F16) && SAME(RNK_NDTYPES, RN_NDTYPES),
                "kernels.h dtype codes differ from rn_dtype");
-_Static_assert(SAME(RNK_NEG, RN_OP_NEG) && SAME(RNK_EXP, RN_OP_EXP) && SAME(RNK_LOG, RN_OP_LOG) &&
-                   SAME(RNK_SQRT, RN_OP_SQRT) && SAME(RNK_RELU, RN_OP_RELU) &&
-                   SAME(RNK_ABS, RN_OP_ABS) && SAME(RNK_TANH, RN_OP_TANH) &&
-                   SAME(RNK_SIGMOID, RN_OP_SIGMOID) && SAME(RN_NUNARY, RNK_SIGMOID + 1),
+/* both enums come from core/oplist.h; this checks the two expansions agree */
+#define UCHK(E, n, np, a, b, i) SAME(RNK_##E, RN_OP_##E) &&
+#define BCHK(E, n) SAME(RNK_##E, RN_OP_##E) &&
+_Static_assert(RN_UNARY_OPS(UCHK) SAME(RNK_NUNARY, RN_NUNARY),
                "kernels.h unary op codes differ from rn_unop");
-_Static_assert(SAME(RNK_ADD, RN_OP_ADD) && SAME(RNK_SUB, RN_OP_SUB) && SAME(RNK_MUL, RN_OP_MUL) &&
-                   SAME(RNK_DIV, RN_OP_DIV) && SAME(RNK_POW, RN_OP_POW) &&
-                   SAME(RNK_MAXIMUM, RN_OP_MAXIMUM) && SAME(RNK_MINIMUM, RN_OP_MINIMUM) &&
-                   SAME(RNK_EQ, RN_OP_EQ) && SAME(RNK_NE, RN_OP_NE) && SAME(RNK_LT, RN_OP_LT) &&
-                   SAME(RNK_LE, RN_OP_LE) && SAME(RNK_GT, RN_OP_GT) && SAME(RNK_GE, RN_OP_GE) &&
-                   SAME(RN_NBINARY, RNK_GE + 1),
+_Static_assert(RN_BINARY_OPS(BCHK) SAME(RNK_NBINARY, RN_NBINARY),
                "kernels.h binary op codes differ from rn_binop");
 _Static_assert(SAME(RNK_SUM, RN_RED_SUM) && SAME(RNK_MEAN, RN_RED_MEAN) &&
                    SAME(RNK_MAX, RN_RED_MAX) && SAME(RNK_MIN, RN_RED_MIN),

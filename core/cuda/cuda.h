@@ -107,9 +107,9 @@ int rn_cuda_to_host(void *dst, const void *src, size_t n);
 int rn_cuda_from_host(void *dst, const void *src, size_t n);
 int rn_cuda_copy(rn_tensor *dst, const rn_tensor *src);
 int rn_cuda_fill(rn_tensor *t, double v);
-int rn_cuda_unary(rn_unop op, rn_tensor *y, const rn_tensor *x);
-int rn_cuda_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
-                           const rn_tensor *y);
+int rn_cuda_unary(rn_unop op, const double *p, rn_tensor *y, const rn_tensor *x);
+int rn_cuda_unary_backward(rn_unop op, const double *p, rn_tensor *gx, const rn_tensor *gy,
+                           const rn_tensor *x, const rn_tensor *y);
 int rn_cuda_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b);
 int rn_cuda_axpy(rn_tensor *y, double alpha, const rn_tensor *x);
 int rn_cuda_reduce(rn_redop op, rn_tensor *y, const rn_tensor *x);
