@@ -338,23 +338,28 @@ T.test("cuda: unary ops forward and backward", function()
   use_tol("elementwise")
   local ops = {
     {"neg"}, {"exp"}, {"log", true}, {"sqrt", true}, {"relu"}, {"abs"}, {"tanh"}, {"sigmoid"},
+    {"erf"}, {"gelu"}, {"gelu_tanh"}, {"silu"}, {"hard_sigmoid"}, {"hard_swish"}, {"relu6"},
+    {"softplus"}, {"leaky_relu", false, {0.15}}, {"elu", false, {0.8}}, {"clip", false, {-0.5, 1.25}},
   }
   for _, o in ipairs(ops) do
-    local x = o[2] and rn.rand(shape(), {low = 0.5, high = 2}) or rn.randn(shape())
+    local p = o[3] or {}
+    -- spread over the kinks of relu6, hard_sigmoid and hard_swish (-3, 0, 3, 6)
+    local x = o[2] and rn.rand(shape(), {low = 0.5, high = 2}) or rn.randn(shape()) * 3
     for _, v in ipairs(VIEWS) do
       parity(o[1] .. " " .. v[1], function(a)
         local t = v[2](a)
-        return t[o[1]](t)
+        return t[o[1]](t, table.unpack(p))
       end, {x}, {grad = true})
     end
     local x64 = x:double()
-    parity(o[1] .. " float64", function(a) return a[o[1]](a) end, {x64}, {grad = true})
+    parity(o[1] .. " float64", function(a) return a[o[1]](a, table.unpack(p)) end, {x64}, {grad = true})
   end
-  -- integer dtypes take neg, abs, relu
+  -- integer dtypes take neg, abs, relu, relu6, clip
   local i = rn.tensor({{-3, 0, 5}, {7, -8, 2}}, {dtype = "int32"})
-  for _, op in ipairs({"neg", "abs", "relu"}) do
+  for _, op in ipairs({"neg", "abs", "relu", "relu6"}) do
     T.eq(to_dev(i)[op](to_dev(i)):cpu():totable(), i[op](i):totable(), op .. " int32")
   end
+  T.eq(to_dev(i):clip(-1, 4):cpu():totable(), i:clip(-1, 4):totable(), "clip int32")
   local u = rn.tensor({0, 3, 255}, {dtype = "uint8"})
   T.eq(to_dev(u):neg():cpu():totable(), u:neg():totable(), "neg uint8 saturates")
 end)
