@@ -93,6 +93,17 @@ typedef struct rn_backend {
   int (*bn_bwd)(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                 const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
                 const rn_tensor *save_invstd);
+  /* layer and group norm (core/ops/norm_group.c): x, y: (N,S,G,Cg)
+   * contiguous, statistics per (n,g) over S*Cg values; gamma, beta: G*Cg
+   * values (c = g*Cg + j) or NULL; mean, rstd: (N*G) float64, written by the
+   * forward (rstd = 1/sqrt(biased var + eps)). Backward: gx, ggamma, gbeta
+   * each may be NULL (not wanted); gamma NULL means 1. */
+  int (*gnorm_fwd)(rn_tensor *y, rn_tensor *mean, rn_tensor *rstd, const rn_tensor *x,
+                   const rn_tensor *gamma, const rn_tensor *beta, int64_t N, int64_t S,
+                   int64_t G, int64_t Cg, double eps);
+  int (*gnorm_bwd)(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                   const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *mean,
+                   const rn_tensor *rstd, int64_t N, int64_t S, int64_t G, int64_t Cg);
   /* optional: batch norm with a ReLU fused into the same passes (same
    * arguments; y = max(bn(x), 0); the backward takes that y, and beta, for
    * the ReLU's mask: a kernel may read y > 0 or recompute bn(x) > 0 from x,

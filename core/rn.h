@@ -281,6 +281,16 @@ rn_tensor *rn_batch_norm_relu(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                               rn_tensor *running_mean, rn_tensor *running_var, bool training,
                               double momentum, double eps);
 
+/* ---- layer and group normalization (ops/norm_group.c) -------------------- */
+/* y = (x - mean) / sqrt(var + eps) * gamma + beta, biased variance.
+ * layer_norm: statistics over the last k dims (1 <= k <= ndim); gamma,
+ *   beta: NULL or the shape of those dims.
+ * group_norm: x (N, ..., C) channels last, C split into `groups` groups of
+ *   C/groups channels; statistics per sample and group over all the middle
+ *   dims and the group's channels; gamma, beta: NULL or (C). */
+rn_tensor *rn_layer_norm(rn_tensor *x, int k, rn_tensor *gamma, rn_tensor *beta, double eps);
+rn_tensor *rn_group_norm(rn_tensor *x, int groups, rn_tensor *gamma, rn_tensor *beta, double eps);
+
 /* ---- shape ops (ops/shape.c) --------------------------------------------- */
 rn_tensor *rn_concat(int n, rn_tensor *const *ts, int dim);
 rn_tensor *rn_dropout(rn_tensor *x, double p, bool training);

@@ -74,6 +74,17 @@ cudaError_t rnk_axpy(rnk_geom g, void *y, int ydt, double alpha, const void *x, 
 cudaError_t rnk_scale2d(void *c, int dt, int64_t M, int64_t N, int64_t ldc, double beta,
                         cudaStream_t s);
 
+/* ---- norm_group.cu ------------------------------------------------------- */
+/* Layer/group norm over x (N,S,G,Cg) contiguous, statistics per (n,g);
+ * gamma, beta: G*Cg values or NULL; mean, rstd: (N*G) doubles. float32/64. */
+cudaError_t rnk_gnorm_fwd(int dt, void *y, double *mean, double *rstd, const void *x,
+                          const void *gamma, const void *beta, int64_t N, int64_t S, int64_t G,
+                          int64_t Cg, double eps, cudaStream_t s);
+/* gx, ggamma, gbeta: NULL when not wanted. */
+cudaError_t rnk_gnorm_bwd(int dt, void *gx, void *ggamma, void *gbeta, const void *gy,
+                          const void *x, const void *gamma, const double *mean, const double *rstd,
+                          int64_t N, int64_t S, int64_t G, int64_t Cg, cudaStream_t s);
+
 /* ---- reduce.cu ----------------------------------------------------------- */
 /* A reduction's geometry: the kept dims (output element o = row-major index
  * over kshape; its x offset uses kxstride, its y offset kystride) and the

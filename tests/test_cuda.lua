@@ -788,6 +788,25 @@ T.test("cuda: batch_norm inference, forward and backward", function()
   end
 end)
 
+T.test("cuda: layer_norm and group_norm, forward and backward", function()
+  need_gpu()
+  use_tol("batch_norm")
+  local big = LIGHT and {2, 5, 5, 16} or {4, 17, 13, 64}
+  for _, dt in ipairs({"float32", "float64"}) do
+    local o = {dtype = dt}
+    parity("layer_norm " .. dt, function(x, g, b) return rn.layer_norm(x, g, b) end,
+           {rn.randn(big, o), rn.randn({big[4]}, o), rn.randn({big[4]}, o)}, {grad = true})
+    parity("layer_norm 2 dims " .. dt, function(x, g, b) return rn.layer_norm(x, g, b) end,
+           {rn.randn({6, 5, 33}, o) * 3 + 1, rn.randn({5, 33}, o), rn.randn({5, 33}, o)}, {grad = true})
+    parity("layer_norm no affine " .. dt, function(x) return rn.layer_norm(x:permute(2, 1, 3)) end,
+           {rn.randn({7, 3, 9}, o)}, {grad = true})
+    for _, G in ipairs({1, 8, big[4]}) do
+      parity("group_norm " .. G .. " groups " .. dt, function(x, g, b) return rn.group_norm(x, G, g, b) end,
+             {rn.randn(big, o), rn.randn({big[4]}, o), rn.randn({big[4]}, o)}, {grad = true})
+    end
+  end
+end)
+
 T.test("cuda: a tiny Conv2D/BatchNormalization/Dense Model trains on the device like on the CPU",
        function()
   need_gpu()

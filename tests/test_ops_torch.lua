@@ -19,12 +19,15 @@ end
 -- op name -> function(args, inputs...) -> y
 local RUN = {
   unary = function(a, x) return rn[a.fn](x, table.unpack(a.params)) end,
+  layer_norm = function(a, x, g, b) return rn.layer_norm(x, g, b, {eps = a.eps, dims = a.dims}) end,
+  group_norm = function(a, x, g, b) return rn.group_norm(x, a.groups, g, b, {eps = a.eps}) end,
 }
 
 T.test("torch ops fixtures: the file loads and covers every op", function()
   local ops = {}
   for _, c in ipairs(cases) do ops[c.op] = (ops[c.op] or 0) + 1 end
   T.truthy((ops.unary or 0) >= 11, "activation cases")
+  T.truthy((ops.layer_norm or 0) >= 3 and (ops.group_norm or 0) >= 3, "norm cases")
   for op in pairs(ops) do T.truthy(RUN[op], "a runner for " .. op) end
 end)
 

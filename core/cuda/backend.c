@@ -67,6 +67,8 @@ static const rn_backend cuda_backend = {
   .bn_fwd_train = rn_cuda_bn_fwd_train,
   .bn_fwd_infer = rn_cuda_bn_fwd_infer,
   .bn_bwd = rn_cuda_bn_bwd,
+  .gnorm_fwd = rn_cuda_gnorm_fwd,
+  .gnorm_bwd = rn_cuda_gnorm_bwd,
 };
 
 const rn_backend *rn_cuda_backend(void) {

@@ -128,6 +128,13 @@ int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
 int rn_cuda_pool2d_fwd(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
 int rn_cuda_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
                        const rn_tensor *y, const rn_pool_params *p);
+/* norm_group.c: layer and group norm */
+int rn_cuda_gnorm_fwd(rn_tensor *y, rn_tensor *mean, rn_tensor *rstd, const rn_tensor *x,
+                  const rn_tensor *gamma, const rn_tensor *beta, int64_t N, int64_t S, int64_t G,
+                  int64_t Cg, double eps);
+int rn_cuda_gnorm_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                  const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *mean,
+                  const rn_tensor *rstd, int64_t N, int64_t S, int64_t G, int64_t Cg);
 int rn_cuda_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                          const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                          rn_tensor *running_mean, rn_tensor *running_var, double momentum,

@@ -5,6 +5,8 @@
  *   rn.cross_entropy(logits, labels, {label_smoothing=0, reduction="mean"})
  *   rn.matmul(a, b), rn.linear(x, w, b)
  *   rn.dropout(x, p=0.5, {training=true})
+ *   rn.layer_norm(x, gamma, beta, {eps=1e-5, dims=k}),
+ *   rn.group_norm(x, groups, gamma, beta, {eps=1e-5})
  * (also tensor methods: x:softmax(), a:matmul(b), ...), and
  *   rn.concat({t1, t2, ...}, dim=1)      (a function only)
  * Dims are 1-based, negatives count from the end. Every Lua argument is
@@ -29,6 +31,41 @@ static int l_batch_norm(lua_State *L) {
   bool relu = rnl_opt_bool(L, 6, "relu", 0, op);
   rnl_push(L, (relu ? rn_batch_norm_relu : rn_batch_norm)(x, gamma, beta, rm, rv, training,
                                                           momentum, eps));
+  return 1;
+}
+
+/* ---- layer and group norm ------------------------------------------------ */
+
+static const char *const ln_opts[] = {"eps", "dims", NULL};
+
+/* rn.layer_norm(x, gamma, beta, {eps=1e-5, dims=gamma's ndim or 1}) */
+static int l_layer_norm(lua_State *L) {
+  const char *op = "layer_norm";
+  rn_tensor *x = rnl_check(L, 1, op);
+  rn_tensor *gamma = rnl_opt(L, 2, op), *beta = rnl_opt(L, 3, op);
+  rnl_opts_check(L, 4, op, ln_opts);
+  double eps = rnl_opt_number(L, 4, "eps", 1e-5, op);
+  int dflt = gamma ? gamma->ndim : beta ? beta->ndim : 1;
+  lua_Integer k = rnl_opt_integer(L, 4, "dims", dflt, op);
+  if (k < 1 || k > x->ndim)
+    rnl_errorf(L, "%s: dims = %lld, valid: 1..%d (the trailing dims of x to normalise)", op,
+               (long long)k, x->ndim);
+  rnl_push(L, rn_layer_norm(x, (int)k, gamma, beta, eps));
+  return 1;
+}
+
+static const char *const gn_opts[] = {"eps", NULL};
+
+/* rn.group_norm(x, groups, gamma, beta, {eps=1e-5}) */
+static int l_group_norm(lua_State *L) {
+  const char *op = "group_norm";
+  rn_tensor *x = rnl_check(L, 1, op);
+  lua_Integer g = luaL_checkinteger(L, 2);
+  rn_tensor *gamma = rnl_opt(L, 3, op), *beta = rnl_opt(L, 4, op);
+  rnl_opts_check(L, 5, op, gn_opts);
+  double eps = rnl_opt_number(L, 5, "eps", 1e-5, op);
+  if (g < 1 || g > 1 << 30) rnl_errorf(L, "%s: groups = %lld, must be >= 1", op, (long long)g);
+  rnl_push(L, rn_group_norm(x, (int)g, gamma, beta, eps));
   return 1;
 }
 
@@ -132,7 +169,8 @@ static int l_concat(lua_State *L) {
 static const luaL_Reg nn_funcs[] = {
   {"batch_norm", l_batch_norm}, {"softmax", l_softmax}, {"log_softmax", l_log_softmax},
   {"cross_entropy", l_cross_entropy}, {"matmul", l_matmul}, {"linear", l_linear},
-  {"dropout", l_dropout}, {NULL, NULL}};
+  {"dropout", l_dropout}, {"layer_norm", l_layer_norm}, {"group_norm", l_group_norm},
+  {NULL, NULL}};
 
 static const luaL_Reg nn_only_funcs[] = {{"concat", l_concat}, {NULL, NULL}};
 
