@@ -60,6 +60,14 @@ typedef struct rn_backend {
               double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
               double beta, void *C, int64_t ldc);
 
+  /* optional: batch gemms, C_i = alpha op(A_i) op(B_i) + beta C_i with A_i
+   * = A + i*sa elements (sa = 0: shared), likewise B and C (sc > 0); where
+   * absent, matmul loops over gemm */
+  int (*gemm_batched)(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                      double alpha, const void *A, int64_t lda, int64_t sa, const void *B,
+                      int64_t ldb, int64_t sb, double beta, void *C, int64_t ldc, int64_t sc,
+                      int64_t batch);
+
   /* convolution, NHWC / HWIO */
   int (*conv2d_fwd)(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
                     const rn_tensor *b, const rn_conv_params *p);

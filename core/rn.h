@@ -219,7 +219,9 @@ rn_tensor *rn_cross_entropy(rn_tensor *logits, rn_tensor *labels, double smoothi
                             rn_reduction red);
 
 /* ---- dense (ops/matmul.c) ------------------------------------------------ */
-/* a: (...,M,K), b: (...,K,N) -> (...,M,N); 1-D and batched (3-D) supported. */
+/* a: (...,M,K), b: (...,K,N) -> (...,M,N): any leading (batch) dims,
+ * broadcast against each other; a 1-D a is a row, a 1-D b a column (their
+ * dim dropped from the result). */
 rn_tensor *rn_matmul(rn_tensor *a, rn_tensor *b);
 /* x: (N,in), w: (in,out), b: (out) or NULL -> (N,out) */
 rn_tensor *rn_linear(rn_tensor *x, rn_tensor *w, rn_tensor *b);

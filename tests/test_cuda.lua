@@ -582,12 +582,19 @@ T.test("cuda: matmul and linear through cuBLAS, forward and backward", function(
     {"matrix @ vector", {5, 7}, {7}},
     {"batched @ 2-d", {2, 5, 7}, {7, 3}},
     {"batched @ batched", {2, 5, 7}, {2, 7, 3}},
+    {"4-d @ 4-d (strided-batched gemm)", {2, 3, 5, 7}, {2, 3, 7, 4}},
+    {"4-d @ shared 2-d", {2, 3, 5, 7}, {7, 4}},
+    {"partly broadcast batches", {2, 1, 5, 7}, {3, 7, 4}},
+    {"outer product of batches", {1, 3, 5, 7}, {2, 1, 7, 4}},
     {"large", LIGHT and {33, 65} or {257, 513}, LIGHT and {65, 17} or {513, 129}},
   }
   for _, c in ipairs(cases) do
     parity("matmul " .. c[1], function(a, b) return rn.matmul(a, b) end,
            {rn.randn(c[2]), rn.randn(c[3])}, {grad = true, tol = "gemm_long_k"})
   end
+  parity("matmul attention-style permuted views", function(q, k)
+    return rn.matmul(q:permute(1, 3, 2, 4), k:permute(1, 3, 4, 2))
+  end, {rn.randn({2, 9, 3, 8}), rn.randn({2, 11, 3, 8})}, {grad = true})
   parity("matmul transposed operands", function(a, b) return rn.matmul(a:t(), b:t()) end,
          {rn.randn({7, 5}), rn.randn({3, 7})}, {grad = true})
   parity("matmul float64", function(a, b) return rn.matmul(a, b) end,

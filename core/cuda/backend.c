@@ -59,6 +59,7 @@ static const rn_backend cuda_backend = {
   .softmax_backward = rn_cuda_softmax_backward,
   .cross_entropy = rn_cuda_cross_entropy,
   .gemm = rn_cuda_gemm,
+  .gemm_batched = rn_cuda_gemm_batched,
   .conv2d_fwd = rn_cuda_conv2d_fwd,
   .conv2d_bwd_data = rn_cuda_conv2d_bwd_data,
   .conv2d_bwd_filter = rn_cuda_conv2d_bwd_filter,

@@ -118,6 +118,10 @@ int rn_cuda_softmax(rn_tensor *y, const rn_tensor *x, bool log);
 int rn_cuda_softmax_backward(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *y, bool log);
 int rn_cuda_cross_entropy(rn_tensor *loss, rn_tensor *dlogits, const rn_tensor *logits,
                           const rn_tensor *labels, double smoothing);
+int rn_cuda_gemm_batched(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                         double alpha, const void *A, int64_t lda, int64_t sa, const void *B,
+                         int64_t ldb, int64_t sb, double beta, void *C, int64_t ldc, int64_t sc,
+                         int64_t batch);
 int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
                  const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
                  int64_t ldc);
