@@ -112,6 +112,12 @@ typedef struct rn_backend {
   int (*gnorm_bwd)(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                    const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *mean,
                    const rn_tensor *rstd, int64_t N, int64_t S, int64_t G, int64_t Cg);
+  /* embedding (core/ops/embedding.c): idx contiguous int32/int64, every
+   * value in 0..V-1 (checked by the front end); w: (V,D) contiguous; y:
+   * (numel(idx), D). Backward: gw (V,D), zeroed by the front end, += the
+   * rows of gy scattered by idx, deterministically. */
+  int (*embedding_fwd)(rn_tensor *y, const rn_tensor *idx, const rn_tensor *w);
+  int (*embedding_bwd)(rn_tensor *gw, const rn_tensor *gy, const rn_tensor *idx);
   /* optional: batch norm with a ReLU fused into the same passes (same
    * arguments; y = max(bn(x), 0); the backward takes that y, and beta, for
    * the ReLU's mask: a kernel may read y > 0 or recompute bn(x) > 0 from x,

@@ -293,6 +293,12 @@ rn_tensor *rn_batch_norm_relu(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
 rn_tensor *rn_layer_norm(rn_tensor *x, int k, rn_tensor *gamma, rn_tensor *beta, double eps);
 rn_tensor *rn_group_norm(rn_tensor *x, int groups, rn_tensor *gamma, rn_tensor *beta, double eps);
 
+/* ---- embedding (ops/embedding.c) ----------------------------------------- */
+/* indices: any shape, int32/int64 in 0..V-1; weight: (V, D) float ->
+ * (indices..., D). The gradient of weight is a deterministic scatter-add
+ * (duplicate indices accumulate); indices get none. */
+rn_tensor *rn_embedding(rn_tensor *indices, rn_tensor *weight);
+
 /* ---- shape ops (ops/shape.c) --------------------------------------------- */
 rn_tensor *rn_concat(int n, rn_tensor *const *ts, int dim);
 rn_tensor *rn_dropout(rn_tensor *x, double p, bool training);

@@ -85,6 +85,14 @@ cudaError_t rnk_gnorm_bwd(int dt, void *gx, void *ggamma, void *gbeta, const voi
                           const void *x, const void *gamma, const double *mean, const double *rstd,
                           int64_t N, int64_t S, int64_t G, int64_t Cg, cudaStream_t s);
 
+/* ---- embedding.cu -------------------------------------------------------- */
+/* y (n,D) = rows idx (n, int32/int64 code idt) of w (V,D); float32/64. */
+cudaError_t rnk_embedding_fwd(int dt, void *y, const void *idx, int idt, const void *w, int64_t n,
+                              int64_t D, cudaStream_t s);
+/* gw (V,D) += scatter of gy (n,D) by idx, in index order (deterministic). */
+cudaError_t rnk_embedding_bwd(int dt, void *gw, const void *gy, const void *idx, int idt,
+                              int64_t n, int64_t D, cudaStream_t s);
+
 /* ---- reduce.cu ----------------------------------------------------------- */
 /* A reduction's geometry: the kept dims (output element o = row-major index
  * over kshape; its x offset uses kxstride, its y offset kystride) and the

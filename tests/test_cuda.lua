@@ -814,6 +814,24 @@ T.test("cuda: layer_norm and group_norm, forward and backward", function()
   end
 end)
 
+T.test("cuda: embedding forward and the deterministic scatter-add backward", function()
+  need_gpu()
+  use_tol("loss")
+  math.randomseed(17)
+  local n = LIGHT and 200 or 5000
+  local idx = {}
+  for k = 1, n do idx[k] = math.random(0, 63) end
+  for _, it in ipairs({"int64", "int32"}) do
+    local I = rn.tensor(idx, {dtype = it}):reshape({n // 100 > 0 and 100 or n, -1})
+    for _, dt in ipairs({"float32", "float64"}) do
+      parity("embedding " .. it .. " " .. dt, function(w) return rn.embedding(w.device == "cpu" and I or to_dev(I), w) end,
+             {rn.randn({64, 48}, {dtype = dt})}, {grad = true})
+    end
+  end
+  T.raises(function() rn.embedding(to_dev(rn.tensor({64}, {dtype = "int64"})), to_dev(rn.ones({64, 2}))) end,
+    "embedding: index 64 is out of range for a table of 64 rows (valid: 0..63)", true)
+end)
+
 T.test("cuda: a tiny Conv2D/BatchNormalization/Dense Model trains on the device like on the CPU",
        function()
   need_gpu()

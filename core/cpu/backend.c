@@ -51,4 +51,6 @@ const rn_backend rn_cpu_backend = {
   .bn_relu_bwd = rn_cpu_bn_relu_bwd,
   .gnorm_fwd = rn_cpu_gnorm_fwd,
   .gnorm_bwd = rn_cpu_gnorm_bwd,
+  .embedding_fwd = rn_cpu_embedding_fwd,
+  .embedding_bwd = rn_cpu_embedding_bwd,
 };

@@ -70,6 +70,8 @@ static const rn_backend cuda_backend = {
   .bn_bwd = rn_cuda_bn_bwd,
   .gnorm_fwd = rn_cuda_gnorm_fwd,
   .gnorm_bwd = rn_cuda_gnorm_bwd,
+  .embedding_fwd = rn_cuda_embedding_fwd,
+  .embedding_bwd = rn_cuda_embedding_bwd,
 };
 
 const rn_backend *rn_cuda_backend(void) {

@@ -132,6 +132,9 @@ int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
 int rn_cuda_pool2d_fwd(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
 int rn_cuda_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
                        const rn_tensor *y, const rn_pool_params *p);
+/* embedding.c / norm_group.c */
+int rn_cuda_embedding_fwd(rn_tensor *y, const rn_tensor *idx, const rn_tensor *w);
+int rn_cuda_embedding_bwd(rn_tensor *gw, const rn_tensor *gy, const rn_tensor *idx);
 /* norm_group.c: layer and group norm */
 int rn_cuda_gnorm_fwd(rn_tensor *y, rn_tensor *mean, rn_tensor *rstd, const rn_tensor *x,
                   const rn_tensor *gamma, const rn_tensor *beta, int64_t N, int64_t S, int64_t G,

@@ -1,5 +1,6 @@
 /* norm_group.c (cuda) - the gnorm slots (layer and group normalization)
- * with the kernels of kernels/norm_group.cu on the one stream. */
+ * and the embedding slots, with the kernels of kernels/norm_group.cu and
+ * kernels/embedding.cu on the one stream. */
 #include "cuda.h"
 
 static const void *opt_ptr(const rn_tensor *t) { return t ? rn_ptr(t) : NULL; }
@@ -25,4 +26,18 @@ int rn_cuda_gnorm_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const 
                           gbeta ? rn_ptr(gbeta) : NULL, rn_ptr(gy), rn_ptr(x), opt_ptr(gamma),
                           (const double *)rn_ptr(mean), (const double *)rn_ptr(rstd), N, S, G, Cg,
                           rn_cuda_stream()));
+}
+
+int rn_cuda_embedding_fwd(rn_tensor *y, const rn_tensor *idx, const rn_tensor *w) {
+  if (w->dtype != RN_F32 && w->dtype != RN_F64)
+    return rn_err("embedding: dtype %s is not float32/float64 on cuda", rn_dtype_name(w->dtype));
+  return CU(rnk_embedding_fwd((int)w->dtype, rn_ptr(y), rn_ptr(idx), (int)idx->dtype, rn_ptr(w),
+                              rn_numel(idx), w->shape[1], rn_cuda_stream()));
+}
+
+int rn_cuda_embedding_bwd(rn_tensor *gw, const rn_tensor *gy, const rn_tensor *idx) {
+  if (gw->dtype != RN_F32 && gw->dtype != RN_F64)
+    return rn_err("embedding backward: dtype %s is not float32/float64", rn_dtype_name(gw->dtype));
+  return CU(rnk_embedding_bwd((int)gw->dtype, rn_ptr(gw), rn_ptr(gy), rn_ptr(idx), (int)idx->dtype,
+                              rn_numel(idx), gw->shape[1], rn_cuda_stream()));
 }

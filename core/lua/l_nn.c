@@ -6,7 +6,7 @@
  *   rn.matmul(a, b), rn.linear(x, w, b)
  *   rn.dropout(x, p=0.5, {training=true})
  *   rn.layer_norm(x, gamma, beta, {eps=1e-5, dims=k}),
- *   rn.group_norm(x, groups, gamma, beta, {eps=1e-5})
+ *   rn.group_norm(x, groups, gamma, beta, {eps=1e-5}), rn.embedding(indices, weight)
  * (also tensor methods: x:softmax(), a:matmul(b), ...), and
  *   rn.concat({t1, t2, ...}, dim=1)      (a function only)
  * Dims are 1-based, negatives count from the end. Every Lua argument is
@@ -66,6 +66,14 @@ static int l_group_norm(lua_State *L) {
   double eps = rnl_opt_number(L, 5, "eps", 1e-5, op);
   if (g < 1 || g > 1 << 30) rnl_errorf(L, "%s: groups = %lld, must be >= 1", op, (long long)g);
   rnl_push(L, rn_group_norm(x, (int)g, gamma, beta, eps));
+  return 1;
+}
+
+/* rn.embedding(indices, weight): indices int32/int64 counted from 0, as
+ * class labels (argmax, cross_entropy) */
+static int l_embedding(lua_State *L) {
+  rn_tensor *idx = rnl_check(L, 1, "embedding"), *w = rnl_check(L, 2, "embedding");
+  rnl_push(L, rn_embedding(idx, w));
   return 1;
 }
 
@@ -170,6 +178,7 @@ static const luaL_Reg nn_funcs[] = {
   {"batch_norm", l_batch_norm}, {"softmax", l_softmax}, {"log_softmax", l_log_softmax},
   {"cross_entropy", l_cross_entropy}, {"matmul", l_matmul}, {"linear", l_linear},
   {"dropout", l_dropout}, {"layer_norm", l_layer_norm}, {"group_norm", l_group_norm},
+  {"embedding", l_embedding},
   {NULL, NULL}};
 
 static const luaL_Reg nn_only_funcs[] = {{"concat", l_concat}, {NULL, NULL}};
