@@ -21,6 +21,19 @@
 #define RN_POST_RELU 2 /* conv2d_fwd_fused: then max(y, 0) */
 #define RN_NOT_FUSED 1 /* conv2d_fwd_fused: no fused kernel here, y untouched */
 
+/* scaled_dot_product_attention (core/ops/attention.c): q (B,Tq,D), k
+ * (B,Tk,D), v (B,Tk,Dv), o (B,Tq,Dv) contiguous; mask: uint8 (1 = attend)
+ * read at mask + b*msb + i*msq + j*msk (strides 0 broadcast), or NULL;
+ * causal: key j > query i is masked (top-left aligned, as PyTorch). A query
+ * with every key masked gets o = 0 and no gradient. */
+typedef struct {
+  int64_t B, Tq, Tk, D, Dv;
+  double scale;
+  bool causal;
+  const rn_tensor *mask;
+  int64_t msb, msq, msk;
+} rn_sdpa_params;
+
 typedef struct rn_backend {
   const char *name;
   rn_devtype dev;
@@ -118,6 +131,14 @@ typedef struct rn_backend {
    * rows of gy scattered by idx, deterministically. */
   int (*embedding_fwd)(rn_tensor *y, const rn_tensor *idx, const rn_tensor *w);
   int (*embedding_bwd)(rn_tensor *gw, const rn_tensor *gy, const rn_tensor *idx);
+  /* attention: lse (B*Tq) float64, the log-sum-exp of each query's scaled,
+   * masked scores (-inf when all are masked), written by the forward and
+   * read by the backward, which recomputes the probabilities from it */
+  int (*sdpa_fwd)(rn_tensor *o, rn_tensor *lse, const rn_tensor *q, const rn_tensor *k,
+                  const rn_tensor *v, const rn_sdpa_params *p);
+  int (*sdpa_bwd)(rn_tensor *gq, rn_tensor *gk, rn_tensor *gv, const rn_tensor *go,
+                  const rn_tensor *q, const rn_tensor *k, const rn_tensor *v, const rn_tensor *o,
+                  const rn_tensor *lse, const rn_sdpa_params *p);
   /* optional: batch norm with a ReLU fused into the same passes (same
    * arguments; y = max(bn(x), 0); the backward takes that y, and beta, for
    * the ReLU's mask: a kernel may read y > 0 or recompute bn(x) > 0 from x,

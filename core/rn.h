@@ -299,6 +299,15 @@ rn_tensor *rn_group_norm(rn_tensor *x, int groups, rn_tensor *gamma, rn_tensor *
  * (duplicate indices accumulate); indices get none. */
 rn_tensor *rn_embedding(rn_tensor *indices, rn_tensor *weight);
 
+/* ---- attention (ops/attention.c) ---------------------------------------- */
+/* softmax(q k^T * scale + mask) v, fused (no Tq x Tk matrix is stored):
+ * q (...,Tq,D), k (...,Tk,D), v (...,Tk,Dv) with the same leading dims ->
+ * (...,Tq,Dv). mask: NULL or a bool-like tensor (any dtype; nonzero =
+ * attend) broadcastable to (...,Tq,Tk); causal: key j > query i masked;
+ * scale <= 0 means 1/sqrt(D). A query that attends to no key gets 0. */
+rn_tensor *rn_scaled_dot_product_attention(rn_tensor *q, rn_tensor *k, rn_tensor *v,
+                                           rn_tensor *mask, bool causal, double scale);
+
 /* ---- shape ops (ops/shape.c) --------------------------------------------- */
 rn_tensor *rn_concat(int n, rn_tensor *const *ts, int dim);
 rn_tensor *rn_dropout(rn_tensor *x, double p, bool training);

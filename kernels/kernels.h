@@ -85,6 +85,23 @@ cudaError_t rnk_gnorm_bwd(int dt, void *gx, void *ggamma, void *gbeta, const voi
                           const void *x, const void *gamma, const double *mean, const double *rstd,
                           int64_t N, int64_t S, int64_t G, int64_t Cg, cudaStream_t s);
 
+/* ---- attention.cu -------------------------------------------------------- */
+/* Fused attention (core/backend.h rn_sdpa_params): q (B,Tq,D), k (B,Tk,D),
+ * v (B,Tk,Dv) contiguous, D and Dv <= 256; mask uint8 or NULL with strides
+ * msb, msq, msk; lse (B*Tq) doubles. */
+typedef struct {
+  int64_t B, Tq, Tk, D, Dv, msb, msq, msk;
+  double scale;
+  int causal;
+  const uint8_t *mask;
+} rnk_sdpa_geom;
+cudaError_t rnk_sdpa_fwd(int dt, rnk_sdpa_geom g, void *o, double *lse, const void *q,
+                         const void *k, const void *v, cudaStream_t s);
+/* Di: scratch of B*Tq doubles. */
+cudaError_t rnk_sdpa_bwd(int dt, rnk_sdpa_geom g, void *gq, void *gk, void *gv, double *Di,
+                         const void *go, const void *q, const void *k, const void *v,
+                         const void *o, const double *lse, cudaStream_t s);
+
 /* ---- embedding.cu -------------------------------------------------------- */
 /* y (n,D) = rows idx (n, int32/int64 code idt) of w (V,D); float32/64. */
 cudaError_t rnk_embedding_fwd(int dt, void *y, const void *idx, int idt, const void *w, int64_t n,

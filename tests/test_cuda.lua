@@ -832,6 +832,34 @@ T.test("cuda: embedding forward and the deterministic scatter-add backward", fun
     "embedding: index 64 is out of range for a table of 64 rows (valid: 0..63)", true)
 end)
 
+T.test("cuda: fused scaled_dot_product_attention, forward and backward", function()
+  need_gpu()
+  use_tol("reduce")
+  local Tn = LIGHT and 17 or 257 -- long enough that the kernel walks many keys
+  math.randomseed(18)
+  local m = {}
+  for j = 1, Tn do m[j] = (j == 1 or math.random() < 0.8) and 1 or 0 end
+  local pad = rn.tensor(m, {dtype = "uint8"}):reshape({1, 1, 1, Tn})
+  for _, dt in ipairs({"float32", "float64"}) do
+    local o = {dtype = dt}
+    for _, c in ipairs({{"plain", {}}, {"causal", {causal = true}}, {"padding mask", {mask = pad}},
+                        {"both", {mask = pad, causal = true, scale = 0.2}}}) do
+      parity("attention " .. c[1] .. " " .. dt, function(q, k, v)
+        local opts = {causal = c[2].causal, scale = c[2].scale}
+        if c[2].mask then opts.mask = q.device == "cpu" and c[2].mask or to_dev(c[2].mask) end
+        return rn.scaled_dot_product_attention(q, k, v, opts)
+      end, {rn.randn({2, 2, Tn, 64}, o), rn.randn({2, 2, Tn, 64}, o), rn.randn({2, 2, Tn, 32}, o)},
+      {grad = true})
+    end
+  end
+  if not ON_CPU then -- the CUDA kernel's head-dim limit is a clear error
+    T.raises(function()
+      local q = to_dev(rn.randn({1, 2, 300}))
+      rn.scaled_dot_product_attention(q, q, q)
+    end, "head dims D = 300, Dv = 300; at most 256 on cuda", true)
+  end
+end)
+
 T.test("cuda: a tiny Conv2D/BatchNormalization/Dense Model trains on the device like on the CPU",
        function()
   need_gpu()

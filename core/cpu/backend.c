@@ -53,4 +53,6 @@ const rn_backend rn_cpu_backend = {
   .gnorm_bwd = rn_cpu_gnorm_bwd,
   .embedding_fwd = rn_cpu_embedding_fwd,
   .embedding_bwd = rn_cpu_embedding_bwd,
+  .sdpa_fwd = rn_cpu_sdpa_fwd,
+  .sdpa_bwd = rn_cpu_sdpa_bwd,
 };

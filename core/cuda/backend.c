@@ -72,6 +72,8 @@ static const rn_backend cuda_backend = {
   .gnorm_bwd = rn_cuda_gnorm_bwd,
   .embedding_fwd = rn_cuda_embedding_fwd,
   .embedding_bwd = rn_cuda_embedding_bwd,
+  .sdpa_fwd = rn_cuda_sdpa_fwd,
+  .sdpa_bwd = rn_cuda_sdpa_bwd,
 };
 
 const rn_backend *rn_cuda_backend(void) {

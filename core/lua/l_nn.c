@@ -7,6 +7,7 @@
  *   rn.dropout(x, p=0.5, {training=true})
  *   rn.layer_norm(x, gamma, beta, {eps=1e-5, dims=k}),
  *   rn.group_norm(x, groups, gamma, beta, {eps=1e-5}), rn.embedding(indices, weight)
+ *   rn.scaled_dot_product_attention(q, k, v, {mask=, causal=, scale=, dropout=0})
  * (also tensor methods: x:softmax(), a:matmul(b), ...), and
  *   rn.concat({t1, t2, ...}, dim=1)      (a function only)
  * Dims are 1-based, negatives count from the end. Every Lua argument is
@@ -74,6 +75,38 @@ static int l_group_norm(lua_State *L) {
 static int l_embedding(lua_State *L) {
   rn_tensor *idx = rnl_check(L, 1, "embedding"), *w = rnl_check(L, 2, "embedding");
   rnl_push(L, rn_embedding(idx, w));
+  return 1;
+}
+
+/* rn.scaled_dot_product_attention(q, k, v, {mask=, causal=false, scale=1/sqrt(D), dropout=0}) */
+static const char *const sdpa_opts[] = {"mask", "causal", "scale", "dropout", NULL};
+
+static int l_sdpa(lua_State *L) {
+  const char *op = "scaled_dot_product_attention";
+  rn_tensor *q = rnl_check(L, 1, op), *k = rnl_check(L, 2, op), *v = rnl_check(L, 3, op);
+  rnl_opts_check(L, 4, op, sdpa_opts);
+  rn_tensor *mask = NULL;
+  if (lua_istable(L, 4)) {
+    lua_getfield(L, 4, "mask");
+    if (!lua_isnil(L, -1)) {
+      mask = rnl_test(L, -1);
+      if (!mask) rnl_errorf(L, "%s: mask must be a tensor, got %s", op, luaL_typename(L, -1));
+    }
+    lua_pop(L, 1); /* the options table keeps the mask alive */
+  }
+  bool causal = rnl_opt_bool(L, 4, "causal", 0, op);
+  double scale = rnl_opt_number(L, 4, "scale", 0, op);
+  double drop = rnl_opt_number(L, 4, "dropout", 0, op);
+  if (lua_istable(L, 4)) {
+    lua_getfield(L, 4, "scale");
+    bool given = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (given && !(scale > 0)) rnl_errorf(L, "%s: scale must be > 0, got %g", op, scale);
+  }
+  if (drop != 0)
+    rnl_errorf(L, "%s: dropout = %g is not supported by the fused kernel (only 0); apply "
+               "rn.dropout to the inputs or the output instead", op, drop);
+  rnl_push(L, rn_scaled_dot_product_attention(q, k, v, mask, causal, scale));
   return 1;
 }
 
@@ -178,7 +211,7 @@ static const luaL_Reg nn_funcs[] = {
   {"batch_norm", l_batch_norm}, {"softmax", l_softmax}, {"log_softmax", l_log_softmax},
   {"cross_entropy", l_cross_entropy}, {"matmul", l_matmul}, {"linear", l_linear},
   {"dropout", l_dropout}, {"layer_norm", l_layer_norm}, {"group_norm", l_group_norm},
-  {"embedding", l_embedding},
+  {"embedding", l_embedding}, {"scaled_dot_product_attention", l_sdpa},
   {NULL, NULL}};
 
 static const luaL_Reg nn_only_funcs[] = {{"concat", l_concat}, {NULL, NULL}};
