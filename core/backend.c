@@ -10,7 +10,7 @@
   X(cross_entropy) X(gemm) X(conv2d_fwd) X(conv2d_bwd_data) X(conv2d_bwd_filter) \
   X(pool2d_fwd) X(pool2d_bwd) X(bn_fwd_train) X(bn_fwd_infer) X(bn_bwd) \
   X(gnorm_fwd) X(gnorm_bwd) X(embedding_fwd) X(embedding_bwd) X(sdpa_fwd) \
-  X(sdpa_bwd)
+  X(sdpa_bwd) X(line_fwd) X(line_bwd)
 
 #define NAME(s) #s,
 #define OFFSET(s) offsetof(rn_backend, s),

@@ -34,6 +34,18 @@ typedef struct {
   int64_t msb, msq, msk;
 } rn_sdpa_params;
 
+/* One-dimensional "line" ops (core/ops/pad.c): x (outer, L, inner) ->
+ * y (outer, Lout, inner), contiguous. kind: RN_LINE_* (the pad kinds are
+ * the rn_pad_mode values). */
+enum { RN_LINE_CONSTANT = 0, RN_LINE_REFLECT, RN_LINE_REPLICATE, RN_LINE_NEAREST,
+       RN_LINE_BILINEAR };
+typedef struct {
+  int kind;
+  int64_t outer, L, inner, Lout;
+  int64_t before, after; /* pads */
+  double value;          /* constant pad */
+} rn_line_params;
+
 typedef struct rn_backend {
   const char *name;
   rn_devtype dev;
@@ -139,6 +151,11 @@ typedef struct rn_backend {
   int (*sdpa_bwd)(rn_tensor *gq, rn_tensor *gk, rn_tensor *gv, const rn_tensor *go,
                   const rn_tensor *q, const rn_tensor *k, const rn_tensor *v, const rn_tensor *o,
                   const rn_tensor *lse, const rn_sdpa_params *p);
+  /* line ops: forward (any dtype for the pads and nearest, float for
+   * bilinear) and backward (gx zeroed by the front end, += the gradient,
+   * deterministically; float) */
+  int (*line_fwd)(rn_tensor *y, const rn_tensor *x, const rn_line_params *p);
+  int (*line_bwd)(rn_tensor *gx, const rn_tensor *gy, const rn_line_params *p);
   /* optional: batch norm with a ReLU fused into the same passes (same
    * arguments; y = max(bn(x), 0); the backward takes that y, and beta, for
    * the ReLU's mask: a kernel may read y > 0 or recompute bn(x) > 0 from x,

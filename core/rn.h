@@ -308,6 +308,17 @@ rn_tensor *rn_embedding(rn_tensor *indices, rn_tensor *weight);
 rn_tensor *rn_scaled_dot_product_attention(rn_tensor *q, rn_tensor *k, rn_tensor *v,
                                            rn_tensor *mask, bool causal, double scale);
 
+/* ---- padding and resizing (ops/pad.c) ----------------------------------- */
+typedef enum { RN_PADDING_CONSTANT = 0, RN_PADDING_REFLECT, RN_PADDING_REPLICATE } rn_padding_mode;
+/* pads[d] = {before, after} >= 0 for every dim d of x; constant fills with
+ * value; reflect mirrors without repeating the edge (pads < the dim's size);
+ * replicate repeats the edge. */
+rn_tensor *rn_pad(rn_tensor *x, const int64_t (*pads)[2], rn_padding_mode mode, double value);
+/* x (N,H,W,C) -> (N,oh,ow,C): nearest (PyTorch's "nearest"; Keras's
+ * UpSampling2D for integer factors) or bilinear with half-pixel centres
+ * (align_corners=false, as tf.image.resize and PyTorch). */
+rn_tensor *rn_resize(rn_tensor *x, int64_t oh, int64_t ow, bool bilinear);
+
 /* ---- shape ops (ops/shape.c) --------------------------------------------- */
 rn_tensor *rn_concat(int n, rn_tensor *const *ts, int dim);
 rn_tensor *rn_dropout(rn_tensor *x, double p, bool training);

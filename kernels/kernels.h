@@ -85,6 +85,21 @@ cudaError_t rnk_gnorm_bwd(int dt, void *gx, void *ggamma, void *gbeta, const voi
                           const void *x, const void *gamma, const double *mean, const double *rstd,
                           int64_t N, int64_t S, int64_t G, int64_t Cg, cudaStream_t s);
 
+/* ---- pad.cu -------------------------------------------------------------- */
+/* A line op along one dim (core/backend.h rn_line_params): kind 0 constant,
+ * 1 reflect, 2 replicate, 3 nearest, 4 bilinear; x (outer,L,inner) -> y
+ * (outer,Lout,inner) contiguous. */
+typedef struct {
+  int kind;
+  int64_t outer, L, inner, Lout, before, after;
+} rnk_line;
+/* pads and nearest: any dtype of esize bytes (value_bits: the constant);
+ * bilinear: float32/float64. */
+cudaError_t rnk_line_fwd(int dt, int esize, void *y, const void *x, rnk_line p,
+                         uint64_t value_bits, cudaStream_t s);
+/* gx (zeroed) += the gradient, float32/float64, deterministically. */
+cudaError_t rnk_line_bwd(int dt, void *gx, const void *gy, rnk_line p, cudaStream_t s);
+
 /* ---- attention.cu -------------------------------------------------------- */
 /* Fused attention (core/backend.h rn_sdpa_params): q (B,Tq,D), k (B,Tk,D),
  * v (B,Tk,Dv) contiguous, D and Dv <= 256; mask uint8 or NULL with strides

@@ -860,6 +860,35 @@ T.test("cuda: fused scaled_dot_product_attention, forward and backward", functio
   end
 end)
 
+T.test("cuda: pad and resize, forward and backward", function()
+  need_gpu()
+  use_tol("pool")
+  local im = LIGHT and {2, 5, 6, 3} or {4, 33, 29, 16}
+  for _, dt in ipairs({"float32", "float64"}) do
+    local o = {dtype = dt}
+    for _, mode in ipairs({"constant", "reflect", "replicate"}) do
+      parity("pad " .. mode .. " " .. dt, function(x)
+        return rn.pad(x, {{0, 0}, {2, 3}, {4, 1}, {1, 0}}, {mode = mode, value = mode == "constant" and 0.25 or nil})
+      end, {rn.randn(im, o)}, {grad = true})
+    end
+    parity("pad permuted " .. dt, function(x) return rn.pad(x:permute(1, 3, 2, 4), {{1, 1}, {0, 2}, {3, 0}, {0, 0}}) end,
+           {rn.randn(im, o)}, {grad = true})
+    for _, c in ipairs({{"nearest", 2}, {"bilinear", 2}}) do
+      parity("upsample " .. c[1] .. " " .. dt, function(x) return rn.upsample(x, c[2], {method = c[1]}) end,
+             {rn.randn(im, o)}, {grad = true})
+    end
+    for _, size in ipairs({{7, 45}, {im[2] // 3, im[3] // 2}}) do
+      parity("resize bilinear " .. size[1] .. "x" .. size[2] .. " " .. dt,
+             function(x) return rn.resize(x, size, {method = "bilinear"}) end, {rn.randn(im, o)}, {grad = true})
+      parity("resize nearest " .. size[1] .. "x" .. size[2] .. " " .. dt,
+             function(x) return rn.resize(x, size) end, {rn.randn(im, o)}, {grad = true})
+    end
+  end
+  local i = rn.tensor({{1, -2}, {3, 4}}, {dtype = "int32"})
+  T.eq(rn.pad(to_dev(i), {{1, 0}, {0, 1}}, {value = 7}):cpu():totable(),
+       rn.pad(i, {{1, 0}, {0, 1}}, {value = 7}):totable(), "pad int32")
+end)
+
 T.test("cuda: a tiny Conv2D/BatchNormalization/Dense Model trains on the device like on the CPU",
        function()
   need_gpu()

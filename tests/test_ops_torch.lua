@@ -24,6 +24,8 @@ local RUN = {
     local m = a.mask and rn.tensor(a.mask.data, {dtype = "uint8"}):reshape(a.mask.shape) or nil
     return rn.scaled_dot_product_attention(q, k, v, {mask = m, causal = a.causal, scale = a.scale})
   end,
+  pad = function(a, x) return rn.pad(x, a.pads, {mode = a.mode, value = a.value}) end,
+  resize = function(a, x) return rn.resize(x, a.size, {method = a.method}) end,
   embedding = function(_, i, w) return rn.embedding(i, w) end,
   matmul = function(_, a, b) return rn.matmul(a, b) end,
   group_norm = function(a, x, g, b) return rn.group_norm(x, a.groups, g, b, {eps = a.eps}) end,
@@ -36,6 +38,7 @@ T.test("torch ops fixtures: the file loads and covers every op", function()
   T.truthy((ops.matmul or 0) >= 4, "batched matmul cases")
   T.truthy((ops.embedding or 0) >= 1, "embedding case")
   T.truthy((ops.sdpa or 0) >= 3, "attention cases")
+  T.truthy((ops.pad or 0) >= 3 and (ops.resize or 0) >= 3, "pad and resize cases")
   T.truthy((ops.layer_norm or 0) >= 3 and (ops.group_norm or 0) >= 3, "norm cases")
   for op in pairs(ops) do T.truthy(RUN[op], "a runner for " .. op) end
 end)

@@ -55,4 +55,6 @@ const rn_backend rn_cpu_backend = {
   .embedding_bwd = rn_cpu_embedding_bwd,
   .sdpa_fwd = rn_cpu_sdpa_fwd,
   .sdpa_bwd = rn_cpu_sdpa_bwd,
+  .line_fwd = rn_cpu_line_fwd,
+  .line_bwd = rn_cpu_line_bwd,
 };

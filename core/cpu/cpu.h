@@ -58,6 +58,9 @@ int rn_cpu_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
 int rn_cpu_pool2d_fwd(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
 int rn_cpu_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
                       const rn_tensor *y, const rn_pool_params *p);
+/* pad.c: pad and resize, one dim at a time */
+int rn_cpu_line_fwd(rn_tensor *y, const rn_tensor *x, const rn_line_params *p);
+int rn_cpu_line_bwd(rn_tensor *gx, const rn_tensor *gy, const rn_line_params *p);
 /* attention.c */
 int rn_cpu_sdpa_fwd(rn_tensor *o, rn_tensor *lse, const rn_tensor *q, const rn_tensor *k,
                  const rn_tensor *v, const rn_sdpa_params *p);

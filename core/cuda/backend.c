@@ -19,6 +19,11 @@ _Static_assert(RN_UNARY_OPS(UCHK) SAME(RNK_NUNARY, RN_NUNARY),
                "kernels.h unary op codes differ from rn_unop");
 _Static_assert(RN_BINARY_OPS(BCHK) SAME(RNK_NBINARY, RN_NBINARY),
                "kernels.h binary op codes differ from rn_binop");
+_Static_assert(SAME(RN_LINE_CONSTANT, 0) && SAME(RN_LINE_REFLECT, 1) && SAME(RN_LINE_REPLICATE, 2) &&
+                   SAME(RN_LINE_NEAREST, 3) && SAME(RN_LINE_BILINEAR, 4) &&
+                   SAME(RN_PADDING_CONSTANT, RN_LINE_CONSTANT) && SAME(RN_PADDING_REFLECT, RN_LINE_REFLECT) &&
+                   SAME(RN_PADDING_REPLICATE, RN_LINE_REPLICATE),
+               "kernels/pad.cu line kinds differ from core/backend.h");
 _Static_assert(SAME(RNK_SUM, RN_RED_SUM) && SAME(RNK_MEAN, RN_RED_MEAN) &&
                    SAME(RNK_MAX, RN_RED_MAX) && SAME(RNK_MIN, RN_RED_MIN),
                "kernels.h reduction codes differ from rn_redop");
@@ -74,6 +79,8 @@ static const rn_backend cuda_backend = {
   .embedding_bwd = rn_cuda_embedding_bwd,
   .sdpa_fwd = rn_cuda_sdpa_fwd,
   .sdpa_bwd = rn_cuda_sdpa_bwd,
+  .line_fwd = rn_cuda_line_fwd,
+  .line_bwd = rn_cuda_line_bwd,
 };
 
 const rn_backend *rn_cuda_backend(void) {

@@ -132,6 +132,9 @@ int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
 int rn_cuda_pool2d_fwd(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
 int rn_cuda_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
                        const rn_tensor *y, const rn_pool_params *p);
+/* pad.c: pad and resize, one dim at a time */
+int rn_cuda_line_fwd(rn_tensor *y, const rn_tensor *x, const rn_line_params *p);
+int rn_cuda_line_bwd(rn_tensor *gx, const rn_tensor *gy, const rn_line_params *p);
 /* attention.c */
 int rn_cuda_sdpa_fwd(rn_tensor *o, rn_tensor *lse, const rn_tensor *q, const rn_tensor *k,
                  const rn_tensor *v, const rn_sdpa_params *p);
