@@ -8,7 +8,9 @@
 #define SLOTS(X) X(alloc) X(free) X(to_host) X(from_host) X(copy) X(fill) X(unary) \
   X(unary_backward) X(binary) X(axpy) X(reduce) X(argmax) X(softmax) X(softmax_backward) \
   X(cross_entropy) X(gemm) X(conv2d_fwd) X(conv2d_bwd_data) X(conv2d_bwd_filter) \
-  X(pool2d_fwd) X(pool2d_bwd) X(bn_fwd_train) X(bn_fwd_infer) X(bn_bwd)
+  X(pool2d_fwd) X(pool2d_bwd) X(bn_fwd_train) X(bn_fwd_infer) X(bn_bwd) \
+  X(gnorm_fwd) X(gnorm_bwd) X(embedding_fwd) X(embedding_bwd) X(sdpa_fwd) \
+  X(sdpa_bwd) X(line_fwd) X(line_bwd)
 
 #define NAME(s) #s,
 #define OFFSET(s) offsetof(rn_backend, s),

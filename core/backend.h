@@ -22,6 +22,31 @@
 #define RN_POST_RELU 2 /* conv2d_fwd_fused: then max(y, 0) */
 #define RN_NOT_FUSED 1 /* conv2d_fwd_fused: no fused kernel here, y untouched */
 
+/* scaled_dot_product_attention (core/ops/attention.c): q (B,Tq,D), k
+ * (B,Tk,D), v (B,Tk,Dv), o (B,Tq,Dv) contiguous; mask: uint8 (1 = attend)
+ * read at mask + b*msb + i*msq + j*msk (strides 0 broadcast), or NULL;
+ * causal: key j > query i is masked (top-left aligned, as PyTorch). A query
+ * with every key masked gets o = 0 and no gradient. */
+typedef struct {
+  int64_t B, Tq, Tk, D, Dv;
+  double scale;
+  bool causal;
+  const rn_tensor *mask;
+  int64_t msb, msq, msk;
+} rn_sdpa_params;
+
+/* One-dimensional "line" ops (core/ops/pad.c): x (outer, L, inner) ->
+ * y (outer, Lout, inner), contiguous. kind: RN_LINE_* (the pad kinds are
+ * the rn_pad_mode values). */
+enum { RN_LINE_CONSTANT = 0, RN_LINE_REFLECT, RN_LINE_REPLICATE, RN_LINE_NEAREST,
+       RN_LINE_BILINEAR };
+typedef struct {
+  int kind;
+  int64_t outer, L, inner, Lout;
+  int64_t before, after; /* pads */
+  double value;          /* constant pad */
+} rn_line_params;
+
 typedef struct rn_backend {
   const char *name;
   rn_devtype dev;
@@ -34,9 +59,11 @@ typedef struct rn_backend {
   /* elementwise, strided: any strides, stride 0 for broadcast dims */
   int (*copy)(rn_tensor *dst, const rn_tensor *src); /* same shape, converts dtype */
   int (*fill)(rn_tensor *t, double v);
-  int (*unary)(rn_unop op, rn_tensor *y, const rn_tensor *x);
-  /* gx = gy * d op(x)/dx, given x and y = op(x) */
-  int (*unary_backward)(rn_unop op, rn_tensor *gx, const rn_tensor *gy,
+  /* y = op(x; p[0], p[1]) (p: the op's parameters, oplist.h; checked by
+   * the front end) */
+  int (*unary)(rn_unop op, const double *p, rn_tensor *y, const rn_tensor *x);
+  /* gx = gy * d op(x)/dx, given x and y = op(x) (contiguous) */
+  int (*unary_backward)(rn_unop op, const double *p, rn_tensor *gx, const rn_tensor *gy,
                         const rn_tensor *x, const rn_tensor *y);
   /* a, b already expanded to y's shape */
   int (*binary)(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b);
@@ -58,6 +85,14 @@ typedef struct rn_backend {
   int (*gemm)(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
               double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
               double beta, void *C, int64_t ldc);
+
+  /* optional: batch gemms, C_i = alpha op(A_i) op(B_i) + beta C_i with A_i
+   * = A + i*sa elements (sa = 0: shared), likewise B and C (sc > 0); where
+   * absent, matmul loops over gemm */
+  int (*gemm_batched)(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                      double alpha, const void *A, int64_t lda, int64_t sa, const void *B,
+                      int64_t ldb, int64_t sb, double beta, void *C, int64_t ldc, int64_t sc,
+                      int64_t batch);
 
   /* convolution, NHWC / HWIO */
   int (*conv2d_fwd)(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
@@ -94,6 +129,36 @@ typedef struct rn_backend {
   int (*bn_bwd)(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                 const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
                 const rn_tensor *save_invstd);
+  /* layer and group norm (core/ops/norm_group.c): x, y: (N,S,G,Cg)
+   * contiguous, statistics per (n,g) over S*Cg values; gamma, beta: G*Cg
+   * values (c = g*Cg + j) or NULL; mean, rstd: (N*G) float64, written by the
+   * forward (rstd = 1/sqrt(biased var + eps)). Backward: gx, ggamma, gbeta
+   * each may be NULL (not wanted); gamma NULL means 1. */
+  int (*gnorm_fwd)(rn_tensor *y, rn_tensor *mean, rn_tensor *rstd, const rn_tensor *x,
+                   const rn_tensor *gamma, const rn_tensor *beta, int64_t N, int64_t S,
+                   int64_t G, int64_t Cg, double eps);
+  int (*gnorm_bwd)(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                   const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *mean,
+                   const rn_tensor *rstd, int64_t N, int64_t S, int64_t G, int64_t Cg);
+  /* embedding (core/ops/embedding.c): idx contiguous int32/int64, every
+   * value in 0..V-1 (checked by the front end); w: (V,D) contiguous; y:
+   * (numel(idx), D). Backward: gw (V,D), zeroed by the front end, += the
+   * rows of gy scattered by idx, deterministically. */
+  int (*embedding_fwd)(rn_tensor *y, const rn_tensor *idx, const rn_tensor *w);
+  int (*embedding_bwd)(rn_tensor *gw, const rn_tensor *gy, const rn_tensor *idx);
+  /* attention: lse (B*Tq) float64, the log-sum-exp of each query's scaled,
+   * masked scores (-inf when all are masked), written by the forward and
+   * read by the backward, which recomputes the probabilities from it */
+  int (*sdpa_fwd)(rn_tensor *o, rn_tensor *lse, const rn_tensor *q, const rn_tensor *k,
+                  const rn_tensor *v, const rn_sdpa_params *p);
+  int (*sdpa_bwd)(rn_tensor *gq, rn_tensor *gk, rn_tensor *gv, const rn_tensor *go,
+                  const rn_tensor *q, const rn_tensor *k, const rn_tensor *v, const rn_tensor *o,
+                  const rn_tensor *lse, const rn_sdpa_params *p);
+  /* line ops: forward (any dtype for the pads and nearest, float for
+   * bilinear) and backward (gx zeroed by the front end, += the gradient,
+   * deterministically; float) */
+  int (*line_fwd)(rn_tensor *y, const rn_tensor *x, const rn_line_params *p);
+  int (*line_bwd)(rn_tensor *gx, const rn_tensor *gy, const rn_line_params *p);
   /* optional: batch norm with a ReLU fused into the same passes (same
    * arguments; y = max(bn(x), 0); the backward takes that y, and beta, for
    * the ReLU's mask: a kernel may read y > 0 or recompute bn(x) > 0 from x,

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "oplist.h"
+
 #define RN_VERSION "0.1.0"
 #define RN_MAXDIM 8
 
@@ -176,18 +178,22 @@ rn_dtype rn_math_precision(void);
 int rn_set_math_precision(rn_dtype dt, bool cpu_needed);
 
 /* ---- elementwise ops (ops/elementwise.c) --------------------------------- */
-typedef enum {
-  RN_OP_NEG, RN_OP_EXP, RN_OP_LOG, RN_OP_SQRT, RN_OP_RELU, RN_OP_ABS,
-  RN_OP_TANH, RN_OP_SIGMOID, RN_NUNARY
-} rn_unop;
-typedef enum {
-  RN_OP_ADD, RN_OP_SUB, RN_OP_MUL, RN_OP_DIV, RN_OP_POW, RN_OP_MAXIMUM,
-  RN_OP_MINIMUM, RN_OP_EQ, RN_OP_NE, RN_OP_LT, RN_OP_LE, RN_OP_GT, RN_OP_GE,
-  RN_NBINARY
-} rn_binop;
+/* The ops, their names and parameters are listed once, in oplist.h. */
+#define RN_UNOP_ENUM(E, n, np, a, b, i) RN_OP_##E,
+#define RN_BINOP_ENUM(E, n) RN_OP_##E,
+typedef enum { RN_UNARY_OPS(RN_UNOP_ENUM) RN_NUNARY } rn_unop;
+typedef enum { RN_BINARY_OPS(RN_BINOP_ENUM) RN_NBINARY } rn_binop;
+#define RN_UNARY_NP 2 /* parameters of a unary op (oplist.h), at most */
 const char *rn_unop_name(rn_unop op);
 const char *rn_binop_name(rn_binop op);
-rn_tensor *rn_unary(rn_unop op, rn_tensor *x);
+/* The parameters op takes (0..RN_UNARY_NP) and their defaults (RN_REQUIRED:
+ * none); whether it is defined on the integer dtypes. */
+int rn_unop_nparams(rn_unop op, double dflt[RN_UNARY_NP]);
+bool rn_unop_int_ok(rn_unop op);
+rn_tensor *rn_unary(rn_unop op, rn_tensor *x); /* the defaults: NP == 0 or all defaulted */
+/* y = op(x; p[0], p[1]): leaky_relu's slope, elu's alpha, clip's lo and hi.
+ * Errors: a non-finite parameter, clip with lo > hi. */
+rn_tensor *rn_unary_p(rn_unop op, rn_tensor *x, const double p[RN_UNARY_NP]);
 rn_tensor *rn_binary(rn_binop op, rn_tensor *a, rn_tensor *b); /* broadcasting */
 rn_tensor *rn_binary_scalar(rn_binop op, rn_tensor *a, double s, bool scalar_first);
 int rn_broadcast_shape(const rn_tensor *a, const rn_tensor *b, int *ndim,
@@ -213,7 +219,9 @@ rn_tensor *rn_cross_entropy(rn_tensor *logits, rn_tensor *labels, double smoothi
                             rn_reduction red);
 
 /* ---- dense (ops/matmul.c) ------------------------------------------------ */
-/* a: (...,M,K), b: (...,K,N) -> (...,M,N); 1-D and batched (3-D) supported. */
+/* a: (...,M,K), b: (...,K,N) -> (...,M,N): any leading (batch) dims,
+ * broadcast against each other; a 1-D a is a row, a 1-D b a column (their
+ * dim dropped from the result). */
 rn_tensor *rn_matmul(rn_tensor *a, rn_tensor *b);
 /* x: (N,in), w: (in,out), b: (out) or NULL -> (N,out) */
 rn_tensor *rn_linear(rn_tensor *x, rn_tensor *w, rn_tensor *b);
@@ -275,6 +283,42 @@ rn_tensor *rn_batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
 rn_tensor *rn_batch_norm_relu(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
                               rn_tensor *running_mean, rn_tensor *running_var, bool training,
                               double momentum, bool unbiased, double eps);
+
+/* ---- layer and group normalization (ops/norm_group.c) -------------------- */
+/* y = (x - mean) / sqrt(var + eps) * gamma + beta, biased variance.
+ * layer_norm: statistics over the last k dims (1 <= k <= ndim); gamma,
+ *   beta: NULL or the shape of those dims.
+ * group_norm: x (N, ..., C) channels last, C split into `groups` groups of
+ *   C/groups channels; statistics per sample and group over all the middle
+ *   dims and the group's channels; gamma, beta: NULL or (C). */
+rn_tensor *rn_layer_norm(rn_tensor *x, int k, rn_tensor *gamma, rn_tensor *beta, double eps);
+rn_tensor *rn_group_norm(rn_tensor *x, int groups, rn_tensor *gamma, rn_tensor *beta, double eps);
+
+/* ---- embedding (ops/embedding.c) ----------------------------------------- */
+/* indices: any shape, int32/int64 in 0..V-1; weight: (V, D) float ->
+ * (indices..., D). The gradient of weight is a deterministic scatter-add
+ * (duplicate indices accumulate); indices get none. */
+rn_tensor *rn_embedding(rn_tensor *indices, rn_tensor *weight);
+
+/* ---- attention (ops/attention.c) ---------------------------------------- */
+/* softmax(q k^T * scale + mask) v, fused (no Tq x Tk matrix is stored):
+ * q (...,Tq,D), k (...,Tk,D), v (...,Tk,Dv) with the same leading dims ->
+ * (...,Tq,Dv). mask: NULL or a bool-like tensor (any dtype; nonzero =
+ * attend) broadcastable to (...,Tq,Tk); causal: key j > query i masked;
+ * scale <= 0 means 1/sqrt(D). A query that attends to no key gets 0. */
+rn_tensor *rn_scaled_dot_product_attention(rn_tensor *q, rn_tensor *k, rn_tensor *v,
+                                           rn_tensor *mask, bool causal, double scale);
+
+/* ---- padding and resizing (ops/pad.c) ----------------------------------- */
+typedef enum { RN_PADDING_CONSTANT = 0, RN_PADDING_REFLECT, RN_PADDING_REPLICATE } rn_padding_mode;
+/* pads[d] = {before, after} >= 0 for every dim d of x; constant fills with
+ * value; reflect mirrors without repeating the edge (pads < the dim's size);
+ * replicate repeats the edge. */
+rn_tensor *rn_pad(rn_tensor *x, const int64_t (*pads)[2], rn_padding_mode mode, double value);
+/* x (N,H,W,C) -> (N,oh,ow,C): nearest (PyTorch's "nearest"; Keras's
+ * UpSampling2D for integer factors) or bilinear with half-pixel centres
+ * (align_corners=false, as tf.image.resize and PyTorch). */
+rn_tensor *rn_resize(rn_tensor *x, int64_t oh, int64_t ow, bool bilinear);
 
 /* ---- shape ops (ops/shape.c) --------------------------------------------- */
 rn_tensor *rn_concat(int n, rn_tensor *const *ts, int dim);

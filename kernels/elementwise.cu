@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "common.cuh"
+#include "unary_math.cuh"
 
 using namespace rnk;
 
@@ -110,64 +111,33 @@ size_t dtype_size(int dt) {
 
 /* ---- unary --------------------------------------------------------------- */
 
-__device__ __forceinline__ float un(int op, float x) {
-  switch (op) {
-  case RNK_NEG: return -x;
-  case RNK_EXP: return expf(x);
-  case RNK_LOG: return logf(x);
-  case RNK_SQRT: return sqrtf(x);
-  case RNK_RELU: return x > 0 ? x : 0;
-  case RNK_ABS: return fabsf(x);
-  case RNK_TANH: return tanhf(x);
-  case RNK_SIGMOID: return x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x));
-  default: return 0;
-  }
-}
-
-__device__ __forceinline__ double un(int op, double x) {
-  switch (op) {
-  case RNK_NEG: return -x;
-  case RNK_EXP: return exp(x);
-  case RNK_LOG: return log(x);
-  case RNK_SQRT: return sqrt(x);
-  case RNK_RELU: return x > 0 ? x : 0;
-  case RNK_ABS: return fabs(x);
-  case RNK_TANH: return tanh(x);
-  case RNK_SIGMOID: return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
-  default: return 0;
-  }
-}
-
-/* g * d op(x)/dx with y = op(x) */
-template <typename T> __device__ __forceinline__ T dun(int op, T g, T x, T y) {
-  switch (op) {
-  case RNK_NEG: return -g;
-  case RNK_EXP: return g * y;
-  case RNK_LOG: return g / x;
-  case RNK_SQRT: return g * (T)0.5 / y;
-  case RNK_RELU: return x > 0 ? g : (T)0;
-  case RNK_ABS: return x > 0 ? g : x < 0 ? -g : (T)0;
-  case RNK_TANH: return g * (1 - y * y);
-  case RNK_SIGMOID: return g * y * (1 - y);
-  default: return 0;
-  }
-}
-
 /* float and double compute in their own type; the rest through double */
+/* (formulas: unary_math.cuh) */
 template <typename T> struct Unary {
   T *y;
   const T *x;
   int op;
+  double a, b;
   template <typename I> __device__ void operator()(const I (&o)[2]) const {
-    y[o[0]] = from_d<T>(un(op, to_d(x[o[1]])));
+    y[o[0]] = from_d<T>(un<double>(op, to_d(x[o[1]]), a, b));
   }
 };
 template <> struct Unary<float> {
   float *y;
   const float *x;
   int op;
+  double a, b;
   template <typename I> __device__ void operator()(const I (&o)[2]) const {
-    y[o[0]] = un(op, x[o[1]]);
+    y[o[0]] = un<float>(op, x[o[1]], (float)a, (float)b);
+  }
+};
+template <> struct Unary<double> {
+  double *y;
+  const double *x;
+  int op;
+  double a, b;
+  template <typename I> __device__ void operator()(const I (&o)[2]) const {
+    y[o[0]] = un<double>(op, x[o[1]], a, b);
   }
 };
 
@@ -175,8 +145,9 @@ template <typename T> struct UnaryBackward {
   T *gx;
   const T *gy, *x, *y;
   int op;
+  T a, b;
   template <typename I> __device__ void operator()(const I (&o)[4]) const {
-    gx[o[0]] = dun<T>(op, gy[o[1]], x[o[2]], y[o[3]]);
+    gx[o[0]] = dun<T>(op, gy[o[1]], x[o[2]], y[o[3]], a, b);
   }
 };
 
@@ -314,19 +285,20 @@ extern "C" cudaError_t rnk_fill(rnk_geom g, void *y, int esize, uint64_t bits, c
   }
 }
 
-extern "C" cudaError_t rnk_unary(rnk_geom g, int op, int dt, void *y, const void *x,
-                                 cudaStream_t s) {
-  RNK_DISPATCH(dt, T, return launch<2>(g, Unary<T>{(T *)y, (const T *)x, op}, s));
+extern "C" cudaError_t rnk_unary(rnk_geom g, int op, double a, double b, int dt, void *y,
+                                 const void *x, cudaStream_t s) {
+  RNK_DISPATCH(dt, T, return launch<2>(g, Unary<T>{(T *)y, (const T *)x, op, a, b}, s));
 }
 
-extern "C" cudaError_t rnk_unary_backward(rnk_geom g, int op, int dt, void *gx, const void *gy,
-                                          const void *x, const void *y, cudaStream_t s) {
+extern "C" cudaError_t rnk_unary_backward(rnk_geom g, int op, double a, double b, int dt,
+                                          void *gx, const void *gy, const void *x, const void *y,
+                                          cudaStream_t s) {
   if (dt == RNK_F32)
     return launch<4>(g, UnaryBackward<float>{(float *)gx, (const float *)gy, (const float *)x,
-                                             (const float *)y, op}, s);
+                                             (const float *)y, op, (float)a, (float)b}, s);
   if (dt == RNK_F64)
     return launch<4>(g, UnaryBackward<double>{(double *)gx, (const double *)gy,
-                                              (const double *)x, (const double *)y, op}, s);
+                                              (const double *)x, (const double *)y, op, a, b}, s);
   return cudaErrorInvalidValue;
 }
 

@@ -23,15 +23,18 @@
 #include <cuda_runtime_api.h>
 
 #include "../core/optim_math.h"
+#include "../core/oplist.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 enum { RNK_F32 = 0, RNK_F64, RNK_U8, RNK_I32, RNK_I64, RNK_BF16, RNK_F16, RNK_NDTYPES };
-enum { RNK_NEG = 0, RNK_EXP, RNK_LOG, RNK_SQRT, RNK_RELU, RNK_ABS, RNK_TANH, RNK_SIGMOID };
-enum { RNK_ADD = 0, RNK_SUB, RNK_MUL, RNK_DIV, RNK_POW, RNK_MAXIMUM, RNK_MINIMUM, RNK_EQ,
-       RNK_NE, RNK_LT, RNK_LE, RNK_GT, RNK_GE };
+/* the op codes, from the one list (core/oplist.h): RNK_NEG, RNK_ADD, ... */
+#define RNK_UNOP_ENUM(E, n, np, a, b, i) RNK_##E,
+#define RNK_BINOP_ENUM(E, n) RNK_##E,
+enum { RN_UNARY_OPS(RNK_UNOP_ENUM) RNK_NUNARY };
+enum { RN_BINARY_OPS(RNK_BINOP_ENUM) RNK_NBINARY };
 enum { RNK_SUM = 0, RNK_MEAN, RNK_MAX, RNK_MIN };
 
 #define RNK_MAXDIM 8 /* = RN_MAXDIM */
@@ -55,11 +58,12 @@ typedef struct {
 cudaError_t rnk_copy(rnk_geom g, void *y, int ydt, const void *x, int xdt, cudaStream_t s);
 /* y[...] = the esize-byte pattern in the low bytes of bits (operand 0: y). */
 cudaError_t rnk_fill(rnk_geom g, void *y, int esize, uint64_t bits, cudaStream_t s);
-/* y = op(x), one dtype (operands 0: y, 1: x). */
-cudaError_t rnk_unary(rnk_geom g, int op, int dt, void *y, const void *x, cudaStream_t s);
+/* y = op(x; a, b), one dtype (operands 0: y, 1: x). */
+cudaError_t rnk_unary(rnk_geom g, int op, double a, double b, int dt, void *y, const void *x,
+                      cudaStream_t s);
 /* gx = gy * op'(x) given y = op(x); float32/float64 (operands gx, gy, x, y). */
-cudaError_t rnk_unary_backward(rnk_geom g, int op, int dt, void *gx, const void *gy,
-                               const void *x, const void *y, cudaStream_t s);
+cudaError_t rnk_unary_backward(rnk_geom g, int op, double a, double b, int dt, void *gx,
+                               const void *gy, const void *x, const void *y, cudaStream_t s);
 /* y = a op b, one dtype (operands 0: y, 1: a, 2: b). */
 cudaError_t rnk_binary(rnk_geom g, int op, int dt, void *y, const void *a, const void *b,
                        cudaStream_t s);
@@ -70,6 +74,57 @@ cudaError_t rnk_axpy(rnk_geom g, void *y, int ydt, double alpha, const void *x, 
  * when beta == 0 (the K == 0 case of gemm). */
 cudaError_t rnk_scale2d(void *c, int dt, int64_t M, int64_t N, int64_t ldc, double beta,
                         cudaStream_t s);
+
+/* ---- norm_group.cu ------------------------------------------------------- */
+/* Layer/group norm over x (N,S,G,Cg) contiguous, statistics per (n,g);
+ * gamma, beta: G*Cg values or NULL; mean, rstd: (N*G) doubles. float32/64. */
+cudaError_t rnk_gnorm_fwd(int dt, void *y, double *mean, double *rstd, const void *x,
+                          const void *gamma, const void *beta, int64_t N, int64_t S, int64_t G,
+                          int64_t Cg, double eps, cudaStream_t s);
+/* gx, ggamma, gbeta: NULL when not wanted. */
+cudaError_t rnk_gnorm_bwd(int dt, void *gx, void *ggamma, void *gbeta, const void *gy,
+                          const void *x, const void *gamma, const double *mean, const double *rstd,
+                          int64_t N, int64_t S, int64_t G, int64_t Cg, cudaStream_t s);
+
+/* ---- pad.cu -------------------------------------------------------------- */
+/* A line op along one dim (core/backend.h rn_line_params): kind 0 constant,
+ * 1 reflect, 2 replicate, 3 nearest, 4 bilinear; x (outer,L,inner) -> y
+ * (outer,Lout,inner) contiguous. */
+typedef struct {
+  int kind;
+  int64_t outer, L, inner, Lout, before, after;
+} rnk_line;
+/* pads and nearest: any dtype of esize bytes (value_bits: the constant);
+ * bilinear: float32/float64. */
+cudaError_t rnk_line_fwd(int dt, int esize, void *y, const void *x, rnk_line p,
+                         uint64_t value_bits, cudaStream_t s);
+/* gx (zeroed) += the gradient, float32/float64, deterministically. */
+cudaError_t rnk_line_bwd(int dt, void *gx, const void *gy, rnk_line p, cudaStream_t s);
+
+/* ---- attention.cu -------------------------------------------------------- */
+/* Fused attention (core/backend.h rn_sdpa_params): q (B,Tq,D), k (B,Tk,D),
+ * v (B,Tk,Dv) contiguous, D and Dv <= 256; mask uint8 or NULL with strides
+ * msb, msq, msk; lse (B*Tq) doubles. */
+typedef struct {
+  int64_t B, Tq, Tk, D, Dv, msb, msq, msk;
+  double scale;
+  int causal;
+  const uint8_t *mask;
+} rnk_sdpa_geom;
+cudaError_t rnk_sdpa_fwd(int dt, rnk_sdpa_geom g, void *o, double *lse, const void *q,
+                         const void *k, const void *v, cudaStream_t s);
+/* Di: scratch of B*Tq doubles. */
+cudaError_t rnk_sdpa_bwd(int dt, rnk_sdpa_geom g, void *gq, void *gk, void *gv, double *Di,
+                         const void *go, const void *q, const void *k, const void *v,
+                         const void *o, const double *lse, cudaStream_t s);
+
+/* ---- embedding.cu -------------------------------------------------------- */
+/* y (n,D) = rows idx (n, int32/int64 code idt) of w (V,D); float32/64. */
+cudaError_t rnk_embedding_fwd(int dt, void *y, const void *idx, int idt, const void *w, int64_t n,
+                              int64_t D, cudaStream_t s);
+/* gw (V,D) += scatter of gy (n,D) by idx, in index order (deterministic). */
+cudaError_t rnk_embedding_bwd(int dt, void *gw, const void *gy, const void *idx, int idt,
+                              int64_t n, int64_t D, cudaStream_t s);
 
 /* ---- reduce.cu ----------------------------------------------------------- */
 /* A reduction's geometry: the kept dims (output element o = row-major index

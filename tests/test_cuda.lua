@@ -338,23 +338,28 @@ T.test("cuda: unary ops forward and backward", function()
   use_tol("elementwise")
   local ops = {
     {"neg"}, {"exp"}, {"log", true}, {"sqrt", true}, {"relu"}, {"abs"}, {"tanh"}, {"sigmoid"},
+    {"erf"}, {"gelu"}, {"gelu_tanh"}, {"silu"}, {"hard_sigmoid"}, {"hard_swish"}, {"relu6"},
+    {"softplus"}, {"leaky_relu", false, {0.15}}, {"elu", false, {0.8}}, {"clip", false, {-0.5, 1.25}},
   }
   for _, o in ipairs(ops) do
-    local x = o[2] and rn.rand(shape(), {low = 0.5, high = 2}) or rn.randn(shape())
+    local p = o[3] or {}
+    -- spread over the kinks of relu6, hard_sigmoid and hard_swish (-3, 0, 3, 6)
+    local x = o[2] and rn.rand(shape(), {low = 0.5, high = 2}) or rn.randn(shape()) * 3
     for _, v in ipairs(VIEWS) do
       parity(o[1] .. " " .. v[1], function(a)
         local t = v[2](a)
-        return t[o[1]](t)
+        return t[o[1]](t, table.unpack(p))
       end, {x}, {grad = true})
     end
     local x64 = x:double()
-    parity(o[1] .. " float64", function(a) return a[o[1]](a) end, {x64}, {grad = true})
+    parity(o[1] .. " float64", function(a) return a[o[1]](a, table.unpack(p)) end, {x64}, {grad = true})
   end
-  -- integer dtypes take neg, abs, relu
+  -- integer dtypes take neg, abs, relu, relu6, clip
   local i = rn.tensor({{-3, 0, 5}, {7, -8, 2}}, {dtype = "int32"})
-  for _, op in ipairs({"neg", "abs", "relu"}) do
+  for _, op in ipairs({"neg", "abs", "relu", "relu6"}) do
     T.eq(to_dev(i)[op](to_dev(i)):cpu():totable(), i[op](i):totable(), op .. " int32")
   end
+  T.eq(to_dev(i):clip(-1, 4):cpu():totable(), i:clip(-1, 4):totable(), "clip int32")
   local u = rn.tensor({0, 3, 255}, {dtype = "uint8"})
   T.eq(to_dev(u):neg():cpu():totable(), u:neg():totable(), "neg uint8 saturates")
 end)
@@ -577,12 +582,19 @@ T.test("cuda: matmul and linear through cuBLAS, forward and backward", function(
     {"matrix @ vector", {5, 7}, {7}},
     {"batched @ 2-d", {2, 5, 7}, {7, 3}},
     {"batched @ batched", {2, 5, 7}, {2, 7, 3}},
+    {"4-d @ 4-d (strided-batched gemm)", {2, 3, 5, 7}, {2, 3, 7, 4}},
+    {"4-d @ shared 2-d", {2, 3, 5, 7}, {7, 4}},
+    {"partly broadcast batches", {2, 1, 5, 7}, {3, 7, 4}},
+    {"outer product of batches", {1, 3, 5, 7}, {2, 1, 7, 4}},
     {"large", LIGHT and {33, 65} or {257, 513}, LIGHT and {65, 17} or {513, 129}},
   }
   for _, c in ipairs(cases) do
     parity("matmul " .. c[1], function(a, b) return rn.matmul(a, b) end,
            {rn.randn(c[2]), rn.randn(c[3])}, {grad = true, tol = "gemm_long_k"})
   end
+  parity("matmul attention-style permuted views", function(q, k)
+    return rn.matmul(q:permute(1, 3, 2, 4), k:permute(1, 3, 4, 2))
+  end, {rn.randn({2, 9, 3, 8}), rn.randn({2, 11, 3, 8})}, {grad = true})
   parity("matmul transposed operands", function(a, b) return rn.matmul(a:t(), b:t()) end,
          {rn.randn({7, 5}), rn.randn({3, 7})}, {grad = true})
   parity("matmul float64", function(a, b) return rn.matmul(a, b) end,
@@ -791,6 +803,100 @@ T.test("cuda: batch_norm inference, forward and backward", function()
     near(rmg, rm, "inference leaves running_mean alone")
     near(rvg, rv, "inference leaves running_var alone")
   end
+end)
+
+T.test("cuda: layer_norm and group_norm, forward and backward", function()
+  need_gpu()
+  use_tol("batch_norm")
+  local big = LIGHT and {2, 5, 5, 16} or {4, 17, 13, 64}
+  for _, dt in ipairs({"float32", "float64"}) do
+    local o = {dtype = dt}
+    parity("layer_norm " .. dt, function(x, g, b) return rn.layer_norm(x, g, b) end,
+           {rn.randn(big, o), rn.randn({big[4]}, o), rn.randn({big[4]}, o)}, {grad = true})
+    parity("layer_norm 2 dims " .. dt, function(x, g, b) return rn.layer_norm(x, g, b) end,
+           {rn.randn({6, 5, 33}, o) * 3 + 1, rn.randn({5, 33}, o), rn.randn({5, 33}, o)}, {grad = true})
+    parity("layer_norm no affine " .. dt, function(x) return rn.layer_norm(x:permute(2, 1, 3)) end,
+           {rn.randn({7, 3, 9}, o)}, {grad = true})
+    for _, G in ipairs({1, 8, big[4]}) do
+      parity("group_norm " .. G .. " groups " .. dt, function(x, g, b) return rn.group_norm(x, G, g, b) end,
+             {rn.randn(big, o), rn.randn({big[4]}, o), rn.randn({big[4]}, o)}, {grad = true})
+    end
+  end
+end)
+
+T.test("cuda: embedding forward and the deterministic scatter-add backward", function()
+  need_gpu()
+  use_tol("loss")
+  math.randomseed(17)
+  local n = LIGHT and 200 or 5000
+  local idx = {}
+  for k = 1, n do idx[k] = math.random(0, 63) end
+  for _, it in ipairs({"int64", "int32"}) do
+    local I = rn.tensor(idx, {dtype = it}):reshape({n // 100 > 0 and 100 or n, -1})
+    for _, dt in ipairs({"float32", "float64"}) do
+      parity("embedding " .. it .. " " .. dt, function(w) return rn.embedding(w.device == "cpu" and I or to_dev(I), w) end,
+             {rn.randn({64, 48}, {dtype = dt})}, {grad = true})
+    end
+  end
+  T.raises(function() rn.embedding(to_dev(rn.tensor({64}, {dtype = "int64"})), to_dev(rn.ones({64, 2}))) end,
+    "embedding: index 64 is out of range for a table of 64 rows (valid: 0..63)", true)
+end)
+
+T.test("cuda: fused scaled_dot_product_attention, forward and backward", function()
+  need_gpu()
+  use_tol("reduce")
+  local Tn = LIGHT and 17 or 257 -- long enough that the kernel walks many keys
+  math.randomseed(18)
+  local m = {}
+  for j = 1, Tn do m[j] = (j == 1 or math.random() < 0.8) and 1 or 0 end
+  local pad = rn.tensor(m, {dtype = "uint8"}):reshape({1, 1, 1, Tn})
+  for _, dt in ipairs({"float32", "float64"}) do
+    local o = {dtype = dt}
+    for _, c in ipairs({{"plain", {}}, {"causal", {causal = true}}, {"padding mask", {mask = pad}},
+                        {"both", {mask = pad, causal = true, scale = 0.2}}}) do
+      parity("attention " .. c[1] .. " " .. dt, function(q, k, v)
+        local opts = {causal = c[2].causal, scale = c[2].scale}
+        if c[2].mask then opts.mask = q.device == "cpu" and c[2].mask or to_dev(c[2].mask) end
+        return rn.scaled_dot_product_attention(q, k, v, opts)
+      end, {rn.randn({2, 2, Tn, 64}, o), rn.randn({2, 2, Tn, 64}, o), rn.randn({2, 2, Tn, 32}, o)},
+      {grad = true})
+    end
+  end
+  if not ON_CPU then -- the CUDA kernel's head-dim limit is a clear error
+    T.raises(function()
+      local q = to_dev(rn.randn({1, 2, 300}))
+      rn.scaled_dot_product_attention(q, q, q)
+    end, "head dims D = 300, Dv = 300; at most 256 on cuda", true)
+  end
+end)
+
+T.test("cuda: pad and resize, forward and backward", function()
+  need_gpu()
+  use_tol("pool")
+  local im = LIGHT and {2, 5, 6, 3} or {4, 33, 29, 16}
+  for _, dt in ipairs({"float32", "float64"}) do
+    local o = {dtype = dt}
+    for _, mode in ipairs({"constant", "reflect", "replicate"}) do
+      parity("pad " .. mode .. " " .. dt, function(x)
+        return rn.pad(x, {{0, 0}, {2, 3}, {4, 1}, {1, 0}}, {mode = mode, value = mode == "constant" and 0.25 or nil})
+      end, {rn.randn(im, o)}, {grad = true})
+    end
+    parity("pad permuted " .. dt, function(x) return rn.pad(x:permute(1, 3, 2, 4), {{1, 1}, {0, 2}, {3, 0}, {0, 0}}) end,
+           {rn.randn(im, o)}, {grad = true})
+    for _, c in ipairs({{"nearest", 2}, {"bilinear", 2}}) do
+      parity("upsample " .. c[1] .. " " .. dt, function(x) return rn.upsample(x, c[2], {method = c[1]}) end,
+             {rn.randn(im, o)}, {grad = true})
+    end
+    for _, size in ipairs({{7, 45}, {im[2] // 3, im[3] // 2}}) do
+      parity("resize bilinear " .. size[1] .. "x" .. size[2] .. " " .. dt,
+             function(x) return rn.resize(x, size, {method = "bilinear"}) end, {rn.randn(im, o)}, {grad = true})
+      parity("resize nearest " .. size[1] .. "x" .. size[2] .. " " .. dt,
+             function(x) return rn.resize(x, size) end, {rn.randn(im, o)}, {grad = true})
+    end
+  end
+  local i = rn.tensor({{1, -2}, {3, 4}}, {dtype = "int32"})
+  T.eq(rn.pad(to_dev(i), {{1, 0}, {0, 1}}, {value = 7}):cpu():totable(),
+       rn.pad(i, {{1, 0}, {0, 1}}, {value = 7}):totable(), "pad int32")
 end)
 
 T.test("cuda: a tiny Conv2D/BatchNormalization/Dense Model trains on the device like on the CPU",

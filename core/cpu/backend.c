@@ -49,4 +49,12 @@ const rn_backend rn_cpu_backend = {
   .bn_relu_fwd_train = rn_cpu_bn_relu_fwd_train,
   .bn_relu_fwd_infer = rn_cpu_bn_relu_fwd_infer,
   .bn_relu_bwd = rn_cpu_bn_relu_bwd,
+  .gnorm_fwd = rn_cpu_gnorm_fwd,
+  .gnorm_bwd = rn_cpu_gnorm_bwd,
+  .embedding_fwd = rn_cpu_embedding_fwd,
+  .embedding_bwd = rn_cpu_embedding_bwd,
+  .sdpa_fwd = rn_cpu_sdpa_fwd,
+  .sdpa_bwd = rn_cpu_sdpa_bwd,
+  .line_fwd = rn_cpu_line_fwd,
+  .line_bwd = rn_cpu_line_bwd,
 };

@@ -32,9 +32,10 @@ void rn_cpu_memory_stats(rn_cpu_mem_stats *out);
 int rn_cpu_memcpy(void *dst, const void *src, size_t n);
 int rn_cpu_copy(rn_tensor *dst, const rn_tensor *src);
 int rn_cpu_fill(rn_tensor *t, double v);
-int rn_cpu_unary(rn_unop op, rn_tensor *y, const rn_tensor *x);
-int rn_cpu_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
-                          const rn_tensor *y);
+/* unary.c */
+int rn_cpu_unary(rn_unop op, const double *p, rn_tensor *y, const rn_tensor *x);
+int rn_cpu_unary_backward(rn_unop op, const double *p, rn_tensor *gx, const rn_tensor *gy,
+                          const rn_tensor *x, const rn_tensor *y);
 int rn_cpu_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b);
 int rn_cpu_axpy(rn_tensor *y, double alpha, const rn_tensor *x);
 int rn_cpu_reduce(rn_redop op, rn_tensor *y, const rn_tensor *x);
@@ -57,6 +58,25 @@ int rn_cpu_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
 int rn_cpu_pool2d_fwd(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
 int rn_cpu_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
                       const rn_tensor *y, const rn_pool_params *p);
+/* pad.c: pad and resize, one dim at a time */
+int rn_cpu_line_fwd(rn_tensor *y, const rn_tensor *x, const rn_line_params *p);
+int rn_cpu_line_bwd(rn_tensor *gx, const rn_tensor *gy, const rn_line_params *p);
+/* attention.c */
+int rn_cpu_sdpa_fwd(rn_tensor *o, rn_tensor *lse, const rn_tensor *q, const rn_tensor *k,
+                 const rn_tensor *v, const rn_sdpa_params *p);
+int rn_cpu_sdpa_bwd(rn_tensor *gq, rn_tensor *gk, rn_tensor *gv, const rn_tensor *go,
+                 const rn_tensor *q, const rn_tensor *k, const rn_tensor *v, const rn_tensor *o,
+                 const rn_tensor *lse, const rn_sdpa_params *p);
+/* embedding.c / norm_group.c */
+int rn_cpu_embedding_fwd(rn_tensor *y, const rn_tensor *idx, const rn_tensor *w);
+int rn_cpu_embedding_bwd(rn_tensor *gw, const rn_tensor *gy, const rn_tensor *idx);
+/* norm_group.c: layer and group norm */
+int rn_cpu_gnorm_fwd(rn_tensor *y, rn_tensor *mean, rn_tensor *rstd, const rn_tensor *x,
+                  const rn_tensor *gamma, const rn_tensor *beta, int64_t N, int64_t S, int64_t G,
+                  int64_t Cg, double eps);
+int rn_cpu_gnorm_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                  const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *mean,
+                  const rn_tensor *rstd, int64_t N, int64_t S, int64_t G, int64_t Cg);
 int rn_cpu_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                         const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                         rn_tensor *running_mean, rn_tensor *running_var, double momentum,

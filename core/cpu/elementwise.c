@@ -1,6 +1,6 @@
-/* elementwise.c - CPU kernels for memory, copy/cast, fill, unary and binary
- * ops over strided (and broadcast, stride 0) operands, and axpy.
- * float32/float64 have typed loops; other dtypes go through double. */
+/* elementwise.c - CPU kernels for memory, copy/cast, fill and binary ops over
+ * strided (and broadcast, stride 0) operands, and axpy (the unary ops are in
+ * unary.c). float32/float64 have typed loops; other dtypes go through double. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,127 +132,6 @@ int rn_cpu_fill(rn_tensor *t, double v) {
       for (int64_t i = 0; i < it.inner; i++)
         memcpy(p + (size_t)(off[0] + i * it.istride[0]) * es, one, es);
     }
-  }
-  return 0;
-}
-
-/* ---- unary --------------------------------------------------------------- */
-
-static inline double unary_d(rn_unop op, double x) {
-  switch (op) {
-  case RN_OP_NEG: return -x;
-  case RN_OP_EXP: return exp(x);
-  case RN_OP_LOG: return log(x);
-  case RN_OP_SQRT: return sqrt(x);
-  case RN_OP_RELU: return x > 0 ? x : 0;
-  case RN_OP_ABS: return fabs(x);
-  case RN_OP_TANH: return tanh(x);
-  case RN_OP_SIGMOID: return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
-  default: return 0;
-  }
-}
-
-static inline float unary_f(rn_unop op, float x) {
-  switch (op) {
-  case RN_OP_NEG: return -x;
-  case RN_OP_EXP: return expf(x);
-  case RN_OP_LOG: return logf(x);
-  case RN_OP_SQRT: return sqrtf(x);
-  case RN_OP_RELU: return x > 0 ? x : 0;
-  case RN_OP_ABS: return fabsf(x);
-  case RN_OP_TANH: return tanhf(x);
-  case RN_OP_SIGMOID: return x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x));
-  default: return 0;
-  }
-}
-
-/* derivative of op at x with y = op(x), times g */
-static inline double dunary_d(rn_unop op, double g, double x, double y) {
-  switch (op) {
-  case RN_OP_NEG: return -g;
-  case RN_OP_EXP: return g * y;
-  case RN_OP_LOG: return g / x;
-  case RN_OP_SQRT: return g * 0.5 / y;
-  case RN_OP_RELU: return x > 0 ? g : 0;
-  case RN_OP_ABS: return x > 0 ? g : x < 0 ? -g : 0;
-  case RN_OP_TANH: return g * (1 - y * y);
-  case RN_OP_SIGMOID: return g * y * (1 - y);
-  default: return 0;
-  }
-}
-
-static inline float dunary_f(rn_unop op, float g, float x, float y) {
-  switch (op) {
-  case RN_OP_NEG: return -g;
-  case RN_OP_EXP: return g * y;
-  case RN_OP_LOG: return g / x;
-  case RN_OP_SQRT: return g * 0.5f / y;
-  case RN_OP_RELU: return x > 0 ? g : 0;
-  case RN_OP_ABS: return x > 0 ? g : x < 0 ? -g : 0;
-  case RN_OP_TANH: return g * (1 - y * y);
-  case RN_OP_SIGMOID: return g * y * (1 - y);
-  default: return 0;
-  }
-}
-
-int rn_cpu_unary(rn_unop op, rn_tensor *y, const rn_tensor *x) {
-  const rn_tensor *ts[2] = {y, x};
-  rn_iter it;
-  rn_iter_init(&it, 2, ts);
-  char *yp = rn_ptr(y);
-  const char *xp = rn_ptr(x);
-  size_t es = rn_dtype_size(x->dtype);
-#pragma omp parallel for if (it.outer * it.inner > PAR_MIN)
-  for (int64_t r = 0; r < it.outer; r++) {
-    int64_t off[3], sy = it.istride[0], sx = it.istride[1];
-    rn_iter_row(&it, r, off);
-    if (x->dtype == RN_F32) {
-      float *yy = (float *)yp + off[0];
-      const float *xx = (const float *)xp + off[1];
-      if (sy == 1 && sx == 1 && op == RN_OP_RELU) {
-#pragma omp simd
-        for (int64_t i = 0; i < it.inner; i++) yy[i] = xx[i] > 0 ? xx[i] : 0;
-      } else {
-        for (int64_t i = 0; i < it.inner; i++) yy[i * sy] = unary_f(op, xx[i * sx]);
-      }
-    } else if (x->dtype == RN_F64) {
-      double *yy = (double *)yp + off[0];
-      const double *xx = (const double *)xp + off[1];
-      for (int64_t i = 0; i < it.inner; i++) yy[i * sy] = unary_d(op, xx[i * sx]);
-    } else {
-      for (int64_t i = 0; i < it.inner; i++)
-        rn_store(yp + (size_t)(off[0] + i * sy) * es, y->dtype,
-                 unary_d(op, rn_load(xp + (size_t)(off[1] + i * sx) * es, x->dtype)));
-    }
-  }
-  return 0;
-}
-
-int rn_cpu_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
-                          const rn_tensor *y) {
-  /* all four share one shape; iterate gx, gy, x with y read at x's layout
-   * (the front end passes contiguous tensors) */
-  int64_t n = rn_numel(gx);
-  if (x->dtype == RN_F32) {
-    float *g = (float *)rn_ptr(gx);
-    const float *go = (const float *)rn_ptr(gy), *xx = (const float *)rn_ptr(x),
-                *yy = (const float *)rn_ptr(y);
-    if (op == RN_OP_RELU) {
-#pragma omp parallel for simd if (n > PAR_MIN)
-      for (int64_t i = 0; i < n; i++) g[i] = xx[i] > 0 ? go[i] : 0;
-      return 0;
-    }
-#pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) g[i] = dunary_f(op, go[i], xx[i], yy[i]);
-  } else if (x->dtype == RN_F64) {
-    double *g = (double *)rn_ptr(gx);
-    const double *go = (const double *)rn_ptr(gy), *xx = (const double *)rn_ptr(x),
-                 *yy = (const double *)rn_ptr(y);
-#pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) g[i] = dunary_d(op, go[i], xx[i], yy[i]);
-  } else {
-    return rn_err("%s backward: dtype %s is not a float type", rn_unop_name(op),
-                  rn_dtype_name(x->dtype));
   }
   return 0;
 }

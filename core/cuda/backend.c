@@ -13,18 +13,18 @@ _Static_assert(SAME(RNK_F32, RN_F32) && SAME(RNK_F64, RN_F64) && SAME(RNK_U8, RN
                    SAME(RNK_I32, RN_I32) && SAME(RNK_I64, RN_I64) && SAME(RNK_BF16, RN_BF16) &&
                    SAME(RNK_F16, RN_F16) && SAME(RNK_NDTYPES, RN_NDTYPES),
                "kernels.h dtype codes differ from rn_dtype");
-_Static_assert(SAME(RNK_NEG, RN_OP_NEG) && SAME(RNK_EXP, RN_OP_EXP) && SAME(RNK_LOG, RN_OP_LOG) &&
-                   SAME(RNK_SQRT, RN_OP_SQRT) && SAME(RNK_RELU, RN_OP_RELU) &&
-                   SAME(RNK_ABS, RN_OP_ABS) && SAME(RNK_TANH, RN_OP_TANH) &&
-                   SAME(RNK_SIGMOID, RN_OP_SIGMOID) && SAME(RN_NUNARY, RNK_SIGMOID + 1),
+/* both enums come from core/oplist.h; this checks the two expansions agree */
+#define UCHK(E, n, np, a, b, i) SAME(RNK_##E, RN_OP_##E) &&
+#define BCHK(E, n) SAME(RNK_##E, RN_OP_##E) &&
+_Static_assert(RN_UNARY_OPS(UCHK) SAME(RNK_NUNARY, RN_NUNARY),
                "kernels.h unary op codes differ from rn_unop");
-_Static_assert(SAME(RNK_ADD, RN_OP_ADD) && SAME(RNK_SUB, RN_OP_SUB) && SAME(RNK_MUL, RN_OP_MUL) &&
-                   SAME(RNK_DIV, RN_OP_DIV) && SAME(RNK_POW, RN_OP_POW) &&
-                   SAME(RNK_MAXIMUM, RN_OP_MAXIMUM) && SAME(RNK_MINIMUM, RN_OP_MINIMUM) &&
-                   SAME(RNK_EQ, RN_OP_EQ) && SAME(RNK_NE, RN_OP_NE) && SAME(RNK_LT, RN_OP_LT) &&
-                   SAME(RNK_LE, RN_OP_LE) && SAME(RNK_GT, RN_OP_GT) && SAME(RNK_GE, RN_OP_GE) &&
-                   SAME(RN_NBINARY, RNK_GE + 1),
+_Static_assert(RN_BINARY_OPS(BCHK) SAME(RNK_NBINARY, RN_NBINARY),
                "kernels.h binary op codes differ from rn_binop");
+_Static_assert(SAME(RN_LINE_CONSTANT, 0) && SAME(RN_LINE_REFLECT, 1) && SAME(RN_LINE_REPLICATE, 2) &&
+                   SAME(RN_LINE_NEAREST, 3) && SAME(RN_LINE_BILINEAR, 4) &&
+                   SAME(RN_PADDING_CONSTANT, RN_LINE_CONSTANT) && SAME(RN_PADDING_REFLECT, RN_LINE_REFLECT) &&
+                   SAME(RN_PADDING_REPLICATE, RN_LINE_REPLICATE),
+               "kernels/pad.cu line kinds differ from core/backend.h");
 _Static_assert(SAME(RNK_SUM, RN_RED_SUM) && SAME(RNK_MEAN, RN_RED_MEAN) &&
                    SAME(RNK_MAX, RN_RED_MAX) && SAME(RNK_MIN, RN_RED_MIN),
                "kernels.h reduction codes differ from rn_redop");
@@ -65,6 +65,7 @@ static const rn_backend cuda_backend = {
   .softmax_backward = rn_cuda_softmax_backward,
   .cross_entropy = rn_cuda_cross_entropy,
   .gemm = rn_cuda_gemm,
+  .gemm_batched = rn_cuda_gemm_batched,
   .conv2d_fwd = rn_cuda_conv2d_fwd,
   .conv2d_bwd_data = rn_cuda_conv2d_bwd_data,
   .conv2d_bwd_filter = rn_cuda_conv2d_bwd_filter,
@@ -74,6 +75,14 @@ static const rn_backend cuda_backend = {
   .bn_fwd_infer = rn_cuda_bn_fwd_infer,
   .bn_bwd = rn_cuda_bn_bwd,
   .optim_multi_step = rn_cuda_optim_multi_step,
+  .gnorm_fwd = rn_cuda_gnorm_fwd,
+  .gnorm_bwd = rn_cuda_gnorm_bwd,
+  .embedding_fwd = rn_cuda_embedding_fwd,
+  .embedding_bwd = rn_cuda_embedding_bwd,
+  .sdpa_fwd = rn_cuda_sdpa_fwd,
+  .sdpa_bwd = rn_cuda_sdpa_bwd,
+  .line_fwd = rn_cuda_line_fwd,
+  .line_bwd = rn_cuda_line_bwd,
 };
 
 const rn_backend *rn_cuda_backend(void) {

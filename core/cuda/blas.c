@@ -31,6 +31,14 @@ typedef cublasStatus_t (*sgemm_fn)(cublasHandle_t, cublasOperation_t, cublasOper
 typedef cublasStatus_t (*dgemm_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int,
                                    int, int, const double *, const double *, int,
                                    const double *, int, const double *, double *, int);
+typedef cublasStatus_t (*sgemm_sb_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int,
+                                      int, int, const float *, const float *, int, long long,
+                                      const float *, int, long long, const float *, float *, int,
+                                      long long, int);
+typedef cublasStatus_t (*dgemm_sb_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int,
+                                      int, int, const double *, const double *, int, long long,
+                                      const double *, int, long long, const double *, double *,
+                                      int, long long, int);
 
 static struct {
   int state;        /* 0: not loaded, 1: ready, -1: the library is unusable */
@@ -43,6 +51,8 @@ static struct {
   set_stream_fn set_stream;
   sgemm_fn sgemm;
   dgemm_fn dgemm;
+  sgemm_sb_fn sgemm_sb; /* strided batched */
+  dgemm_sb_fn dgemm_sb;
 } blas;
 
 /* dlsym into a function pointer (copied bytewise: ISO C has no cast from
@@ -66,7 +76,9 @@ static int blas_init(void) {
         sym(&blas.destroy, sizeof blas.destroy, "cublasDestroy_v2") < 0 ||
         sym(&blas.set_stream, sizeof blas.set_stream, "cublasSetStream_v2") < 0 ||
         sym(&blas.sgemm, sizeof blas.sgemm, "cublasSgemm_v2") < 0 ||
-        sym(&blas.dgemm, sizeof blas.dgemm, "cublasDgemm_v2") < 0) {
+        sym(&blas.dgemm, sizeof blas.dgemm, "cublasDgemm_v2") < 0 ||
+        sym(&blas.sgemm_sb, sizeof blas.sgemm_sb, "cublasSgemmStridedBatched") < 0 ||
+        sym(&blas.dgemm_sb, sizeof blas.dgemm_sb, "cublasDgemmStridedBatched") < 0) {
       snprintf(blas.why, sizeof blas.why, "%s", rn_errmsg()); /* permanent: remembered */
       blas.state = -1;
       return -1;
@@ -111,4 +123,38 @@ int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   }
   return CUBLAS(blas.dgemm(blas.h, opb, opa, (int)N, (int)M, (int)K, &alpha, (const double *)B,
                            (int)ldb, (const double *)A, (int)lda, &beta, (double *)C, (int)ldc));
+}
+
+/* The gemm_batched slot: C_i = alpha op(A_i) op(B_i) + beta C_i for i <
+ * batch, A_i = A + i*sa elements (sa = 0: one A for all), through cuBLAS's
+ * strided-batched gemm (one launch for the whole batch). */
+int rn_cuda_gemm_batched(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                         double alpha, const void *A, int64_t lda, int64_t sa, const void *B,
+                         int64_t ldb, int64_t sb, double beta, void *C, int64_t ldc, int64_t sc,
+                         int64_t batch) {
+  if (dt != RN_F32 && dt != RN_F64)
+    return rn_err("gemm: dtype %s is not supported on cuda (float32, float64)",
+                  rn_dtype_name(dt));
+  if (M == 0 || N == 0 || batch == 0) return 0;
+  if (K == 0 || !fits_int(batch) || !fits_int(M) || !fits_int(N) || !fits_int(K) ||
+      !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc)) { /* one gemm at a time */
+    size_t es = rn_dtype_size(dt);
+    for (int64_t i = 0; i < batch; i++)
+      if (rn_cuda_gemm(dt, ta, tb, M, N, K, alpha, (const char *)A + (size_t)(i * sa) * es, lda,
+                       (const char *)B + (size_t)(i * sb) * es, ldb, beta,
+                       (char *)C + (size_t)(i * sc) * es, ldc) < 0)
+        return -1;
+    return 0;
+  }
+  if (rn_cuda_init() < 0 || blas_init() < 0) return -1;
+  cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (dt == RN_F32) {
+    float al = (float)alpha, be = (float)beta;
+    return CUBLAS(blas.sgemm_sb(blas.h, opb, opa, (int)N, (int)M, (int)K, &al, (const float *)B,
+                                (int)ldb, sb, (const float *)A, (int)lda, sa, &be, (float *)C,
+                                (int)ldc, sc, (int)batch));
+  }
+  return CUBLAS(blas.dgemm_sb(blas.h, opb, opa, (int)N, (int)M, (int)K, &alpha, (const double *)B,
+                              (int)ldb, sb, (const double *)A, (int)lda, sa, &beta, (double *)C,
+                              (int)ldc, sc, (int)batch));
 }

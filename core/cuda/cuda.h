@@ -107,9 +107,9 @@ int rn_cuda_to_host(void *dst, const void *src, size_t n);
 int rn_cuda_from_host(void *dst, const void *src, size_t n);
 int rn_cuda_copy(rn_tensor *dst, const rn_tensor *src);
 int rn_cuda_fill(rn_tensor *t, double v);
-int rn_cuda_unary(rn_unop op, rn_tensor *y, const rn_tensor *x);
-int rn_cuda_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
-                           const rn_tensor *y);
+int rn_cuda_unary(rn_unop op, const double *p, rn_tensor *y, const rn_tensor *x);
+int rn_cuda_unary_backward(rn_unop op, const double *p, rn_tensor *gx, const rn_tensor *gy,
+                           const rn_tensor *x, const rn_tensor *y);
 int rn_cuda_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b);
 int rn_cuda_axpy(rn_tensor *y, double alpha, const rn_tensor *x);
 int rn_cuda_reduce(rn_redop op, rn_tensor *y, const rn_tensor *x);
@@ -118,6 +118,10 @@ int rn_cuda_softmax(rn_tensor *y, const rn_tensor *x, bool log);
 int rn_cuda_softmax_backward(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *y, bool log);
 int rn_cuda_cross_entropy(rn_tensor *loss, rn_tensor *dlogits, const rn_tensor *logits,
                           const rn_tensor *labels, double smoothing);
+int rn_cuda_gemm_batched(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                         double alpha, const void *A, int64_t lda, int64_t sa, const void *B,
+                         int64_t ldb, int64_t sb, double beta, void *C, int64_t ldc, int64_t sc,
+                         int64_t batch);
 int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
                  const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
                  int64_t ldc);
@@ -128,6 +132,25 @@ int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
 int rn_cuda_pool2d_fwd(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
 int rn_cuda_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
                        const rn_tensor *y, const rn_pool_params *p);
+/* pad.c: pad and resize, one dim at a time */
+int rn_cuda_line_fwd(rn_tensor *y, const rn_tensor *x, const rn_line_params *p);
+int rn_cuda_line_bwd(rn_tensor *gx, const rn_tensor *gy, const rn_line_params *p);
+/* attention.c */
+int rn_cuda_sdpa_fwd(rn_tensor *o, rn_tensor *lse, const rn_tensor *q, const rn_tensor *k,
+                 const rn_tensor *v, const rn_sdpa_params *p);
+int rn_cuda_sdpa_bwd(rn_tensor *gq, rn_tensor *gk, rn_tensor *gv, const rn_tensor *go,
+                 const rn_tensor *q, const rn_tensor *k, const rn_tensor *v, const rn_tensor *o,
+                 const rn_tensor *lse, const rn_sdpa_params *p);
+/* embedding.c / norm_group.c */
+int rn_cuda_embedding_fwd(rn_tensor *y, const rn_tensor *idx, const rn_tensor *w);
+int rn_cuda_embedding_bwd(rn_tensor *gw, const rn_tensor *gy, const rn_tensor *idx);
+/* norm_group.c: layer and group norm */
+int rn_cuda_gnorm_fwd(rn_tensor *y, rn_tensor *mean, rn_tensor *rstd, const rn_tensor *x,
+                  const rn_tensor *gamma, const rn_tensor *beta, int64_t N, int64_t S, int64_t G,
+                  int64_t Cg, double eps);
+int rn_cuda_gnorm_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                  const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *mean,
+                  const rn_tensor *rstd, int64_t N, int64_t S, int64_t G, int64_t Cg);
 int rn_cuda_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
                          const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
                          rn_tensor *running_mean, rn_tensor *running_var, double momentum,

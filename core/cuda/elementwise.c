@@ -34,7 +34,10 @@ int rn_cuda_fill(rn_tensor *t, double v) {
   return CU(rnk_fill(g, rn_ptr(t), (int)rn_dtype_size(t->dtype), bits, rn_cuda_stream()));
 }
 
-int rn_cuda_unary(rn_unop op, rn_tensor *y, const rn_tensor *x) {
+static const double no_params[RN_UNARY_NP];
+
+int rn_cuda_unary(rn_unop op, const double *p, rn_tensor *y, const rn_tensor *x) {
+  if (!p) p = no_params;
   if (y->dtype != x->dtype)
     return rn_err("%s: output dtype %s differs from the input's %s", rn_unop_name(op),
                   rn_dtype_name(y->dtype), rn_dtype_name(x->dtype));
@@ -42,11 +45,13 @@ int rn_cuda_unary(rn_unop op, rn_tensor *y, const rn_tensor *x) {
   rnk_geom g;
   rn_cuda_geom(&g, 2, ts);
   if (g.n == 0) return 0;
-  return CU(rnk_unary(g, (int)op, (int)x->dtype, rn_ptr(y), rn_ptr(x), rn_cuda_stream()));
+  return CU(rnk_unary(g, (int)op, p[0], p[1], (int)x->dtype, rn_ptr(y), rn_ptr(x),
+                      rn_cuda_stream()));
 }
 
-int rn_cuda_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
-                           const rn_tensor *y) {
+int rn_cuda_unary_backward(rn_unop op, const double *p, rn_tensor *gx, const rn_tensor *gy,
+                           const rn_tensor *x, const rn_tensor *y) {
+  if (!p) p = no_params;
   if (x->dtype != RN_F32 && x->dtype != RN_F64)
     return rn_err("%s backward: dtype %s is not a float type", rn_unop_name(op),
                   rn_dtype_name(x->dtype));
@@ -57,8 +62,8 @@ int rn_cuda_unary_backward(rn_unop op, rn_tensor *gx, const rn_tensor *gy, const
   rnk_geom g;
   rn_cuda_geom(&g, 4, ts);
   if (g.n == 0) return 0;
-  return CU(rnk_unary_backward(g, (int)op, (int)x->dtype, rn_ptr(gx), rn_ptr(gy), rn_ptr(x),
-                               rn_ptr(y), rn_cuda_stream()));
+  return CU(rnk_unary_backward(g, (int)op, p[0], p[1], (int)x->dtype, rn_ptr(gx), rn_ptr(gy),
+                               rn_ptr(x), rn_ptr(y), rn_cuda_stream()));
 }
 
 int rn_cuda_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b) {

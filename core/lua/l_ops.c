@@ -1,6 +1,9 @@
 /* l_ops.c - Lua entry points of the elementwise and reduction ops:
  * rn.add(a, b) / a:add(b) with tensors or numbers, unary math, comparisons,
  * sum/mean/max/min over dims, argmax. */
+#include <math.h>
+#include <string.h>
+
 #include "rnl.h"
 
 /* ---- binary ops: tensor or number on either side ------------------------- */
@@ -24,13 +27,48 @@ BIN(l_gt, RN_OP_GT) BIN(l_ge, RN_OP_GE)
 
 /* ---- unary ops ----------------------------------------------------------- */
 
+/* rn.NAME(x [, p1 [, p2]]) for every op of core/oplist.h: the op's
+ * parameters in order, a missing one taking its default. Special forms:
+ * gelu(x, approximate) (true or "tanh": gelu_tanh), clip(x, lo, hi) with
+ * nil for an open side. */
 static int unary(lua_State *L, rn_unop op) {
-  rnl_push(L, rn_unary(op, rnl_check(L, 1, rn_unop_name(op))));
+  const char *name = rn_unop_name(op);
+  rn_tensor *x = rnl_check(L, 1, name);
+  double p[RN_UNARY_NP];
+  int np = rn_unop_nparams(op, p);
+  if (op == RN_OP_GELU && !lua_isnoneornil(L, 2)) {
+    if (lua_isboolean(L, 2)) op = lua_toboolean(L, 2) ? RN_OP_GELU_TANH : RN_OP_GELU;
+    else if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "tanh")) op = RN_OP_GELU_TANH;
+    else if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "none"))
+      rnl_errorf(L, "gelu: approximate must be a boolean, \"tanh\" or \"none\", got %s",
+                 luaL_typename(L, 2));
+    lua_settop(L, 1);
+  }
+  if (op == RN_OP_CLIP) {
+    if (lua_isnoneornil(L, 2) && lua_isnoneornil(L, 3))
+      rnl_errorf(L, "clip: give lo, hi or both (clip(x, lo, hi); nil for an open side)");
+    p[0] = -HUGE_VAL;
+    p[1] = HUGE_VAL;
+  }
+  int top = lua_gettop(L);
+  for (int i = top; i > 1 + np; i--)
+    if (!lua_isnil(L, i))
+      rnl_errorf(L, "%s: takes %d parameter%s after the tensor, got a %s as argument %d", name, np,
+                 np == 1 ? "" : "s", luaL_typename(L, i), i);
+  for (int i = 0; i < np; i++) {
+    if (lua_isnoneornil(L, 2 + i)) {
+      if (p[i] == RN_REQUIRED) rnl_errorf(L, "%s: parameter %d is required", name, i + 1);
+      continue;
+    }
+    if (!lua_isnumber(L, 2 + i))
+      rnl_errorf(L, "%s: parameter %d must be a number, got %s", name, i + 1, luaL_typename(L, 2 + i));
+    p[i] = lua_tonumber(L, 2 + i);
+  }
+  rnl_push(L, rn_unary_p(op, x, p));
   return 1;
 }
-#define UN(fn, OP) static int fn(lua_State *L) { return unary(L, OP); }
-UN(l_neg, RN_OP_NEG) UN(l_exp, RN_OP_EXP) UN(l_log, RN_OP_LOG) UN(l_sqrt, RN_OP_SQRT)
-UN(l_relu, RN_OP_RELU) UN(l_abs, RN_OP_ABS) UN(l_tanh, RN_OP_TANH) UN(l_sigmoid, RN_OP_SIGMOID)
+#define UNFN(E, n, np, a, b, i) static int l_##n(lua_State *L) { return unary(L, RN_OP_##E); }
+RN_UNARY_OPS(UNFN)
 
 /* ---- reductions: x:sum() | x:sum(dim) | x:sum({d1,d2}) [, keepdim | {keepdim=}] */
 
@@ -84,10 +122,10 @@ static int l_argmax(lua_State *L) {
 static const luaL_Reg ops[] = {
   {"add", l_add}, {"sub", l_sub}, {"mul", l_mul}, {"div", l_div}, {"pow", l_pow},
   {"maximum", l_maximum}, {"minimum", l_minimum}, {"eq", l_eq}, {"ne", l_ne}, {"lt", l_lt},
-  {"le", l_le}, {"gt", l_gt}, {"ge", l_ge}, {"neg", l_neg}, {"exp", l_exp}, {"log", l_log},
-  {"sqrt", l_sqrt}, {"relu", l_relu}, {"abs", l_abs}, {"tanh", l_tanh},
-  {"sigmoid", l_sigmoid}, {"sum", l_sum}, {"mean", l_mean}, {"max", l_max}, {"min", l_min},
-  {"argmax", l_argmax}, {NULL, NULL}};
+  {"le", l_le}, {"gt", l_gt}, {"ge", l_ge}, {"sum", l_sum}, {"mean", l_mean}, {"max", l_max}, {"min", l_min},
+  {"argmax", l_argmax},
+#define UNREG(E, n, np, a, b, i) {#n, l_##n},
+  RN_UNARY_OPS(UNREG) {"swish", l_silu}, {NULL, NULL}};
 
 void rnl_open_ops(lua_State *L, int rn_idx, int methods_idx) {
   rnl_register(L, rn_idx, methods_idx, ops, 1);

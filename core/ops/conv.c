@@ -240,7 +240,7 @@ rn_tensor *rn_conv2d_fused(rn_tensor *x, rn_tensor *w, rn_tensor *b, const rn_co
     } else {
       rc = be->conv2d_fwd(y, xc, wc, bc, &q);
     }
-    if (rc == 0 && relu) rc = RN_HAS(be, unary) ? be->unary(RN_OP_RELU, y, y) : -1;
+    if (rc == 0 && relu) rc = RN_HAS(be, unary) ? be->unary(RN_OP_RELU, NULL, y, y) : -1;
   }
   if (rc < 0) goto fail;
   rn_release(t);

@@ -1,6 +1,7 @@
 /* elementwise.c (ops) - front ends of the unary and binary elementwise ops:
  * dtype and broadcast checks, output allocation, dispatch to the backend,
  * and the backward rules (next to each op). Also sum_to, axpy_ and scale_. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,25 +9,23 @@
 #include "../backend.h"
 #include "../mutant.h"
 
-static const char *unames[RN_NUNARY] = {"neg", "exp", "log", "sqrt", "relu", "abs", "tanh",
-                                        "sigmoid"};
-static const char *bnames[RN_NBINARY] = {"add", "sub", "mul", "div", "pow", "maximum",
-                                         "minimum", "eq", "ne", "lt", "le", "gt", "ge"};
-const char *rn_unop_name(rn_unop op) { return unames[op]; }
-const char *rn_binop_name(rn_binop op) { return bnames[op]; }
-
 /* ---- unary --------------------------------------------------------------- */
 
+typedef struct {
+  rn_unop op;
+  double p[RN_UNARY_NP];
+} unary_ctx;
+
 static int unary_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
-  rn_unop op = (rn_unop)(intptr_t)n->ctx;
+  const unary_ctx *c = n->ctx;
   rn_tensor *x = n->saved[0], *y = n->saved[1];
-  if (op == RN_OP_NEG) {
+  if (c->op == RN_OP_NEG) {
     gin[0] = rn_unary(RN_OP_NEG, g);
     return gin[0] ? 0 : -1;
   }
   rn_tensor *gc = rn_contiguous(g);
   rn_tensor *gx = gc ? rn_empty_like(x) : NULL;
-  if (!gx || rn_backend_of(x)->unary_backward(op, gx, gc, x, y) < 0) {
+  if (!gx || rn_backend_of(x)->unary_backward(c->op, c->p, gx, gc, x, y) < 0) {
     rn_release(gc);
     rn_release(gx);
     return -1;
@@ -37,26 +36,52 @@ static int unary_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
 }
 
 rn_tensor *rn_unary(rn_unop op, rn_tensor *x) {
+  double p[RN_UNARY_NP];
+  rn_unop_nparams(op, p);
+  return rn_unary_p(op, x, p);
+}
+
+rn_tensor *rn_unary_p(rn_unop op, rn_tensor *x, const double p[RN_UNARY_NP]) {
+  const char *name = rn_unop_name(op);
+  if ((unsigned)op >= RN_NUNARY) { rn_err("unary: unknown op code %d", (int)op); return NULL; }
   const rn_backend *be = rn_backend_of(x);
-  if (!rn_dtype_is_float(x->dtype) && op != RN_OP_NEG && op != RN_OP_ABS && op != RN_OP_RELU) {
-    rn_err("%s: dtype %s is not a float type (use :float())", unames[op], rn_dtype_name(x->dtype));
+  if (!rn_dtype_is_float(x->dtype) && !rn_unop_int_ok(op)) {
+    rn_err("%s: dtype %s is not a float type (use :float())", name, rn_dtype_name(x->dtype));
+    return NULL;
+  }
+  int np = rn_unop_nparams(op, NULL);
+  for (int i = 0; i < np; i++) {
+    if (p[i] == RN_REQUIRED) { rn_err("%s: parameter %d is required", name, i + 1); return NULL; }
+    if (isnan(p[i]) || (isinf(p[i]) && op != RN_OP_CLIP)) { /* clip: inf = an open side */
+      rn_err("%s: parameter %d must be finite, got %g", name, i + 1, p[i]);
+      return NULL;
+    }
+  }
+  if (op == RN_OP_CLIP && p[0] > p[1]) {
+    rn_err("clip: lo (%g) must not exceed hi (%g)", p[0], p[1]);
     return NULL;
   }
   if (!RN_HAS(be, unary)) return NULL;
   rn_tensor *y = rn_empty(x->ndim, x->shape, x->dtype, rn_device(x));
   if (!y) return NULL;
-  if (be->unary(op, y, x) < 0) { rn_release(y); return NULL; }
-  if (!rn_needs_grad(1, &x)) return y;
+  if (be->unary(op, p, y, x) < 0) { rn_release(y); return NULL; }
+  if (!rn_needs_grad(1, &x) || !rn_dtype_is_float(x->dtype)) return y;
   rn_tensor *xc = rn_contiguous(x);
-  rn_node *n = xc ? rn_node_new(unames[op], unary_bw, 1, &x) : NULL;
+  unary_ctx *c = xc ? malloc(sizeof *c) : NULL;
+  rn_node *n = c ? rn_node_new(name, unary_bw, 1, &x) : NULL;
   if (!n || rn_node_save(n, xc) < 0 || rn_node_save(n, y) < 0) {
+    if (xc && !c) rn_err("%s: out of memory", name);
+    free(c); /* not yet the node's */
     rn_release(xc);
     rn_node_release(n);
     rn_release(y);
     return NULL;
   }
   rn_release(xc);
-  n->ctx = (void *)(intptr_t)op;
+  c->op = op;
+  for (int i = 0; i < RN_UNARY_NP; i++) c->p[i] = i < np ? p[i] : 0;
+  n->ctx = c;
+  n->ctx_free = free;
   rn_node_attach(n, y);
   return y;
 }
@@ -160,12 +185,12 @@ static int binary_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
     return rc;
   }
   default:
-    return rn_err("%s is not differentiable", bnames[op]);
+    return rn_err("%s is not differentiable", rn_binop_name(op));
   }
 }
 
 rn_tensor *rn_binary(rn_binop op, rn_tensor *a, rn_tensor *b) {
-  const char *name = bnames[op];
+  const char *name = rn_binop_name(op);
   rn_tensor *ins[2] = {a, b};
   if (rn_same_device(name, 2, ins) < 0) return NULL;
   if (a->dtype != b->dtype) {

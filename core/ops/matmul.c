@@ -1,17 +1,22 @@
 /* matmul.c (ops) - matrix products through the backend's gemm slot, and the
  * dense layer built on them.
  *
- * rn_matmul shapes (numpy/torch rules, at most 3 dims):
- *   (M,K) @ (K,N) -> (M,N)          (K) @ (K,N) -> (N)       (M,K) @ (K) -> (M)
- *   (K) @ (K) -> ()                 (B,M,K) @ (B,K,N) -> (B,M,N)
- *   (B,M,K) @ (K,N) -> (B,M,N)      (M,K) @ (B,K,N) -> (B,M,N)
- *   (B,M,K) @ (K) -> (B,M)          (K) @ (B,K,N) -> (B,N)
- * A batch size of 1 broadcasts against B. Every operand is seen as a batch of
- * row-major matrices; a view whose last two dims are transposed (unit stride
- * on the row dim) goes to gemm with its transpose flag instead of being
- * copied; other strided views are made contiguous first.
- * Backward: gA = g @ B^T, gB = A^T @ g, summed over a broadcast batch by
- * gemm's beta = 1 accumulation.
+ * rn_matmul shapes (numpy/torch rules): (...,M,K) @ (...,K,N) -> (...,M,N)
+ * with the leading (batch) dims broadcast against each other, any number of
+ * them (up to RN_MAXDIM in all); a 1-D a (K) is a row (1,K) and a 1-D b (K)
+ * a column (K,1), whose dim is dropped from the result:
+ *   (K) @ (K,N) -> (N)   (M,K) @ (K) -> (M)   (K) @ (K) -> ()
+ *   (B,H,M,K) @ (B,H,K,N) -> (B,H,M,N)   (B,1,M,K) @ (H,K,N) -> (B,H,M,N)
+ * Every operand is seen as a batch of matrices over the broadcast batch: the
+ * batch dims of one operand merge into a single stride when they can (a
+ * contiguous batch, or all broadcast: one shared matrix); otherwise (a
+ * partly broadcast operand) its expanded view is copied once. A view whose
+ * last two dims are transposed (unit stride on the row dim) goes to gemm
+ * with its transpose flag instead of being copied.
+ * Backward: gA = g @ B^T, gB = A^T @ g; for a shared (all-broadcast)
+ * operand summed over the batch by gemm's beta = 1 accumulation, for a
+ * partly broadcast one computed over the whole batch and summed down to its
+ * shape by the tape (rn_sum_to).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,20 +33,37 @@ typedef struct {
   bool tr;
 } mat;
 
-/* Promoted 3-D geometry of a tensor used as the left (is_a) or right
- * operand: 1-D a (K) -> (1,1,K); 1-D b (K) -> (1,K,1); 2-D -> (1,r,c). */
-static void promote(const rn_tensor *t, bool is_a, int64_t sh[3], int64_t st[3]) {
+/* The geometry of t used as the left (is_a) or right operand over the
+ * batch shape (nbd dims): sh/st[0] the merged batch (sh[0] = 1 with st[0] =
+ * 0 when every batch dim is broadcast), [1], [2] the matrix dims (a 1-D a
+ * (K) is (1,K), a 1-D b (K) is (K,1)). False when the batch dims do not
+ * merge into one stride. */
+static bool promote(const rn_tensor *t, bool is_a, int nbd, const int64_t *bshape, int64_t sh[3],
+                    int64_t st[3]) {
   if (t->ndim == 1) {
-    sh[0] = 1; st[0] = 0;
     if (is_a) { sh[1] = 1; st[1] = t->shape[0] * t->stride[0]; sh[2] = t->shape[0]; st[2] = t->stride[0]; }
     else { sh[1] = t->shape[0]; st[1] = t->stride[0]; sh[2] = 1; st[2] = 1; }
-  } else if (t->ndim == 2) {
-    sh[0] = 1; st[0] = 0;
-    sh[1] = t->shape[0]; st[1] = t->stride[0];
-    sh[2] = t->shape[1]; st[2] = t->stride[1];
   } else {
-    for (int i = 0; i < 3; i++) { sh[i] = t->shape[i]; st[i] = t->stride[i]; }
+    sh[1] = t->shape[t->ndim - 2]; st[1] = t->stride[t->ndim - 2];
+    sh[2] = t->shape[t->ndim - 1]; st[2] = t->stride[t->ndim - 1];
   }
+  int tb = t->ndim > 2 ? t->ndim - 2 : 0; /* t's own batch dims, right-aligned */
+  int64_t nb = 1, inner = -1, expect = 0; /* stride the next outer dim must have */
+  bool shared = true, merged = true;
+  for (int d = nbd - 1; d >= 0; d--) {
+    int td = d - (nbd - tb);
+    int64_t size = bshape[d], stride = (td >= 0 && t->shape[td] != 1) ? t->stride[td] : 0;
+    nb *= size;
+    if (size == 1) continue;
+    if (stride != 0) shared = false;
+    if (inner < 0) inner = stride;
+    else if (stride != expect) merged = false;
+    expect = stride * size;
+  }
+  if (shared) { sh[0] = 1; st[0] = 0; return true; }
+  sh[0] = nb;
+  st[0] = inner;
+  return merged;
 }
 
 /* Fills m from a 3-D geometry; false when the inner two dims are not a
@@ -67,19 +89,30 @@ static bool classify(mat *m, const rn_tensor *t, const int64_t sh[3], const int6
   return false;
 }
 
-/* The operand for tensor t (3-D geometry from promote); *tmp receives a
- * contiguous copy when t's strides do not suit gemm (release it after use). */
-static int operand(mat *m, rn_tensor *t, bool is_a, rn_tensor **tmp) {
+/* The operand for tensor t over the batch shape; *tmp receives a
+ * contiguous copy (of the view expanded to the batch shape, when its batch
+ * dims do not merge) when t's strides do not suit gemm (release it after). */
+static int operand(mat *m, rn_tensor *t, bool is_a, int nbd, const int64_t *bshape,
+                   rn_tensor **tmp) {
   int64_t sh[3], st[3];
   *tmp = NULL;
-  promote(t, is_a, sh, st);
-  if (classify(m, t, sh, st)) return 0;
+  bool merges = promote(t, is_a, nbd, bshape, sh, st);
+  if (merges && classify(m, t, sh, st)) return 0;
   bool g = rn_grad_enabled();
   rn_set_grad_enabled(false);
-  *tmp = rn_clone(t);
+  rn_tensor *src = t;
+  if (!merges) { /* t has >= 2 dims here: 1-D operands are always shared */
+    int64_t esh[RN_MAXDIM];
+    memcpy(esh, bshape, (size_t)nbd * sizeof *esh);
+    esh[nbd] = t->shape[t->ndim - 2];
+    esh[nbd + 1] = t->shape[t->ndim - 1];
+    src = rn_expand(t, nbd + 2, esh);
+  }
+  *tmp = src ? rn_clone(src) : NULL;
+  if (src != t) rn_release(src);
   rn_set_grad_enabled(g);
   if (!*tmp) return -1;
-  promote(*tmp, is_a, sh, st);
+  promote(*tmp, is_a, nbd, bshape, sh, st);
   classify(m, *tmp, sh, st);
   return 0;
 }
@@ -120,6 +153,9 @@ static int bmm(rn_dtype dt, rn_tensor *o, const mat *om, const mat *a, const mat
       a->bs == K * a->ld && b->bs == K * b->ld)
     return be->gemm(dt, true, false, M, N, nb * K, 1.0, a->p, a->ld, b->p, b->ld, 0.0, om->p,
                     om->ld);
+  if (nb > 1 && om->nb == nb && be->gemm_batched)
+    return be->gemm_batched(dt, a->tr, b->tr, M, N, K, 1.0, a->p, a->ld, a->nb > 1 ? a->bs : 0,
+                            b->p, b->ld, b->nb > 1 ? b->bs : 0, 0.0, om->p, om->ld, om->bs, nb);
   for (int64_t i = 0; i < nb; i++) {
     const char *ap = a->p + (size_t)(a->nb > 1 ? i * a->bs : 0) * es;
     const char *bp = b->p + (size_t)(b->nb > 1 ? i * b->bs : 0) * es;
@@ -133,7 +169,27 @@ static int bmm(rn_dtype dt, rn_tensor *o, const mat *om, const mat *a, const mat
 
 /* ---- matmul -------------------------------------------------------------- */
 
-typedef struct { int64_t B, M, K, N; } mm_ctx;
+typedef struct {
+  int64_t B, M, K, N;
+  int nbd; /* the broadcast batch shape */
+  int64_t bshape[RN_MAXDIM];
+} mm_ctx;
+
+/* A gradient for input i (in_shape s, operand geometry om_nb batches of
+ * rows x cols): the input's shape when the operand is shared or not
+ * broadcast, else the whole batch (bshape, rows, cols), which the tape sums
+ * down to the input's shape. */
+static rn_tensor *grad_for(const mm_ctx *c, const rn_inshape *s, int64_t om_nb, int64_t rows,
+                           int64_t cols, rn_devtype dev) {
+  int64_t n = 1;
+  for (int i = 0; i < s->ndim; i++) n *= s->shape[i];
+  if (om_nb == 1 || n == om_nb * rows * cols) return rn_empty(s->ndim, s->shape, s->dtype, dev);
+  int64_t sh[RN_MAXDIM];
+  memcpy(sh, c->bshape, (size_t)c->nbd * sizeof *sh);
+  sh[c->nbd] = rows;
+  sh[c->nbd + 1] = cols;
+  return rn_empty(c->nbd + 2, sh, s->dtype, dev);
+}
 
 static int matmul_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   mm_ctx *c = n->ctx;
@@ -142,17 +198,15 @@ static int matmul_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   mat am, bm, gm = {0};
   int rc = gc ? 0 : -1;
   if (rc == 0) gm = out_mat(gc, c->B, c->M, c->N);
-  if (rc == 0) rc = operand(&am, a, true, &ta);
-  if (rc == 0) rc = operand(&bm, b, false, &tb);
+  if (rc == 0) rc = operand(&am, a, true, c->nbd, c->bshape, &ta);
+  if (rc == 0) rc = operand(&bm, b, false, c->nbd, c->bshape, &tb);
   if (rc == 0 && n->needs[0]) { /* gA = g @ B^T: (Ba,M,K) */
-    rn_inshape *s = &n->in_shape[0];
-    ga = rn_empty(s->ndim, s->shape, a->dtype, rn_device(a));
+    ga = grad_for(c, &n->in_shape[0], am.nb, c->M, c->K, rn_device(a));
     mat om = ga ? out_mat(ga, am.nb, c->M, c->K) : gm, bt = transposed(bm);
     rc = ga ? bmm(a->dtype, ga, &om, &gm, &bt) : -1;
   }
   if (rc == 0 && n->needs[1]) { /* gB = A^T @ g: (Bb,K,N) */
-    rn_inshape *s = &n->in_shape[1];
-    gb = rn_empty(s->ndim, s->shape, b->dtype, rn_device(b));
+    gb = grad_for(c, &n->in_shape[1], bm.nb, c->K, c->N, rn_device(b));
     mat om = gb ? out_mat(gb, bm.nb, c->K, c->N) : gm, at = transposed(am);
     rc = gb ? bmm(b->dtype, gb, &om, &at, &gm) : -1;
   }
@@ -167,8 +221,8 @@ rn_tensor *rn_matmul(rn_tensor *a, rn_tensor *b) {
   const char *name = "matmul";
   char b1[128], b2[128];
   rn_tensor *ins[2] = {a, b};
-  if (a->ndim < 1 || a->ndim > 3 || b->ndim < 1 || b->ndim > 3) {
-    rn_err("%s: shapes %s and %s: each operand must have 1 to 3 dims", name,
+  if (a->ndim < 1 || b->ndim < 1) {
+    rn_err("%s: shapes %s and %s: each operand needs at least 1 dim", name,
            rn_shape_str(a, b1, sizeof b1), rn_shape_str(b, b2, sizeof b2));
     return NULL;
   }
@@ -189,24 +243,38 @@ rn_tensor *rn_matmul(rn_tensor *a, rn_tensor *b) {
            (long long)Kb);
     return NULL;
   }
-  int64_t Ba = a->ndim == 3 ? a->shape[0] : 1, Bb = b->ndim == 3 ? b->shape[0] : 1;
-  if (Ba != Bb && Ba != 1 && Bb != 1) {
-    rn_err("%s: batch sizes %lld and %lld of shapes %s and %s differ", name, (long long)Ba,
-           (long long)Bb, rn_shape_str(a, b1, sizeof b1), rn_shape_str(b, b2, sizeof b2));
-    return NULL;
+  /* the batch dims broadcast, right-aligned */
+  int nba = a->ndim > 2 ? a->ndim - 2 : 0, nbb = b->ndim > 2 ? b->ndim - 2 : 0;
+  int nbd = nba > nbb ? nba : nbb;
+  int64_t bshape[RN_MAXDIM], B = 1;
+  for (int d = 0; d < nbd; d++) {
+    int da = d - (nbd - nba), db = d - (nbd - nbb);
+    int64_t sa = da >= 0 ? a->shape[da] : 1, sb = db >= 0 ? b->shape[db] : 1;
+    if (sa != sb && sa != 1 && sb != 1) {
+      rn_err("%s: batch dims of %s and %s do not broadcast (batch dim %d: %lld vs %lld)", name,
+             rn_shape_str(a, b1, sizeof b1), rn_shape_str(b, b2, sizeof b2), d + 1,
+             (long long)sa, (long long)sb);
+      return NULL;
+    }
+    bshape[d] = sa == 1 ? sb : sa;
+    B *= bshape[d];
   }
-  int64_t B = Ba > Bb ? Ba : Bb, M = a->ndim == 1 ? 1 : a->shape[a->ndim - 2];
+  int64_t M = a->ndim == 1 ? 1 : a->shape[a->ndim - 2];
   int64_t N = b->ndim == 1 ? 1 : b->shape[b->ndim - 1];
-  int64_t osh[3];
-  int ond = 0;
-  if (a->ndim == 3 || b->ndim == 3) osh[ond++] = B;
+  int64_t osh[RN_MAXDIM + 2];
+  int ond = nbd;
+  memcpy(osh, bshape, (size_t)nbd * sizeof *osh);
   if (a->ndim >= 2) osh[ond++] = M;
   if (b->ndim >= 2) osh[ond++] = N;
+  if (ond > RN_MAXDIM) {
+    rn_err("%s: the result would have %d dims; at most %d", name, ond, RN_MAXDIM);
+    return NULL;
+  }
   rn_tensor *y = rn_empty(ond, osh, a->dtype, rn_device(a)), *ta = NULL, *tb = NULL;
   mat am, bm;
   int rc = y ? 0 : -1;
-  if (rc == 0) rc = operand(&am, a, true, &ta);
-  if (rc == 0) rc = operand(&bm, b, false, &tb);
+  if (rc == 0) rc = operand(&am, a, true, nbd, bshape, &ta);
+  if (rc == 0) rc = operand(&bm, b, false, nbd, bshape, &tb);
   if (rc == 0) {
     mat om = out_mat(y, B, M, N);
     rc = bmm(a->dtype, y, &om, &am, &bm);
@@ -223,6 +291,8 @@ rn_tensor *rn_matmul(rn_tensor *a, rn_tensor *b) {
       rc = -1;
     } else {
       c->B = B; c->M = M; c->K = Ka; c->N = N;
+      c->nbd = nbd;
+      memcpy(c->bshape, bshape, sizeof bshape);
       n->ctx = c;
       n->ctx_free = free;
       rn_node_attach(n, y);

@@ -214,15 +214,7 @@ function UpSampling2D:compute_output_shape(s)
 end
 function UpSampling2D:call(x)
   if x:dim() ~= 4 then check_4d(self, x:size()) end
-  local n, h, w, c = table.unpack(x:size())
-  local a, b = self.size[1], self.size[2]
-  if self.interpolation == "bilinear" then
-    if not rn.upsample then fail("%s: bilinear needs rn.upsample, not in this build", self:who()) end
-    return rn.upsample(x, { size = { h * a, w * b }, mode = "bilinear" })
-  end
-  if rn.upsample then return rn.upsample(x, { scale = { a, b }, mode = "nearest" }) end
-  -- nearest as a view: (N,H,1,W,1,C) expanded, then one copy
-  return x:reshape({ n, h, 1, w, 1, c }):expand({ n, h, a, w, b, c }):reshape({ n, h * a, w * b, c })
+  return rn.upsample(x, { self.size[1], self.size[2] }, { method = self.interpolation })
 end
 function UpSampling2D:flops() return 0, 0 end
 
