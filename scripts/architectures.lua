@@ -222,6 +222,49 @@ function A.unet(o)
   return rn.Model(inputs, outputs)
 end
 
+-- ---- Vision Transformer (Dosovitskiy et al.; timm's vit_tiny_patch16_224 sizes) ---------
+
+-- the learned class token, prepended to the patch sequence: (N,T,D) -> (N,T+1,D)
+local ClassToken = L.Layer:extend("ClassToken")
+function ClassToken:build(s) self.token = self:add_weight("cls", { 1, 1, s[3] }, { initializer = "zeros" }) end
+function ClassToken:compute_output_shape(s) return L.shape({ s[1], s[2] + 1, s[3] }) end
+function ClassToken:call(x)
+  return rn.concat({ self.token:expand({ x:size(1), 1, x:size(3) }), x }, 2)
+end
+
+-- a learned position embedding added to the sequence (T, D)
+local AddPosition = L.Layer:extend("AddPosition")
+function AddPosition:build(s)
+  self.pos = self:add_weight("pos_embedding", { s[2], s[3] }, { initializer = rn.initializers.truncated_normal{ stddev = 0.02 } })
+end
+function AddPosition:compute_output_shape(s) return L.shape(s) end
+function AddPosition:call(x) return x + self.pos end
+
+function A.vit(o)
+  o = o or {}
+  local dim, depth, heads, mlp = o.dim or 192, o.depth or 12, o.heads or 3, o.mlp or 768
+  local patch = o.patch or 16
+  local inputs = L.Input(o.input_shape or { 224, 224, 3 })
+  local x = L.Conv2D(dim, patch, { strides = patch })(inputs)       -- patch embedding
+  local n = x.shape[2] * x.shape[3]
+  x = L.Reshape({ n, dim })(x)
+  x = ClassToken()(x)
+  x = AddPosition()(x)
+  for _ = 1, depth do
+    local y = L.LayerNormalization({ epsilon = 1e-6 })(x)
+    y = L.MultiHeadAttention(heads, dim // heads)(y)
+    x = L.Add()({ x, y })
+    y = L.LayerNormalization({ epsilon = 1e-6 })(x)
+    y = L.Dense(mlp, { activation = "gelu" })(y)
+    y = L.Dense(dim)(y)
+    x = L.Add()({ x, y })
+  end
+  x = L.LayerNormalization({ epsilon = 1e-6 })(x)
+  x = L.Lambda(function(t) return t:select(2, 1) end)(x)         -- the class token
+  x = L.Dense(o.classes or 1000)(x)                               -- logits, as timm
+  return rn.Model(inputs, x)
+end
+
 if arg and arg[0] and arg[0]:match("architectures%.lua$") then
   local name = arg[1]
   if not A[name or ""] then

@@ -287,7 +287,7 @@ T.test("misuse: unknown options name the layer and the valid ones", function()
   T.raises(function() layers.BatchNormalization({ eps = 1e-5 }) end,
     "BatchNormalization: unknown option 'eps'")
   T.raises(function() layers.Dense(10, { activaton = "relu" }) end, "did you mean 'activation'")
-  T.raises(function() layers.Dense(10, { activation = "swish" }) end, "unknown activation 'swish'")
+  T.raises(function() layers.Dense(10, { activation = "swishy" }) end, "unknown activation 'swishy'")
   T.raises(function() layers.Conv2D(8) end, "kernel_size %(argument 2%) is missing")
   T.raises(function() layers.Conv2D(0, 3) end, "filters %(argument 1%) must be an integer >= 1")
   T.raises(function() layers.Conv2D(8, 3, { padding = "full" }) end, "padding must be")

@@ -16,7 +16,7 @@
 -- the nearest existing names, and the ways to write one: Layer:extend, Lambda.
 -- Dims/axes are Lua dims: 1-based, negatives count from the end (-1 = last).
 local M = require "rn.layers.base"
-for _, family in ipairs({ "conv", "core", "norm", "merge", "pool", "reshape" }) do
+for _, family in ipairs({ "conv", "core", "norm", "merge", "pool", "reshape", "attention" }) do
   require("rn.layers." .. family)
 end
 

@@ -149,6 +149,7 @@ end
 
 -- ---- activations ---------------------------------------------------------------
 
+local SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 local ACT = {
   relu = function(x) return x:relu() end,
   softmax = function(x) return rn.softmax(x, -1) end,
@@ -156,10 +157,29 @@ local ACT = {
   sigmoid = function(x) return x:sigmoid() end,
   tanh = function(x) return x:tanh() end,
   linear = function(x) return x end,
+  -- Keras 3's defaults: gelu exact (approximate=False), leaky_relu slope 0.2,
+  -- elu alpha 1, hard_sigmoid relu6(x+3)/6, hard_silu = hard_swish
+  gelu = function(x) return x:gelu() end,
+  relu6 = function(x) return x:relu6() end,
+  silu = function(x) return x:silu() end,
+  swish = function(x) return x:silu() end,
+  hard_sigmoid = function(x) return x:hard_sigmoid() end,
+  hard_swish = function(x) return x:hard_swish() end,
+  hard_silu = function(x) return x:hard_swish() end,
+  softplus = function(x) return x:softplus() end,
+  leaky_relu = function(x) return rn.leaky_relu(x, 0.2) end,
+  elu = function(x) return rn.elu(x, 1) end,
+  selu = function(x) return rn.elu(x, SELU_ALPHA) * SELU_SCALE end,
+  softsign = function(x) return x / (x:abs() + 1) end,
+  exponential = function(x) return x:exp() end,
+  mish = function(x) return x * x:softplus():tanh() end,
 }
-local ACT_NAMES = { "relu", "softmax", "log_softmax", "sigmoid", "tanh", "linear" }
+local ACT_NAMES = { "relu", "softmax", "log_softmax", "sigmoid", "tanh", "linear", "gelu", "relu6", "silu",
+  "swish", "hard_sigmoid", "hard_swish", "hard_silu", "softplus", "leaky_relu", "elu", "selu", "softsign",
+  "exponential", "mish" }
 -- FLOPs per output element of each activation (the summary's convention)
-local ACT_FLOPS = { relu = 1, softmax = 3, log_softmax = 3, sigmoid = 3, tanh = 3, linear = 0 }
+local ACT_FLOPS = { relu = 1, softmax = 3, log_softmax = 3, sigmoid = 3, tanh = 3, linear = 0, relu6 = 1,
+  leaky_relu = 1, hard_sigmoid = 2, hard_swish = 3 }
 M.activations = ACT
 
 local function activation(spec, who)

@@ -81,9 +81,10 @@ function ReLU:init(opts)
 end
 
 function ReLU:call(x)
-  local y = x:relu()
-  if self.negative_slope ~= 0 then y = y - (-x):relu() * self.negative_slope end
-  if self.max_value then y = y:minimum(self.max_value) end
+  local ns, mv = self.negative_slope, self.max_value
+  if ns == 0 and mv == 6 then return x:relu6() end        -- one native op
+  local y = ns ~= 0 and rn.leaky_relu(x, ns) or x:relu()
+  if mv then y = y:minimum(mv) end
   return y
 end
 function ReLU:compute_output_shape(s) return M.shape(s) end
@@ -93,7 +94,9 @@ local Activation = Layer:extend("Activation")
 M.Activation = Activation
 
 --- Activation(name_or_function, {name=}): relu, softmax (last dim),
---- log_softmax, sigmoid, tanh, linear.
+--- log_softmax, sigmoid, tanh, linear, gelu, relu6, silu/swish,
+--- hard_sigmoid, hard_swish/hard_silu, softplus, leaky_relu, elu, selu,
+--- softsign, exponential, mish (Keras 3's definitions and defaults).
 function Activation:init(fn, opts)
   if fn == nil then fail("Activation: argument 1 (the activation) is missing; known: %s", table.concat(ACT_NAMES, ", ")) end
   self:_options(opts, {})

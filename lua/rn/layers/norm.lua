@@ -1,4 +1,6 @@
--- norm.lua (layers) - normalization layers: BatchNormalization.
+-- norm.lua (layers) - normalization layers: BatchNormalization,
+-- LayerNormalization, GroupNormalization (the last two on the fused
+-- rn.layer_norm / rn.group_norm kernels).
 local M = require "rn.layers.base"
 local h = M._h
 local rn, fail, numel, is_sym = h.rn, h.fail, h.numel, h.is_sym
@@ -89,5 +91,97 @@ function BN:call(x, training)
 end
 
 function BN:flops(_, o) return 2 * numel(o), 0 end
+
+-- gamma and beta of a per-channel affine (LayerNormalization, GroupNormalization)
+local function affine_options(self, opts, who)
+  self.epsilon = opts.epsilon or 1e-3
+  if type(self.epsilon) ~= "number" or self.epsilon <= 0 then
+    fail("%s: epsilon must be a number > 0, got %s", who, tostring(self.epsilon))
+  end
+  self.axis = opts.axis or -1
+  self.center = opts.center ~= false
+  self.scale = opts.scale ~= false
+  self.beta_initializer = get_init(opts.beta_initializer or "zeros", who)
+  self.gamma_initializer = get_init(opts.gamma_initializer or "ones", who)
+  self.beta_regularizer = get_reg(opts.beta_regularizer, who)
+  self.gamma_regularizer = get_reg(opts.gamma_regularizer, who)
+end
+
+local AFFINE_OPTS = { "axis", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer",
+  "beta_regularizer", "gamma_regularizer" }
+
+local function affine_build(self, s)
+  if self.axis ~= -1 and self.axis ~= #s then
+    fail("%s: only the last axis (-1) is supported (features last), got axis %s", self:who(), tostring(self.axis))
+  end
+  if #s < 2 then fail("%s: expects at least 2 dims, got %s", self:who(), M.shape_str(s)) end
+  local c = s[#s]
+  self.channels = c
+  if self.scale then
+    self.gamma = self:add_weight("gamma", { c }, { initializer = self.gamma_initializer, regularizer = self.gamma_regularizer })
+  end
+  if self.center then
+    self.beta = self:add_weight("beta", { c }, { initializer = self.beta_initializer, regularizer = self.beta_regularizer })
+  end
+end
+
+local function affine_shape(self, s)
+  if #s < 2 or s[#s] ~= self.channels then
+    fail("%s: input %s has %s features but the layer was built for %d", self:who(), M.shape_str(s),
+      tostring(s[#s]), self.channels)
+  end
+  return M.shape(s)
+end
+
+-- ---- LayerNormalization -----------------------------------------------------------------
+
+local LN = Layer:extend("LayerNormalization")
+M.LayerNormalization = LN
+
+--- LayerNormalization({axis=-1, epsilon=1e-3, center=true, scale=true,
+--- beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=,
+--- gamma_regularizer=, name=}): each sample's last dim normalized to mean 0
+--- and variance 1 (biased), then scaled by gamma and shifted by beta (Keras's
+--- defaults; PyTorch's eps is 1e-5). One fused kernel (rn.layer_norm).
+function LN:init(opts)
+  opts = self:_options(opts, AFFINE_OPTS)
+  affine_options(self, opts, "LayerNormalization")
+end
+function LN:build(s) affine_build(self, s) end
+function LN:compute_output_shape(s) return affine_shape(self, s) end
+function LN:call(x)
+  if x:dim() < 2 or x:size(-1) ~= self.channels then affine_shape(self, x:size()) end
+  return rn.layer_norm(x, self.gamma, self.beta, { eps = self.epsilon, dims = 1 })
+end
+function LN:flops(_, o) return 5 * numel(o), 0 end
+
+-- ---- GroupNormalization -----------------------------------------------------------------
+
+local GN = Layer:extend("GroupNormalization")
+M.GroupNormalization = GN
+
+--- GroupNormalization({groups=32, axis=-1, epsilon=1e-3, center=true,
+--- scale=true, ...initializers/regularizers, name=}): the channels (last
+--- dim) split into groups, each normalized over its channels and all the
+--- other non-batch dims, then gamma and beta per channel (Keras's
+--- GroupNormalization; groups = 1 is layer norm over all features,
+--- groups = channels instance norm). One fused kernel (rn.group_norm).
+function GN:init(opts)
+  opts = self:_options(opts, { "groups", table.unpack(AFFINE_OPTS) })
+  self.groups = pos_int(opts.groups or 32, "GroupNormalization", "groups")
+  affine_options(self, opts, "GroupNormalization")
+end
+function GN:build(s)
+  if #s >= 2 and s[#s] % self.groups ~= 0 then
+    fail("%s: the %d channels are not divisible by groups %d", self:who(), s[#s], self.groups)
+  end
+  affine_build(self, s)
+end
+function GN:compute_output_shape(s) return affine_shape(self, s) end
+function GN:call(x)
+  if x:dim() < 2 or x:size(-1) ~= self.channels then affine_shape(self, x:size()) end
+  return rn.group_norm(x, self.groups, self.gamma, self.beta, { eps = self.epsilon })
+end
+function GN:flops(_, o) return 5 * numel(o), 0 end
 
 return M
