@@ -16,6 +16,7 @@
 #   make bench      rnlua against PyTorch (CPU, then GPU where there is one)
 #   make bench-dist data-parallel training on 1, 2, 4 ranks (mpirun; doc/distributed.md)
 #   make bench-dnnl oneDNN's convolution algorithms on the seed's shapes
+#   make bench-arch the example architectures' training step against PyTorch
 #   make install PREFIX=/usr/local   the program, the Lua module, librnlua.so
 #                   with rnlua.h and rnlua.pc (mk/lib.mk, doc/install.md)
 #   make module / lib / test-lua     the module and library alone, and their
@@ -62,7 +63,7 @@ SRCS = $(wildcard core/*.c core/ops/*.c core/cpu/*.c core/io/*.c core/data/*.c c
 OBJS = $(patsubst %.c,$(BUILD)/%.o,$(SRCS)) $(CUDA_OBJS)
 DEPS = $(OBJS:.o=.d)
 
-.PHONY: all deps test test-isa test-asan test-valgrind test-mutants run install clean bench bench-dnnl bench-dist check-deps
+.PHONY: all deps test test-isa test-asan test-valgrind test-mutants run install clean bench bench-dnnl bench-dist bench-arch check-deps
 
 all: rnlua
 
@@ -162,6 +163,11 @@ bench: all
 	@if ./rnlua -e 'os.exit(require("rn").cuda.is_available() and 0 or 1)'; then \
 	  ./rnlua scripts/bench_gpu.lua && python3 scripts/bench_gpu_torch.py; \
 	else echo "bench: no CUDA device here ($$(./rnlua -e 'print(require("rn").cuda.why_unavailable())')); GPU benchmark skipped"; fi
+
+# One training step of each example architecture (scripts/architectures.lua)
+# against the same model in PyTorch, same run (issue 17's speed figures).
+bench-arch: all
+	scripts/bench_arch.sh $(BENCH_ARGS)
 
 # oneDNN alone on the seed ResNet's 3x3 shapes: direct NHWC (what rnlua
 # runs), direct nChw16c and Winograd (doc/perf.md). DNNL_ARGS="--batch 512".
