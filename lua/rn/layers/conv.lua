@@ -10,6 +10,24 @@ local window_out, check_4d, spatial_out = h.window_out, h.check_4d, h.spatial_ou
 local get_init, get_reg = h.get_init, h.get_reg
 local Layer = M.Layer
 
+-- FLOPs of a convolution with macs multiply-accumulates per sample: 2 per
+-- MAC, the bias, the activation (the summary's convention)
+local function conv_flops(self, macs, o)
+  local f = 2 * macs + (self.use_bias and numel(o) or 0)
+  if self.activation then f = f + act_flops(self.activation_name, numel(o)) end
+  return f, macs
+end
+
+-- the (filters, kernel_size) arguments every convolution layer but the
+-- depthwise one starts with
+local function filters_and_kernel(self, who, filters, kernel_size)
+  if kernel_size == nil or (type(kernel_size) == "table" and kernel_size[1] == nil) then
+    fail("%s: kernel_size (argument 2) is missing: %s(filters, kernel_size, {options})", who, who)
+  end
+  self.filters = pos_int(filters, who, "filters (argument 1)")
+  self.kernel_size = pair(kernel_size, who, "kernel_size (argument 2)")
+end
+
 -- ---- Conv2D --------------------------------------------------------------------------
 
 local Conv2D = Layer:extend("Conv2D")
@@ -20,11 +38,7 @@ M.Conv2D = Conv2D
 --- bias_initializer="zeros", kernel_regularizer=, bias_regularizer=, name=}).
 --- Kernel (kh, kw, cin/groups, filters) as Keras; NHWC input.
 function Conv2D:init(filters, kernel_size, opts)
-  if kernel_size == nil or (type(kernel_size) == "table" and kernel_size[1] == nil) then
-    fail("Conv2D: kernel_size (argument 2) is missing: Conv2D(filters, kernel_size, {options})")
-  end
-  self.filters = pos_int(filters, "Conv2D", "filters (argument 1)")
-  self.kernel_size = pair(kernel_size, "Conv2D", "kernel_size (argument 2)")
+  filters_and_kernel(self, "Conv2D", filters, kernel_size)
   opts = self:_options(opts, { "strides", "padding", "dilation_rate", "groups", "use_bias", "activation",
     "kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer" })
   self.groups = pos_int(opts.groups or 1, "Conv2D", "groups")
@@ -80,9 +94,7 @@ end
 
 function Conv2D:flops(s, o)
   local macs = o[2] * o[3] * o[4] * self.kernel_size[1] * self.kernel_size[2] * (s[4] // self.groups)
-  local f = 2 * macs + (self.use_bias and numel(o) or 0)
-  if self.activation then f = f + act_flops(self.activation_name, numel(o)) end
-  return f, macs
+  return conv_flops(self, macs, o)
 end
 
 -- ---- DepthwiseConv2D ------------------------------------------------------------------
@@ -171,9 +183,7 @@ end
 
 function Depthwise:flops(_, o)
   local macs = o[2] * o[3] * o[4] * self.kernel_size[1] * self.kernel_size[2]
-  local f = 2 * macs + (self.use_bias and numel(o) or 0)
-  if self.activation then f = f + act_flops(self.activation_name, numel(o)) end
-  return f, macs
+  return conv_flops(self, macs, o)
 end
 
 -- ---- SeparableConv2D ------------------------------------------------------------------
@@ -192,11 +202,7 @@ M.SeparableConv2D = Separable
 --- depthwise_kernel (kh, kw, cin, depth_multiplier), pointwise_kernel
 --- (1, 1, cin*depth_multiplier, filters), bias (filters).
 function Separable:init(filters, kernel_size, opts)
-  if kernel_size == nil then
-    fail("SeparableConv2D: kernel_size (argument 2) is missing: SeparableConv2D(filters, kernel_size, {options})")
-  end
-  self.filters = pos_int(filters, "SeparableConv2D", "filters (argument 1)")
-  self.kernel_size = pair(kernel_size, "SeparableConv2D", "kernel_size (argument 2)")
+  filters_and_kernel(self, "SeparableConv2D", filters, kernel_size)
   local valid = { "pointwise_initializer", "pointwise_regularizer" }
   for _, k in ipairs(DW_OPTS) do valid[#valid + 1] = k end
   opts = self:_options(opts, valid)
@@ -234,9 +240,7 @@ end
 function Separable:flops(s, o)
   local mid = o[2] * o[3] * s[4] * self.depth_multiplier
   local macs = mid * self.kernel_size[1] * self.kernel_size[2] + mid * self.filters
-  local f = 2 * macs + (self.use_bias and numel(o) or 0)
-  if self.activation then f = f + act_flops(self.activation_name, numel(o)) end
-  return f, macs
+  return conv_flops(self, macs, o)
 end
 
 -- ---- Conv2DTranspose -------------------------------------------------------------------
@@ -254,11 +258,7 @@ M.Conv2DTranspose = ConvT
 --- stride, 0), or with output_padding (H-1)*stride + k_dilated - 2*pad + op
 --- (pad = k_dilated // 2 for "same", 0 for "valid").
 function ConvT:init(filters, kernel_size, opts)
-  if kernel_size == nil then
-    fail("Conv2DTranspose: kernel_size (argument 2) is missing: Conv2DTranspose(filters, kernel_size, {options})")
-  end
-  self.filters = pos_int(filters, "Conv2DTranspose", "filters (argument 1)")
-  self.kernel_size = pair(kernel_size, "Conv2DTranspose", "kernel_size (argument 2)")
+  filters_and_kernel(self, "Conv2DTranspose", filters, kernel_size)
   opts = self:_options(opts, { "strides", "padding", "output_padding", "dilation_rate", "use_bias", "activation",
     "kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer" })
   self.strides = pair(opts.strides or 1, "Conv2DTranspose", "strides")
@@ -330,9 +330,7 @@ end
 
 function ConvT:flops(s, o)
   local macs = s[2] * s[3] * s[4] * self.kernel_size[1] * self.kernel_size[2] * self.filters
-  local f = 2 * macs + (self.use_bias and numel(o) or 0)
-  if self.activation then f = f + act_flops(self.activation_name, numel(o)) end
-  return f, macs
+  return conv_flops(self, macs, o)
 end
 
 return M
