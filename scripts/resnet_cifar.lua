@@ -93,7 +93,13 @@ usage: rnlua scripts/resnet_cifar.lua [options]
                        few timed steps measure the training and inference
                        speed first, then the training images per epoch and
                        the test images are cut (never raised) to fit; the
-                       plan is printed (make run uses 150)
+                       plan is printed (make run uses 150); a cut job
+                       also recalibrates the BN statistics before each
+                       validation (see --bn-recalibrate)
+  --bn-recalibrate N   before each validation, set every BatchNormalization's
+                       moving statistics to the average over N training
+                       batches (for short runs: momentum 0.99 leaves them
+                       near their initial values); 0 turns it off
   --save PATH          training state after each epoch (atomic; resumable)
   --resume PATH        continue a run saved with --save (same options)
   --log PATH           per-epoch log (.csv, or JSON lines otherwise)
@@ -109,7 +115,8 @@ end
 
 local opt = { epochs = 1, ["batch-size"] = 128, lr = 0.1, device = "auto", seed = 1 }
 local numeric = { epochs = true, ["batch-size"] = true, lr = true, threads = true, seed = true,
-  ["train-limit"] = true, ["test-limit"] = true, ["steps-per-epoch"] = true, ["time-budget"] = true }
+  ["train-limit"] = true, ["test-limit"] = true, ["steps-per-epoch"] = true, ["time-budget"] = true,
+  ["bn-recalibrate"] = true }
 local strings = { data = true, dataset = true, device = true, save = true, resume = true,
   log = true, plot = true, ["device-data"] = true, precision = true }
 local i = 1
@@ -122,7 +129,8 @@ while arg[i] do
     if v == nil then die("option --" .. key .. " needs a value") end
     if numeric[key] then
       v = tonumber(v)
-      if v == nil or v <= 0 or (key ~= "lr" and math.type(v) ~= "integer" and v ~= math.floor(v)) then
+      if v == nil or v < 0 or (v == 0 and key ~= "bn-recalibrate") or
+        (key ~= "lr" and math.type(v) ~= "integer" and v ~= math.floor(v)) then
         die(string.format("--%s needs a positive %s, got '%s'", key, key == "lr" and "number" or "integer", arg[i + 1]))
       end
       if key ~= "lr" then v = math.tointeger(v) end
@@ -279,6 +287,10 @@ if opt["time-budget"] then
   local rs = rn.get_rng_state()
   local tn, vn = plan_budget(opt["time-budget"], math.min(train_x:size(1), opt["train-limit"] or math.huge),
     math.min(test_x:size(1), opt["test-limit"] or math.huge))
+  -- a cut job takes few steps: recalibrate the BN statistics (unless told)
+  if opt["bn-recalibrate"] == nil and tn < math.min(train_x:size(1), opt["train-limit"] or math.huge) then
+    opt["bn-recalibrate"] = 20
+  end
   opt["train-limit"], opt["test-limit"] = tn, vn
   collectgarbage()
   rn.set_rng_state(rs)
@@ -320,9 +332,15 @@ model:compile({ optimizer = rn.optim.SGD(model:parameters(), { lr = schedule, mo
                 metrics = { "accuracy" } })
 
 local t0 = rn._clock()
+local callbacks = {}
+if (opt["bn-recalibrate"] or 0) > 0 then
+  callbacks[1] = rn.fit.callbacks.BNRecalibration{ loader = train, batches = opt["bn-recalibrate"] }
+  print(string.format("BN statistics recalibrated from %d training batches before each validation",
+    opt["bn-recalibrate"]))
+end
 local history = model:fit(train, { epochs = opt.epochs, validation = test, save = opt.save,
   resume = opt.resume, log = opt.log, plot = opt.plot, steps_per_epoch = opt["steps-per-epoch"],
-  device_data = device_data, distributed = DIST or nil })
+  device_data = device_data, distributed = DIST or nil, callbacks = callbacks })
 local last = history[#history]
 local names = dataset == "cifar10"
   and { "plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck" }

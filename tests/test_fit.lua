@@ -186,3 +186,38 @@ T.test("fit errors: uncompiled model, bad options, bad resume file", function()
   T.raises(function() m:fit(train, {epochs = 1, resume = bad}) end, bad)
   os.remove(bad)
 end)
+
+T.test("BNRecalibration: moving statistics become the average of the training batches' statistics", function()
+  local train, val = loaders(9)
+  rn.manual_seed(9)
+  local L = rn.layers
+  local inp = L.Input({8, 8, 1})
+  local bn = L.BatchNormalization()
+  local out = L.Dense(4, {activation = "softmax"})(L.Flatten()(bn(L.Conv2D(3, 3, {padding = "same"})(inp))))
+  local m = compiled(rn.Model(inp, out))
+  local conv = m.layers[2]
+  T.eq(conv.class_name, "Conv2D")
+  -- the batch means of the BN input over the first 3 batches of epoch 1
+  local means, vars, k = {}, {}, 0
+  rn.no_grad(function()
+    for x in train:epoch(1) do
+      k = k + 1
+      local h = conv(x)
+      local mu = h:mean({1, 2, 3})
+      means[k] = mu
+      vars[k] = ((h - mu) * (h - mu)):mean({1, 2, 3})
+      if k == 3 then break end
+    end
+  end)
+  local cb = rn.fit.callbacks.BNRecalibration{loader = train, batches = 3}
+  cb.run(m)
+  T.near(bn.moving_mean, (means[1] + means[2] + means[3]) / 3, 1e-6, 1e-5, "moving mean")
+  T.near(bn.moving_variance, (vars[1] + vars[2] + vars[3]) / 3, 1e-6, 1e-5, "moving variance (biased, as Keras)")
+  T.eq(bn.momentum, 0.99, "the layer's momentum is restored")
+  -- in fit: runs before each validation (on_validation_begin)
+  local seen = {}
+  local spy = {on_validation_begin = function(e) seen[#seen + 1] = e end}
+  m:fit(train, {epochs = 2, validation = val, out = sink, callbacks = {cb, spy}})
+  T.eq(seen, {1, 2})
+  T.raises(function() rn.fit.callbacks.BNRecalibration{} end, "loader= %(the training loader%) is required")
+end)

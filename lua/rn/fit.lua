@@ -242,7 +242,8 @@ end
 
 -- ---- callbacks ----------------------------------------------------------------------------
 -- A callback is a table with any of: on_train_begin(ctx), on_epoch_begin(epoch, ctx),
--- on_batch_end(step, logs, ctx), on_epoch_end(epoch, logs, ctx), on_train_end(ctx).
+-- on_batch_end(step, logs, ctx), on_validation_begin(epoch, ctx),
+-- on_epoch_end(epoch, logs, ctx), on_train_end(ctx).
 -- ctx = {model =, optimizer =, history =, stop = false, epoch =}; set ctx.stop = true
 -- (or return "stop") to end training after the current batch or epoch.
 
@@ -318,6 +319,53 @@ function M.callbacks.ModelCheckpoint(o)
 end
 
 --- model weights alone (all of them, batch-norm statistics included)
+--- BNRecalibration{loader =, batches = 20}: before each validation (and
+--- when called as cb:run(model)), recomputes every BatchNormalization's moving
+--- mean and variance as the plain average of the batch statistics of
+--- `batches` training batches (training-mode forwards, no gradients, no
+--- weight change). With few steps, momentum 0.99's moving statistics still
+--- lean on their initial values and inference is near chance; this is the
+--- usual remedy ("BN recalibration"). Deterministic: the loader's first
+--- batches of epoch 1.
+function M.callbacks.BNRecalibration(o)
+  o = o or {}
+  if o.loader == nil then error("BNRecalibration: loader= (the training loader) is required", 2) end
+  local batches = o.batches or 20
+  if math.type(batches) ~= "integer" or batches < 1 then
+    error("BNRecalibration: batches must be an integer >= 1, got " .. tostring(batches), 2)
+  end
+  local cb = {}
+  function cb.run(model)
+    local bns = {}
+    for _, node in ipairs(model._order or {}) do
+      local l = node.layer
+      if l.class_name == "BatchNormalization" and l.moving_mean then bns[#bns + 1] = l end
+    end
+    if #bns == 0 then return end
+    local saved = {}
+    for i, l in ipairs(bns) do saved[i] = l.momentum end
+    local ok, err = pcall(function()
+      rn.no_grad(function()
+        local k = 0
+        local p1 = model:parameters()[1]
+        local dev = p1 and p1.device or "cpu"
+        for x in o.loader:epoch(1) do
+          k = k + 1
+          -- momentum (k-1)/k: after k batches the moving value is their mean
+          for _, l in ipairs(bns) do l.momentum = (k - 1) / k end
+          if rn.is_tensor(x) and x.device ~= dev then x = x:to(dev) end
+          model(x, { training = true })
+          if k >= batches then break end
+        end
+      end)
+    end)
+    for i, l in ipairs(bns) do l.momentum = saved[i] end
+    if not ok then error(err, 0) end
+  end
+  function cb.on_validation_begin(_, ctx) cb.run(ctx.model) end
+  return cb
+end
+
 function M.save_weights(model, path)
   local d = rn.distributed
   if d and d.is_initialized() and d.world_size() > 1 and d.rank() ~= 0 then return end -- rank 0 writes
@@ -609,6 +657,7 @@ function M.fit(model, loader, opts)
     local logs = averages(sums, seen)
     local train_time = rn._clock() - t0
     if opts.validation then
+      call_cbs(cbs, "on_validation_begin", epoch, ctx)
       for k, v in pairs(M.evaluate(model, opts.validation, { device_data = opts.device_data, _dist = dp })) do
         logs["val_" .. k] = v
       end
