@@ -212,6 +212,13 @@ cudaError_t rnk_augment_batch(rnk_aug_geom g, const uint8_t *img, const int64_t 
  * RNK_MT_CHUNK), nblocks = blk0[nseg]; dt float32 or float64. */
 cudaError_t rnk_optim_multi_step(int dt, const rn_mt_hp *hp, const rn_mt_seg *segs,
                                  const int64_t *blk0, int nseg, int64_t nblocks, cudaStream_t s);
+/* Keras' L2 penalties in one launch: *out (dt) = sum_j segs[j].l2 *
+ * sum(segs[j].p^2) over the same chunk table. part: nblocks doubles of
+ * device scratch; count: one unsigned, zero on entry and left zero (the
+ * last block to finish sums the partials in block order: deterministic). */
+cudaError_t rnk_l2_penalty_multi(int dt, void *out, const rn_mt_seg *segs, const int64_t *blk0,
+                                 int nseg, int64_t nblocks, double *part, unsigned *count,
+                                 cudaStream_t s);
 
 #ifdef __cplusplus
 }

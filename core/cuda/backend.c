@@ -4,7 +4,7 @@
  *
  * Every slot is filled: conv2d_* through cuDNN (cudnn.c), pool2d_* and bn_*
  * with kernels/nn.cu (nn.c); of the optional slots, optim_multi_step
- * (optim.c, kernels/optim.cu). */
+ * and l2_penalty_multi (optim.c, kernels/optim.cu). */
 #include "cuda.h"
 
 /* kernels/kernels.h repeats the core's enum values as plain ints */
@@ -74,6 +74,7 @@ static const rn_backend cuda_backend = {
   .bn_fwd_infer = rn_cuda_bn_fwd_infer,
   .bn_bwd = rn_cuda_bn_bwd,
   .optim_multi_step = rn_cuda_optim_multi_step,
+  .l2_penalty_multi = rn_cuda_l2_penalty_multi,
 };
 
 const rn_backend *rn_cuda_backend(void) {

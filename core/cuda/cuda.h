@@ -140,6 +140,7 @@ int rn_cuda_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_
                    const rn_tensor *save_invstd);
 /* optim.c: the multi-tensor optimizer step in one launch */
 int rn_cuda_optim_multi_step(const rn_mt_hp *hp, rn_dtype dt, const rn_mt_seg *segs, int n);
+int rn_cuda_l2_penalty_multi(void *out, rn_dtype dt, const rn_mt_seg *segs, int n);
 
 /* ---- cuDNN convolutions (cudnn.c) ---------------------------------------- */
 

@@ -115,3 +115,65 @@ int rn_optim_multi_step(const rn_mt_hp *hp, const rn_mt_item *items, int n) {
   free(segs);
   return rc;
 }
+
+/* ---- Keras L2 penalties in one pass ----------------------------------------------------- */
+
+/* the CPU twin: per tensor, sum(w^2) in double in index order, times c */
+static double host_l2(rn_dtype dt, const rn_mt_seg *segs, int n) {
+  double total = 0;
+  for (int j = 0; j < n; j++) {
+    double s = 0;
+    if (dt == RN_F32) {
+      const float *p = segs[j].p;
+      for (int64_t i = 0; i < segs[j].n; i++) s += (double)p[i] * p[i];
+    } else {
+      const double *p = segs[j].p;
+      for (int64_t i = 0; i < segs[j].n; i++) s += p[i] * p[i];
+    }
+    total += segs[j].l2 * s;
+  }
+  return total;
+}
+
+int rn_l2_penalty_multi(rn_tensor *const *ws, const double *c, int n, rn_tensor **out) {
+  *out = NULL;
+  if (n < 0) return rn_err("l2_penalty_multi: %d tensors", n);
+  rn_dtype dt = n > 0 && ws[0] ? ws[0]->dtype : RN_F32;
+  rn_devtype dev = n > 0 && ws[0] ? rn_device(ws[0]) : RN_CPU;
+  if (dt != RN_F32 && dt != RN_F64)
+    return rn_err("l2_penalty_multi: dtype %s (float32 or float64)", rn_dtype_name(dt));
+  for (int i = 0; i < n; i++) {
+    const rn_tensor *t = ws[i];
+    if (!t) return rn_err("l2_penalty_multi: tensor %d is missing", i + 1);
+    if (rn_device(t) != dev || t->dtype != dt)
+      return rn_err("l2_penalty_multi: tensor %d is %s on %s, the first %s on %s (one dtype "
+                    "and device per call)", i + 1, rn_dtype_name(t->dtype),
+                    devname(rn_device(t)), rn_dtype_name(dt), devname(dev));
+    if (!rn_is_contiguous(t))
+      return rn_err("l2_penalty_multi: tensor %d is not contiguous", i + 1);
+    if (!(c[i] >= 0))
+      return rn_err("l2_penalty_multi: factor %d is %g (a number >= 0)", i + 1, c[i]);
+  }
+  rn_mt_seg *segs = calloc(n > 0 ? (size_t)n : 1, sizeof *segs);
+  if (!segs) return rn_err("l2_penalty_multi: out of memory (%d tensors)", n);
+  for (int i = 0; i < n; i++) {
+    segs[i].p = rn_ptr(ws[i]);
+    segs[i].n = rn_numel(ws[i]);
+    segs[i].l2 = c[i];
+  }
+  rn_tensor *r = rn_empty(0, NULL, dt, dev);
+  int rc = r ? 0 : -1;
+  if (rc == 0) {
+    const rn_backend *be = rn_backend_of(r);
+    if (be->l2_penalty_multi) rc = be->l2_penalty_multi(rn_ptr(r), dt, segs, n);
+    else if (dev == RN_CPU) rn_store(rn_ptr(r), dt, host_l2(dt, segs, n));
+    else rc = rn_err("l2_penalty_multi is not implemented on %s", be->name);
+  }
+  free(segs);
+  if (rc < 0) {
+    rn_release(r);
+    return -1;
+  }
+  *out = r;
+  return 0;
+}

@@ -220,6 +220,8 @@ function Optimizer:step()
       if M._fused_step(self, g, lr) then goto next_group end -- issue 19: one call for the group
       for i, p in ipairs(g.params) do
         local grad = p.grad
+        local c = self._l2 and self._l2[p] -- issue 19: a Keras l2 factor the loss left out
+        if c then grad = grad and grad + p * (2 * c) or p * (2 * c) end
         if grad then
           local id = g.ids[i]
           local st = self.state[id]
@@ -365,6 +367,16 @@ local function fused_wanted(dev)
   return dev == "cuda"
 end
 
+-- opt:_fused_takes(dev, dtype): true when this optimizer's step runs as
+-- one multi-tensor call for parameters of that device and dtype (then the
+-- model may leave Keras' l2 penalties out of the loss and pass their factors
+-- as opt._l2 = {[param] = c} for one step: lua/rn/regularizers.lua l2_plan).
+-- The per-tensor path honours opt._l2 too (2c*p added to the gradient).
+function Optimizer:_fused_takes(dev, dt)
+  return FUSED_KIND[self.name] ~= nil and self._update == M[self.name]._update
+    and fused_wanted(dev) and (dt == "float32" or dt == "float64")
+end
+
 function M._fused_step(self, g, lr)
   local kind, p1 = FUSED_KIND[self.name], g.params[1]
   if not kind or not p1 then return false end
@@ -383,11 +395,13 @@ function M._fused_step(self, g, lr)
   local items = {}
   for i, p in ipairs(g.params) do
     local grad = p.grad
+    local c = self._l2 and self._l2[p] -- a Keras l2 factor the loss left out (2c*p joins g)
+    if c and not grad then grad = rn.zeros(p:size(), o) end
     if grad then
       local id = g.ids[i]
       local st = self.state[id]
       if not st then st = {}; self.state[id] = st end
-      local it = { p = p, g = grad }
+      local it = { p = p, g = grad, l2 = c or nil }
       if kind == "sgd" then
         if g.momentum ~= 0 then
           local key = rule == "keras" and "velocity" or "momentum_buffer"
