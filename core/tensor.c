@@ -6,6 +6,7 @@
 
 #include "autograd.h"
 #include "backend.h"
+#include "capture.h"
 #include "mutant.h"
 
 /* ---- storage ------------------------------------------------------------- */
@@ -490,6 +491,8 @@ rn_tensor *rn_cast(rn_tensor *t, rn_dtype dt) {
 
 rn_tensor *rn_to_device(rn_tensor *t, rn_devtype dev) {
   if (dev == rn_device(t)) { rn_retain(t); return t; }
+  if (rn_capture_forbid(dev == RN_CPU ? "a copy to the host" : "a copy from the host") < 0)
+    return NULL; /* issue 19: core/capture.h */
   const rn_backend *dst = rn_backend_get(dev);
   if (!dst) return NULL;
   rn_tensor *src = rn_contiguous(t);

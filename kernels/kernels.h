@@ -212,6 +212,10 @@ cudaError_t rnk_augment_batch(rnk_aug_geom g, const uint8_t *img, const int64_t 
  * RNK_MT_CHUNK), nblocks = blk0[nseg]; dt float32 or float64. */
 cudaError_t rnk_optim_multi_step(int dt, const rn_mt_hp *hp, const rn_mt_seg *segs,
                                  const int64_t *blk0, int nseg, int64_t nblocks, cudaStream_t s);
+/* Writes n bytes of host memory src to dst with kernels whose arguments
+ * carry the bytes (2 KiB a launch): captured into a CUDA graph, the bytes
+ * live in the graph, not in host memory (issue 19). */
+cudaError_t rnk_poke(void *dst, const void *src, size_t n, cudaStream_t s);
 /* Keras' L2 penalties in one launch: *out (dt) = sum_j segs[j].l2 *
  * sum(segs[j].p^2) over the same chunk table. part: nblocks doubles of
  * device scratch; count: one unsigned, zero on entry and left zero (the

@@ -5,6 +5,8 @@
  * core/optim_math.h's element update, the same source as the CPU twin
  * (core/ops/optim.c). float32 and float64. Also Keras' L2 penalties of the
  * same tensors in one launch (the last block sums the partials). */
+#include <string.h>
+
 #include "common.cuh"
 
 #define RNK_MT_THREADS 256
@@ -130,4 +132,25 @@ extern "C" cudaError_t rnk_l2_penalty_multi(int dt, void *out, const rn_mt_seg *
   else
     return cudaErrorInvalidValue;
   return cudaGetLastError();
+}
+
+#define RNK_POKE_BYTES 2048
+struct poke_buf {
+  unsigned char b[RNK_POKE_BYTES];
+};
+
+__global__ void poke_kernel(unsigned char *dst, poke_buf src, int n) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src.b[i];
+}
+
+extern "C" cudaError_t rnk_poke(void *dst, const void *src, size_t n, cudaStream_t s) {
+  for (size_t off = 0; off < n; off += RNK_POKE_BYTES) {
+    size_t k = n - off < RNK_POKE_BYTES ? n - off : RNK_POKE_BYTES;
+    poke_buf pb;
+    memcpy(pb.b, (const unsigned char *)src + off, k);
+    poke_kernel<<<1, 256, 0, s>>>((unsigned char *)dst + off, pb, (int)k);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }

@@ -5,6 +5,7 @@
  * Every slot is filled: conv2d_* through cuDNN (cudnn.c), pool2d_* and bn_*
  * with kernels/nn.cu (nn.c); of the optional slots, optim_multi_step
  * and l2_penalty_multi (optim.c, kernels/optim.cu). */
+#include "../capture.h"
 #include "cuda.h"
 
 /* kernels/kernels.h repeats the core's enum values as plain ints */
@@ -33,6 +34,7 @@ _Static_assert(SAME(RNK_MAXDIM, RN_MAXDIM), "RNK_MAXDIM differs from RN_MAXDIM")
 /* Synchronous copies: enqueued on the stream (after every kernel that
  * writes the source) and waited for, so the host buffer is usable on return. */
 int rn_cuda_to_host(void *dst, const void *src, size_t n) {
+  if (rn_capture_forbid("a device-to-host copy") < 0) return -1; /* issue 19 */
   if (n == 0) return 0;
   cudaStream_t s = rn_cuda_stream();
   if (CU(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, s)) < 0) return -1;
@@ -40,6 +42,7 @@ int rn_cuda_to_host(void *dst, const void *src, size_t n) {
 }
 
 int rn_cuda_from_host(void *dst, const void *src, size_t n) {
+  if (rn_capture_forbid("a host-to-device copy") < 0) return -1; /* issue 19 */
   if (n == 0) return 0;
   cudaStream_t s = rn_cuda_stream();
   if (CU(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, s)) < 0) return -1;

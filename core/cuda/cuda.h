@@ -78,6 +78,22 @@ int rn_cuda_empty_cache(void);
 /* Called once per out-of-memory before the final retry; returns nonzero if
  * it may have freed something. NULL: no hook. */
 extern int (*rn_cuda_oom_hook)(void);
+/* Graph pools (issue 19; see alloc.c's header): begin routes every
+ * allocation to pool id until end; release gives the pool's blocks back. */
+int rn_cuda_pool_begin(unsigned id);
+void rn_cuda_pool_end(void);
+unsigned rn_cuda_pool_current(void);
+void rn_cuda_pool_release(unsigned id);
+
+/* ---- whole-step CUDA graphs (graph.c) ------------------------------------ */
+
+typedef struct rn_cuda_graph rn_cuda_graph;
+int rn_cuda_graph_begin(void);           /* 0, or -1 + rn_err */
+rn_cuda_graph *rn_cuda_graph_end(void);  /* NULL + rn_err: discarded */
+void rn_cuda_graph_abort(void);          /* discards a capture in progress */
+int rn_cuda_graph_launch(rn_cuda_graph *g);
+void rn_cuda_graph_destroy(rn_cuda_graph *g);
+int rn_cuda_capturing(void);             /* 1 between begin and end/abort */
 
 /* ---- NVIDIA libraries loaded at run time (dlib.c) ------------------------ */
 

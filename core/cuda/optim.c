@@ -29,8 +29,22 @@ static tab_entry tabs[NTAB];
 static unsigned long long tab_clock;
 
 /* The table's device copy: a cached one, or a new upload into the least
- * recently used entry. NULL after rn_err. */
-static const char *dev_table(const char *host, size_t bytes) {
+ * recently used entry. Inside a CUDA graph capture (issue 19) a fresh block
+ * of the graph's pool written by kernels whose arguments carry the bytes
+ * (rnk_poke: a captured host copy would read freed host memory at replay);
+ * *own = 1 then: the caller frees it after its kernel. NULL after rn_err. */
+static const char *dev_table(const char *host, size_t bytes, int *own) {
+  *own = 0;
+  if (rn_cuda_capturing()) {
+    char *dev = rn_cuda_alloc(bytes);
+    if (!dev) return NULL;
+    if (CU(rnk_poke(dev, host, bytes, rn_cuda_stream())) < 0) {
+      rn_cuda_free(dev);
+      return NULL;
+    }
+    *own = 1;
+    return dev;
+  }
   int victim = -1;
   for (int i = 0; i < NTAB; i++) {
     tab_entry *e = &tabs[i];
@@ -98,12 +112,15 @@ int rn_cuda_optim_multi_step(const rn_mt_hp *hp, rn_dtype dt, const rn_mt_seg *s
     free(host);
     return 0;
   }
-  const char *dev = dev_table(host, bytes);
+  int own;
+  const char *dev = dev_table(host, bytes, &own);
   free(host);
   if (!dev) return -1;
   size_t tbytes = (size_t)n * sizeof(rn_mt_seg);
-  return CU(rnk_optim_multi_step((int)dt, hp, (const rn_mt_seg *)dev,
-                                 (const int64_t *)(dev + tbytes), n, nb, rn_cuda_stream()));
+  int rc = CU(rnk_optim_multi_step((int)dt, hp, (const rn_mt_seg *)dev,
+                                   (const int64_t *)(dev + tbytes), n, nb, rn_cuda_stream()));
+  if (own) rn_cuda_free((void *)dev);
+  return rc;
 }
 
 int rn_cuda_l2_penalty_multi(void *out, rn_dtype dt, const rn_mt_seg *segs, int n) {
@@ -117,12 +134,16 @@ int rn_cuda_l2_penalty_multi(void *out, rn_dtype dt, const rn_mt_seg *segs, int 
     free(host);
     return CU(cudaMemsetAsync(out, 0, es, s)); /* +0.0 in both dtypes */
   }
-  const char *dev = dev_table(host, bytes);
+  int own;
+  const char *dev = dev_table(host, bytes, &own);
   free(host);
   if (!dev) return -1;
   /* scratch: the partials, then the counter */
   char *scr = rn_cuda_alloc((size_t)nb * sizeof(double) + sizeof(unsigned));
-  if (!scr) return -1;
+  if (!scr) {
+    if (own) rn_cuda_free((void *)dev);
+    return -1;
+  }
   unsigned *count = (unsigned *)(scr + (size_t)nb * sizeof(double));
   size_t tbytes = (size_t)n * sizeof(rn_mt_seg);
   int rc = CU(cudaMemsetAsync(count, 0, sizeof *count, s));
@@ -130,5 +151,6 @@ int rn_cuda_l2_penalty_multi(void *out, rn_dtype dt, const rn_mt_seg *segs, int 
     rc = CU(rnk_l2_penalty_multi((int)dt, out, (const rn_mt_seg *)dev,
                                  (const int64_t *)(dev + tbytes), n, nb, (double *)scr, count, s));
   rn_cuda_free(scr);
+  if (own) rn_cuda_free((void *)dev);
   return rc;
 }

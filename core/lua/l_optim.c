@@ -4,7 +4,9 @@
  *   opts:  {kind = "sgd"|"adam", rule = "pytorch"|"keras", lr =,
  *           weight_decay = 0, momentum = 0, dampening = 0, nesterov = false,
  *           beta1 = 0.9, beta2 = 0.999, eps = 1e-8, amsgrad = false,
- *           decoupled = false (AdamW under the pytorch rule)}
+ *           decoupled = false (AdamW under the pytorch rule),
+ *           scalars = nil | a float64 tensor {lr, step} on the parameters'
+ *           device, read in place of lr and the items' steps (issue 19)}
  *   items: a list of {p =, g =, s1 =, s2 =, s3 =, step = 0, first = false,
  *           l2 = 0} (see core/optim.h)
  *
@@ -19,7 +21,7 @@
 
 static const char *const OPTS[] = {"kind", "rule", "lr", "weight_decay", "momentum", "dampening",
                                    "nesterov", "beta1", "beta2", "eps", "amsgrad", "decoupled",
-                                   NULL};
+                                   "scalars", NULL};
 static const char *const ITEM[] = {"p", "g", "s1", "s2", "s3", "step", "first", "l2", NULL};
 
 static rn_tensor *item_tensor(lua_State *L, int idx, const char *key, int i, bool need) {
@@ -55,6 +57,12 @@ static int l_optim_multi_step(lua_State *L) {
   hp.eps = rnl_opt_number(L, 1, "eps", 1e-8, op);
   hp.amsgrad = rnl_opt_bool(L, 1, "amsgrad", 0, op);
   hp.decoupled = rnl_opt_bool(L, 1, "decoupled", 0, op);
+  hp.scal = NULL;
+  lua_getfield(L, 1, "scalars");
+  const rn_tensor *scalars = rnl_test(L, -1); /* opts keeps it alive */
+  if (!scalars && !lua_isnil(L, -1))
+    return rnl_errorf(L, "%s: scalars must be a tensor, got %s", op, luaL_typename(L, -1));
+  lua_pop(L, 1);
   lua_Integer n = luaL_len(L, 2);
   if (n > 1000000) return rnl_errorf(L, "%s: %lld items (at most 1000000)", op, (long long)n);
   /* parse everything first (may raise), then allocate, call, free */
@@ -89,7 +97,7 @@ static int l_optim_multi_step(lua_State *L) {
     it->l2 = rnl_opt_number(L, t, "l2", 0, op);
     lua_pop(L, 1);
   }
-  int rc = rn_optim_multi_step(&hp, items, (int)n);
+  int rc = rn_optim_multi_step(&hp, scalars, items, (int)n);
   free(items);
   if (rc < 0) return rnl_error(L);
   return 0;

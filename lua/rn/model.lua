@@ -679,6 +679,9 @@ local function l2_plan(self)
   return require("rn.regularizers").l2_plan(self:weights(), self.optimizer)
 end
 
+function Model:_l2_plan() return l2_plan(self) end -- for lua/rn/graph.lua
+function Model:_has_regularizers() return has_regularizers(self) end
+
 local function l2_value(plan)
   return rn.no_grad(function() return rn.l2_penalty_multi(plan.tensors, plan.factors) end)
 end
