@@ -411,7 +411,7 @@ function M._fused_step(self, g, lr, graph)
         end
       else
         if not graph then st.step = (st.step or 0) + 1 end -- graph: _graph_advance counts
-        it.step = st.step or 1
+        it.step = graph and 0 or st.step
         if not st.exp_avg then
           st.exp_avg, st.exp_avg_sq = rn.zeros(p:size(), o), rn.zeros(p:size(), o)
           if g.amsgrad then st.max_exp_avg_sq = rn.zeros(p:size(), o) end
@@ -438,7 +438,7 @@ end
 function M._graph_step(self)
   rn.no_grad(function()
     for gi, g in ipairs(self.param_groups) do
-      if not M._fused_step(self, g, g.last_lr, true) then
+      if not M._fused_step(self, g, 0, true) then -- lr 0 and step 0: the scalars carry them
         err(self, "group %d cannot run as one multi-tensor call (16-bit or mixed dtypes or devices, "
           .. "non-contiguous tensors, or another optimizer class): not capturable", gi)
       end
