@@ -11,6 +11,8 @@
 
 /* ---- storage ------------------------------------------------------------- */
 
+static uint64_t storage_uids; /* the last rn_storage.uid given */
+
 static rn_storage *storage_new(size_t nbytes, rn_devtype dev) {
   const rn_backend *be = rn_backend_get(dev);
   if (!be) return NULL;
@@ -21,6 +23,7 @@ static rn_storage *storage_new(size_t nbytes, rn_devtype dev) {
   s->refcount = 1;
   s->device = dev;
   s->nbytes = nbytes;
+  s->uid = ++storage_uids;
   return s;
 }
 
@@ -176,6 +179,7 @@ rn_tensor *rn_from_external(int ndim, const int64_t *shape, rn_dtype dt, void *d
   s->external = true;
   s->release = release;
   s->release_ctx = ctx;
+  s->uid = ++storage_uids;
   t->st = s;
   return t;
 }

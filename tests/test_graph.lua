@@ -234,3 +234,27 @@ T.test("cuda: fit with the whole-step graph equals eager (SGD momentum, 3 epochs
     T.truthy(math.abs(b[e].loss - a[e].loss) <= 1e-4 * math.abs(a[e].loss), "epoch " .. e .. " loss")
   end
 end)
+
+T.test("the KRSC filter cache's bookkeeping (core/dcache.h): hit, version, offset, variant, clear", function()
+  rn._dcache_clear()
+  local w = rn.randn({ 3, 3, 4, 8 })
+  T.eq(rn._dcache_probe(w, 1), "miss")
+  T.eq(rn._dcache_probe(w, 1), "hit", "same weight, same version")
+  T.eq(rn._dcache_probe(w, 2), "miss", "another variant (layout, dtype, bf16 math)")
+  T.eq(rn._dcache_probe(w, 1), "hit", "both variants kept")
+  rn.no_grad(function() w:mul_(0.5) end) -- an in-place change: the optimizer's step does the same
+  T.eq(rn._dcache_probe(w, 1), "miss", "a new version")
+  T.eq(rn._dcache_probe(w, 1), "hit")
+  local same_shape = rn.randn({ 3, 3, 4, 8 })
+  T.eq(rn._dcache_probe(same_shape, 1), "miss", "another storage of the same shape")
+  local big = rn.randn({ 2, 72 })
+  T.eq(rn._dcache_probe(big[1], 1), "miss")
+  T.eq(rn._dcache_probe(big[2], 1), "miss", "another offset in the same storage")
+  T.eq(rn._dcache_probe(big[1], 1), "hit")
+  rn.no_grad(function() big[2]:fill_(1) end) -- the storage's version moves for every view
+  T.eq(rn._dcache_probe(big[1], 1), "miss")
+  for i = 1, 300 do rn._dcache_probe(rn.zeros({ 1 }), 7) end -- more than the 256 slots
+  T.eq(rn._dcache_probe(w, 1), "miss", "the least recently used went")
+  rn._dcache_clear()
+  T.eq(rn._dcache_probe(same_shape, 1), "miss", "cleared")
+end)

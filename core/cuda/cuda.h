@@ -94,6 +94,9 @@ void rn_cuda_graph_abort(void);          /* discards a capture in progress */
 int rn_cuda_graph_launch(rn_cuda_graph *g);
 void rn_cuda_graph_destroy(rn_cuda_graph *g);
 int rn_cuda_capturing(void);             /* 1 between begin and end/abort */
+/* cudnn.c: drops every cached KRSC filter copy (a graph replay changes
+ * weights without bumping their versions) */
+void rn_dnn_filter_cache_clear(void);
 
 /* ---- NVIDIA libraries loaded at run time (dlib.c) ------------------------ */
 

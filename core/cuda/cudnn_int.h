@@ -13,6 +13,7 @@
 #include <cudnn.h>
 
 #include "../determinism.h"
+#include "../dcache.h"
 #include "cuda.h"
 
 typedef cudnnStatus_t (*create_fn)(cudnnHandle_t *);

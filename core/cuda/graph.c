@@ -104,6 +104,7 @@ rn_cuda_graph *rn_cuda_graph_end(void) {
 int rn_cuda_graph_launch(rn_cuda_graph *g) {
   if (!g) return rn_err("cuda graph: destroyed");
   if (capturing_pool) return rn_err("cuda graph: cannot replay a graph inside a capture");
+  rn_dnn_filter_cache_clear(); /* the replay changes weights behind their versions */
   return CU(cudaGraphLaunch(g->exec, rn_cuda_stream()));
 }
 

@@ -4,9 +4,11 @@
  *   rn.core.cuda_graph_begin(), cuda_graph_end() -> rn.CudaGraph,
  *     cuda_graph_abort(), g:launch(), g:destroy() (core/cuda/graph.c; only
  *     with RN_WITH_CUDA). A graph not destroyed is destroyed by __gc. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "../capture.h"
+#include "../dcache.h"
 #include "rnl.h"
 #ifdef RN_WITH_CUDA
 #include "../cuda/cuda.h"
@@ -21,6 +23,28 @@ static int l_capture_guard(lua_State *L) {
   if (prev) lua_pushstring(L, prev);
   else lua_pushnil(L);
   return 1;
+}
+
+static rn_dcache probe_cache = {.free_copy = free};
+
+static int l_dcache_probe(lua_State *L) {
+  rn_tensor *t = rnl_check(L, 1, "_dcache_probe");
+  uint64_t variant = (uint64_t)luaL_checkinteger(L, 2);
+  if (rn_dcache_get(&probe_cache, t, variant)) {
+    lua_pushliteral(L, "hit");
+    return 1;
+  }
+  void *copy = malloc(1);
+  if (!copy) return rnl_errorf(L, "_dcache_probe: out of memory");
+  rn_dcache_put(&probe_cache, t, variant, copy);
+  lua_pushliteral(L, "miss");
+  return 1;
+}
+
+static int l_dcache_clear(lua_State *L) {
+  (void)L;
+  rn_dcache_clear(&probe_cache);
+  return 0;
 }
 
 #ifdef RN_WITH_CUDA
@@ -68,6 +92,10 @@ void rnl_open_graph(lua_State *L, int rn_idx) {
   rn_idx = lua_absindex(L, rn_idx);
   lua_pushcfunction(L, l_capture_guard);
   lua_setfield(L, rn_idx, "capture_guard");
+  lua_pushcfunction(L, l_dcache_probe);
+  lua_setfield(L, rn_idx, "_dcache_probe");
+  lua_pushcfunction(L, l_dcache_clear);
+  lua_setfield(L, rn_idx, "_dcache_clear");
 #ifdef RN_WITH_CUDA
   static const luaL_Reg funcs[] = {{"cuda_graph_begin", l_graph_begin},
                                    {"cuda_graph_end", l_graph_end},
