@@ -157,6 +157,15 @@ cudaError_t rnk_bn_bwd_coef(int dt, const double *part, int64_t R, int64_t C, co
 /* out (R,C) = a*in + b*(x - m) + d per channel (in may be NULL) */
 cudaError_t rnk_bn_affine(int dt, void *out, const void *in, const void *x, const double *coef,
                           int64_t R, int64_t C, cudaStream_t s);
+/* Issue 19, BN+ReLU fused: the partials with gy taken as 0 where mask (the
+ * fused forward's output y) is not > 0 (the ReLU's backward folded in), and
+ * the affine pass with that masked gy (mask) and/or max(out, 0) (relu). */
+cudaError_t rnk_bn_partials_masked(int dt, const void *x, const void *gy, const void *mask,
+                                   const double *shift, int64_t R, int64_t C, double *part,
+                                   cudaStream_t s);
+cudaError_t rnk_bn_affine_relu(int dt, void *out, const void *in, const void *x,
+                               const double *coef, int64_t R, int64_t C, const void *mask,
+                               bool relu, cudaStream_t s);
 /* out (C) = the folded part[.][0][c] (column sums, e.g. a bias gradient) */
 cudaError_t rnk_colsum_finish(int dt, const double *part, int64_t R, int64_t C, void *out,
                               cudaStream_t s);

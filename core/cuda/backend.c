@@ -4,7 +4,10 @@
  *
  * Every slot is filled: conv2d_* through cuDNN (cudnn.c), pool2d_* and bn_*
  * with kernels/nn.cu (nn.c); of the optional slots, optim_multi_step
- * and l2_penalty_multi (optim.c, kernels/optim.cu). */
+ * and l2_penalty_multi (optim.c, kernels/optim.cu), bn_relu_* (nn.c). */
+#include <stdlib.h>
+#include <string.h>
+
 #include "../capture.h"
 #include "cuda.h"
 
@@ -78,9 +81,26 @@ static const rn_backend cuda_backend = {
   .bn_bwd = rn_cuda_bn_bwd,
   .optim_multi_step = rn_cuda_optim_multi_step,
   .l2_penalty_multi = rn_cuda_l2_penalty_multi,
+  .bn_relu_fwd_train = rn_cuda_bn_relu_fwd_train,
+  .bn_relu_fwd_infer = rn_cuda_bn_relu_fwd_infer,
+  .bn_relu_bwd = rn_cuda_bn_relu_bwd,
 };
+
+/* issue 19: $RN_CUDA_BN_RELU=0 gives the table without the fused BN+ReLU
+ * slots (batch norm, then relu: the path before) */
+static rn_backend cuda_backend_unfused;
 
 const rn_backend *rn_cuda_backend(void) {
   if (rn_cuda_init() < 0) return NULL;
+  const char *e = getenv("RN_CUDA_BN_RELU");
+  if (e && strcmp(e, "0") == 0) {
+    if (!cuda_backend_unfused.name) {
+      cuda_backend_unfused = cuda_backend;
+      cuda_backend_unfused.bn_relu_fwd_train = NULL;
+      cuda_backend_unfused.bn_relu_fwd_infer = NULL;
+      cuda_backend_unfused.bn_relu_bwd = NULL;
+    }
+    return &cuda_backend_unfused;
+  }
   return &cuda_backend;
 }

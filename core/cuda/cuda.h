@@ -157,6 +157,17 @@ int rn_cuda_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamm
 int rn_cuda_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                    const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
                    const rn_tensor *save_invstd);
+int rn_cuda_bn_relu_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                              const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                              rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                              bool unbiased, double eps);
+int rn_cuda_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                              const rn_tensor *beta, const rn_tensor *running_mean,
+                              const rn_tensor *running_var, double eps);
+int rn_cuda_bn_relu_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                        const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
+                        const rn_tensor *beta, const rn_tensor *save_mean,
+                        const rn_tensor *save_invstd);
 /* optim.c: the multi-tensor optimizer step in one launch */
 int rn_cuda_optim_multi_step(const rn_mt_hp *hp, rn_dtype dt, const rn_mt_seg *segs, int n);
 int rn_cuda_l2_penalty_multi(void *out, rn_dtype dt, const rn_mt_seg *segs, int n);
