@@ -94,6 +94,11 @@ void rn_cuda_graph_abort(void);          /* discards a capture in progress */
 int rn_cuda_graph_launch(rn_cuda_graph *g);
 void rn_cuda_graph_destroy(rn_cuda_graph *g);
 int rn_cuda_capturing(void);             /* 1 between begin and end/abort */
+/* evprof.c: per-region GPU time with CUDA events (model:profile) */
+int rn_cuda_evprof_begin(void);
+int rn_cuda_evprof_mark(int scope);
+int rn_cuda_evprof_end(void (*add)(void *ctx, int scope, double s), void *ctx, double *span_s);
+
 /* cudnn.c: drops every cached KRSC filter copy (a graph replay changes
  * weights without bumping their versions) */
 void rn_dnn_filter_cache_clear(void);
