@@ -191,7 +191,19 @@ static void *oom(size_t n) {
 /* a new block of `size` bytes from the driver, with the one retry */
 static blk *new_block(size_t n, size_t size) {
   void *p = NULL;
-  cudaError_t e = cudaMalloc(&p, size);
+  cudaError_t e;
+  if (cur_pool) {
+    /* inside a capture, cudaMalloc is a "potentially unsafe" call that the
+     * capture modes refuse; the block is the pool's for the graph's life, so
+     * its allocation need not be replayed: relaxed for this call only (as
+     * PyTorch's allocator does) */
+    enum cudaStreamCaptureMode m = cudaStreamCaptureModeRelaxed;
+    (void)cudaThreadExchangeStreamCaptureMode(&m);
+    e = cudaMalloc(&p, size);
+    (void)cudaThreadExchangeStreamCaptureMode(&m);
+  } else {
+    e = cudaMalloc(&p, size);
+  }
   if (e == cudaErrorMemoryAllocation && cur_pool) { /* in a capture: fail, no flush */
     (void)cudaGetLastError();
     return oom(n);
