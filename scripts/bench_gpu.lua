@@ -62,6 +62,7 @@ if os.getenv("RN_FUSED_OPTIM") == "0" or os.getenv("RN_CUDNN_DESC_CACHE") == "0"
   or os.getenv("RN_FUSED_L2") == "0" then
   find = find .. "+legacy"
 end
+if os.getenv("RN_CUDNN_GRAPH") == "1" then find = find .. "+cudnngraph" end
 if opt.graph == 1 then find = find .. "+graph" end
 local modes = {} -- {name printed, policy}
 for m in tostring(opt.modes):gmatch("[^,%s]+") do

@@ -53,7 +53,9 @@
 #              holds an fp32 run with RN_FUSED_OPTIM=0 RN_CUDNN_DESC_CACHE=0
 #              (mode "fp32+legacy": the paths before issue 19, for the gain),
 #              then fp32 and bf16 through the whole-step CUDA graph (--graph 1,
-#              modes "fp32+find+graph", "bf16+find+graph")
+#              modes "fp32+find+graph", "bf16+find+graph"), then fp32 with
+#              RN_CUDNN_GRAPH=1 (cuDNN's graph API with cached plans, mode
+#              "fp32+cudnngraph"; the conv tests also run on it in cuda_tests)
 # A summary table comes last (after the bench table). Re-runnable: it only
 # writes OUTDIR (and, for `make`, the build dir). Bounded: every step has a
 # timeout, cut to what is left of $RN_GPU_BUDGET seconds (default 330: run
@@ -298,6 +300,8 @@ step cuda_tests 130 bash -c 'env RN_TEST_VERBOSE=2 RN_TEST_EXCLUDE="out of memor
   env RN_CUDNN_DESC_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
   echo "== again with RN_CUDNN_FILTER_CACHE=0 (per-call filter transpose): the conv tests";
   env RN_CUDNN_FILTER_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  echo "== again with RN_CUDNN_GRAPH=1 (the graph API with cached plans): the conv tests";
+  env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
   echo "== again with RN_CUDA_BN_RELU=0 (batch norm, then relu): the batch norm and training tests";
   env RN_CUDA_BN_RELU=0 RN_TEST_MATCH="[bB]atch" ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
   exit $rc'
@@ -369,7 +373,9 @@ if [ -f scripts/bench_gpu.lua ]; then
     rc=\$?; env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_FUSED_OPTIM=0 RN_CUDNN_DESC_CACHE=0 \
     ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 3 --steps 10 --budget 30 --modes fp32 || rc=1;
     env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 4 \
-    --steps 15 --budget 30 --graph 1 || rc=1; exit \$rc"
+    --steps 15 --budget 30 --graph 1 || rc=1;
+    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_CUDNN_GRAPH=1 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
+    --warmup 3 --steps 10 --budget 25 --modes fp32 || rc=1; exit \$rc"
   if command -v python3 >/dev/null && env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 60 python3 -c 'import torch' 2>/dev/null; then
     # shellcheck disable=SC2086
     step bench_torch 90 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu_torch.py \

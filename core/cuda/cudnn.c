@@ -44,6 +44,10 @@
  * Cin) that cuDNN convolves without padding; the data gradient of that
  * temporary is cropped back into gx.
  *
+ * Issue 19: with $RN_CUDNN_GRAPH=1 each of the three calls first tries the
+ * graph (backend) API's cached execution plan (cudnn_graph.c); a shape it
+ * has no plan for, and float64, take the legacy call below.
+ *
  * Algorithms: cudnnGetConvolution*Algorithm_v7 heuristics (or, with
  * $RN_CUDNN_FIND=1, cudnnFindConvolution*Algorithm measurements, falling back
  * to the heuristics), once per shape, kept in a small table keyed by kind,
@@ -353,7 +357,9 @@ int rn_cuda_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, con
   if (rc == 0 && g.nchw && !(yn = tmp(&g, rn_numel(y)))) rc = -1;
   if (rc == 0 && !(yc = math_output(&g, yn ? yn : rn_ptr(y), &y16, rn_numel(y)))) rc = -1;
   if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
-  if (rc == 0) /* alpha, beta: float for float32 and bfloat16 data, double for float64 */
+  bool gused = false; /* issue 19: the graph API's cached plan ($RN_CUDNN_GRAPH=1) */
+  if (rc == 0) rc = rn_dnn_graph_conv(&g, K_FWD, xin, wk, yc, &gused);
+  if (rc == 0 && !gused) /* alpha, beta: float for float32 and bfloat16 data, double for float64 */
     rc = DNNF(cudnnConvolutionForward, rn_dnn.h, one_of(g.key.dt), d.x, xin, d.w, wk, d.conv,
               (cudnnConvolutionFwdAlgo_t)algo, ws, wsz, zero_of(g.key.dt), d.y, yc);
   if (rc == 0) rc = math_result(yn ? yn : rn_ptr(y), y16, rn_numel(y));
@@ -405,7 +411,9 @@ int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
   void *dhome = gxn ? gxn : dx;
   if (rc == 0 && !(dc = math_output(&g, dhome, &gx16, nxp))) rc = -1;
   if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
-  if (rc == 0)
+  bool gused = false;
+  if (rc == 0) rc = rn_dnn_graph_conv(&g, K_BWD_DATA, dc, wk, (void *)gyin, &gused);
+  if (rc == 0 && !gused)
     rc = DNNF(cudnnConvolutionBackwardData, rn_dnn.h, one_of(k->dt), d.w, wk, d.y, gyin, d.conv,
               (cudnnConvolutionBwdDataAlgo_t)algo, ws, wsz, zero_of(k->dt), d.x, dc);
   if (rc == 0) rc = math_result(dhome, gx16, nxp);
@@ -467,7 +475,9 @@ int rn_cuda_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
   if (rc == 0 && !(gyin = grad_of(&g, gy, &gyown))) rc = -1;
   if (rc == 0 && !(wc = math_output(&g, gwk, &gw16, K * g.O))) rc = -1;
   if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
-  if (rc == 0)
+  bool gused = false;
+  if (rc == 0) rc = rn_dnn_graph_conv(&g, K_BWD_FILTER, xin, wc, (void *)gyin, &gused);
+  if (rc == 0 && !gused)
     rc = DNNF(cudnnConvolutionBackwardFilter, rn_dnn.h, one_of(g.key.dt), d.x, xin, d.y, gyin,
               d.conv, (cudnnConvolutionBwdFilterAlgo_t)algo, ws, wsz, zero_of(g.key.dt), d.w,
               wc);
