@@ -578,7 +578,7 @@ function M.fit(model, loader, opts)
   local gb = not dp and graph_lib.wanted(opts.cuda_graph, model_device(model))
   local stepper = gb and graph_lib.Stepper(model, gb) or nil
   M._last_stepper = stepper
-  local ok_fit, err_fit = pcall(function()
+  local function run_epochs()
   for epoch = start_epoch, epochs do
     ctx.epoch = epoch
     if call_cbs(cbs, "on_epoch_begin", epoch, ctx) then ctx.stop = true end
@@ -648,9 +648,14 @@ function M.fit(model, loader, opts)
       break
     end
   end
-  end)
-  if stepper then stepper:close() end
-  if not ok_fit then error(err_fit, 0) end
+  end
+  if stepper then -- the graph's pool goes back however the epochs end
+    local ok_fit, err_fit = pcall(run_epochs)
+    stepper:close()
+    if not ok_fit then error(err_fit, 0) end
+  else
+    run_epochs()
+  end
   if dp then dp:unshard() end -- the loaders serve whole batches again
   call_cbs(cbs, "on_train_end", ctx)
   return history
