@@ -16,6 +16,7 @@ const char *(*rn_where_hook)(void) = NULL;
 static bool anomaly_on = false;
 int rn_profile_scope = 0;
 static bool profile_on = false;
+void (*rn_profile_mark_hook)(int scope) = NULL;
 static double *profile_s; /* seconds per scope, [profile_n] */
 static int profile_n;
 /* grad-ready hooks (autograd.h) and the pass's pending edge count per leaf */
@@ -336,6 +337,7 @@ static int run_node_timed(rn_node *n, nodevec *ready, bool retain) {
     profile_s = v;
     profile_n = cap;
   }
+  if (rn_profile_mark_hook) rn_profile_mark_hook(scope); /* issue 19: GPU events */
   double t0 = now_s();
   int rc = run_node(n, ready, retain);
   profile_s[scope] += now_s() - t0;

@@ -110,5 +110,9 @@ void rn_profile_end(void);
 /* seconds per scope: times[s] for s in 0..*n-1 (NULL and *n = 0 when none) */
 const double *rn_profile_times(int *n);
 void rn_profile_clear(void);
+/* Issue 19, GPU event profiling (core/cuda/evprof.c): while profiling is
+ * on, called with a node's scope before its backward runs (NULL: none). */
+extern void (*rn_profile_mark_hook)(int scope);
+#define RN_EVPROF_BWD (1 << 24) /* added to a backward node's scope by the hook */
 
 #endif

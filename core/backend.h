@@ -181,6 +181,9 @@ typedef struct rn_backend {
    * as few launches as the device allows. Where absent (the CPU), the front
    * end runs the same math as one host loop (the CPU twin). */
   int (*optim_multi_step)(const rn_mt_hp *hp, rn_dtype dt, const rn_mt_seg *segs, int n);
+  /* optional (issue 19): out (a 0-d tensor's data, dtype dt) = sum over the
+   * n segments of l2 * sum(p^2) (rn_mt_seg's p, n and l2 only), in one pass. */
+  int (*l2_penalty_multi)(void *out, rn_dtype dt, const rn_mt_seg *segs, int n);
 } rn_backend;
 
 /* The backend for a device, or NULL + rn_err (not built, no device). */

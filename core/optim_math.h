@@ -47,6 +47,10 @@ typedef struct {
   int nesterov, amsgrad;
   int decoupled; /* AdamW (pytorch rule): p *= 1 - lr*wd instead of L2 */
   double lr, weight_decay, momentum, dampening, beta1, beta2, eps;
+  /* issue 19, CUDA graphs: NULL, or {lr, step} in the step's memory (the
+   * device's for CUDA), read in place of lr and every segment's step, so
+   * that a replayed graph follows the schedule */
+  const double *scal;
 } rn_mt_hp;
 
 /* One tensor of the step: device (or host) pointers to its first element,
@@ -77,20 +81,22 @@ typedef struct {
     c.decay_on = h->weight_decay != 0 && (keras || (h->kind == RN_MT_ADAM && h->decoupled)); \
     c.wd_on = h->weight_decay != 0 && !c.decay_on;                                         \
     c.wd = (T)h->weight_decay;                                                             \
-    c.decay = (T)(1 - h->lr * h->weight_decay);                                            \
+    double lr = h->scal ? h->scal[0] : h->lr;                                              \
+    double step = h->scal ? h->scal[1] : (double)s->step;                                  \
+    c.decay = (T)(1 - lr * h->weight_decay);                                               \
     c.mom_on = h->momentum != 0;                                                           \
     c.first = s->first;                                                                    \
     c.m = (T)h->momentum;                                                                  \
     c.damp = (T)(1 - h->dampening);                                                        \
-    c.neg_lr = (T)(-h->lr);                                                                \
+    c.neg_lr = (T)(-lr);                                                                   \
     c.b1 = (T)h->beta1;                                                                    \
     c.omb1 = (T)(1 - h->beta1);                                                            \
     c.b2 = (T)h->beta2;                                                                    \
     c.omb2 = (T)(1 - h->beta2);                                                            \
     c.eps = (T)h->eps;                                                                     \
-    double bc1 = 1 - pow(h->beta1, (double)s->step), bc2 = 1 - pow(h->beta2, (double)s->step); \
+    double bc1 = 1 - pow(h->beta1, step), bc2 = 1 - pow(h->beta2, step);                   \
     c.sbc2 = (T)sqrt(bc2);                                                                 \
-    c.step_size = keras ? (T)(-h->lr * sqrt(bc2) / bc1) : (T)(-h->lr / bc1);               \
+    c.step_size = keras ? (T)(-lr * sqrt(bc2) / bc1) : (T)(-lr / bc1);                     \
     return c;                                                                              \
   }                                                                                        \
   /* element i of one segment */                                                           \

@@ -38,6 +38,9 @@ typedef struct rn_storage {
    * autograd tape checks it against the value recorded when it saved a
    * tensor viewing this storage */
   uint64_t version;
+  /* unique over the process (never reused): with version, a key for
+   * derived copies such as the CUDA KRSC filter cache (issue 19) */
+  uint64_t uid;
   /* external memory (rn_from_external): not the backend's; release(ctx),
    * if set, is called instead of the backend's free when the last view goes */
   bool external;

@@ -6,9 +6,12 @@
 
 #include "autograd.h"
 #include "backend.h"
+#include "capture.h"
 #include "mutant.h"
 
 /* ---- storage ------------------------------------------------------------- */
+
+static uint64_t storage_uids; /* the last rn_storage.uid given */
 
 static rn_storage *storage_new(size_t nbytes, rn_devtype dev) {
   const rn_backend *be = rn_backend_get(dev);
@@ -20,6 +23,7 @@ static rn_storage *storage_new(size_t nbytes, rn_devtype dev) {
   s->refcount = 1;
   s->device = dev;
   s->nbytes = nbytes;
+  s->uid = ++storage_uids;
   return s;
 }
 
@@ -175,6 +179,7 @@ rn_tensor *rn_from_external(int ndim, const int64_t *shape, rn_dtype dt, void *d
   s->external = true;
   s->release = release;
   s->release_ctx = ctx;
+  s->uid = ++storage_uids;
   t->st = s;
   return t;
 }
@@ -490,6 +495,8 @@ rn_tensor *rn_cast(rn_tensor *t, rn_dtype dt) {
 
 rn_tensor *rn_to_device(rn_tensor *t, rn_devtype dev) {
   if (dev == rn_device(t)) { rn_retain(t); return t; }
+  if (rn_capture_forbid(dev == RN_CPU ? "a copy to the host" : "a copy from the host") < 0)
+    return NULL; /* issue 19: core/capture.h */
   const rn_backend *dst = rn_backend_get(dev);
   if (!dst) return NULL;
   rn_tensor *src = rn_contiguous(t);

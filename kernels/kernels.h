@@ -212,6 +212,15 @@ cudaError_t rnk_bn_bwd_coef(int dt, const double *part, int64_t R, int64_t C, co
 /* out (R,C) = a*in + b*(x - m) + d per channel (in may be NULL) */
 cudaError_t rnk_bn_affine(int dt, void *out, const void *in, const void *x, const double *coef,
                           int64_t R, int64_t C, cudaStream_t s);
+/* Issue 19, BN+ReLU fused: the partials with gy taken as 0 where mask (the
+ * fused forward's output y) is not > 0 (the ReLU's backward folded in), and
+ * the affine pass with that masked gy (mask) and/or max(out, 0) (relu). */
+cudaError_t rnk_bn_partials_masked(int dt, const void *x, const void *gy, const void *mask,
+                                   const double *shift, int64_t R, int64_t C, double *part,
+                                   cudaStream_t s);
+cudaError_t rnk_bn_affine_relu(int dt, void *out, const void *in, const void *x,
+                               const double *coef, int64_t R, int64_t C, const void *mask,
+                               bool relu, cudaStream_t s);
 /* out (C) = the folded part[.][0][c] (column sums, e.g. a bias gradient) */
 cudaError_t rnk_colsum_finish(int dt, const double *part, int64_t R, int64_t C, void *out,
                               cudaStream_t s);
@@ -267,6 +276,17 @@ cudaError_t rnk_augment_batch(rnk_aug_geom g, const uint8_t *img, const int64_t 
  * RNK_MT_CHUNK), nblocks = blk0[nseg]; dt float32 or float64. */
 cudaError_t rnk_optim_multi_step(int dt, const rn_mt_hp *hp, const rn_mt_seg *segs,
                                  const int64_t *blk0, int nseg, int64_t nblocks, cudaStream_t s);
+/* Writes n bytes of host memory src to dst with kernels whose arguments
+ * carry the bytes (2 KiB a launch): captured into a CUDA graph, the bytes
+ * live in the graph, not in host memory (issue 19). */
+cudaError_t rnk_poke(void *dst, const void *src, size_t n, cudaStream_t s);
+/* Keras' L2 penalties in one launch: *out (dt) = sum_j segs[j].l2 *
+ * sum(segs[j].p^2) over the same chunk table. part: nblocks doubles of
+ * device scratch; count: one unsigned, zero on entry and left zero (the
+ * last block to finish sums the partials in block order: deterministic). */
+cudaError_t rnk_l2_penalty_multi(int dt, void *out, const rn_mt_seg *segs, const int64_t *blk0,
+                                 int nseg, int64_t nblocks, double *part, unsigned *count,
+                                 cudaStream_t s);
 
 #ifdef __cplusplus
 }

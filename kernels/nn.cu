@@ -149,7 +149,7 @@ template <typename T> __device__ __forceinline__ double ld(const T *p, int64_t i
  * k = 0: sum gy, k = 1: sum gy*(x - shift). shift NULL: 0. */
 template <typename T>
 __global__ void bn_partials_kernel(const T *x, const T *gy, const double *shift, int64_t R,
-                                   int64_t C, int64_t nblk, double *part) {
+                                   int64_t C, int64_t nblk, double *part, const T *mask) {
   const int64_t n = nblk * C, step = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t b = i / C, c = i % C;
@@ -157,7 +157,7 @@ __global__ void bn_partials_kernel(const T *x, const T *gy, const double *shift,
     double sh = shift ? shift[c] : 0.0, s1 = 0, s2 = 0;
     if (gy) {
       for (int64_t r = r0; r < r1; r++) {
-        double g = (double)gy[r * C + c];
+        double g = mask && !(mask[r * C + c] > (T)0) ? 0.0 : (double)gy[r * C + c]; /* dReLU */
         s1 += g;
         s2 += g * ((double)x[r * C + c] - sh);
       }
@@ -266,13 +266,15 @@ __global__ void bn_bwd_coef_kernel(const double *part, int64_t nblk, int64_t R, 
  * CPU's float path); in may be NULL (no a term). (R,C) contiguous. */
 template <typename T>
 __global__ void bn_affine_kernel(T *out, const T *in, const T *x, const double *coef, int64_t R,
-                                 int64_t C) {
+                                 int64_t C, const T *mask, bool relu) {
   const int64_t n = R * C, step = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t c = i % C;
     T a = (T)coef[c], b = (T)coef[C + c], m = (T)coef[2 * C + c], d = (T)coef[3 * C + c];
     T v = b * (x[i] - m) + d;
-    out[i] = in ? a * in[i] + v : v;
+    T g = in ? (mask && !(mask[i] > (T)0) ? (T)0 : in[i]) : (T)0; /* issue 19: dReLU folded */
+    v = in ? a * g + v : v;
+    out[i] = relu && !(v > (T)0) ? (T)0 : v; /* issue 19: ReLU folded (max(v, 0)) */
   }
 }
 
@@ -404,7 +406,17 @@ extern "C" cudaError_t rnk_bn_partials(int dt, const void *x, const void *gy, co
   int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
   if (nblk * C <= 0) return cudaSuccess;
   RNK_FLOAT_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
-                       (const T *)x, (const T *)gy, shift, R, C, nblk, part)));
+                       (const T *)x, (const T *)gy, shift, R, C, nblk, part, (const T *)NULL)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_bn_partials_masked(int dt, const void *x, const void *gy,
+                                              const void *mask, const double *shift, int64_t R,
+                                              int64_t C, double *part, cudaStream_t s) {
+  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  if (nblk * C <= 0) return cudaSuccess;
+  RNK_FLOAT_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
+                       (const T *)x, (const T *)gy, shift, R, C, nblk, part, (const T *)mask)));
   return cudaGetLastError();
 }
 
@@ -455,7 +467,16 @@ extern "C" cudaError_t rnk_bn_affine(int dt, void *out, const void *in, const vo
                                      const double *coef, int64_t R, int64_t C, cudaStream_t s) {
   if (R * C <= 0) return cudaSuccess;
   RNK_FLOAT_DISPATCH(dt, (bn_affine_kernel<T><<<grid(R * C), kThreads, 0, s>>>(
-                       (T *)out, (const T *)in, (const T *)x, coef, R, C)));
+                       (T *)out, (const T *)in, (const T *)x, coef, R, C, (const T *)NULL, false)));
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t rnk_bn_affine_relu(int dt, void *out, const void *in, const void *x,
+                                          const double *coef, int64_t R, int64_t C,
+                                          const void *mask, bool relu, cudaStream_t s) {
+  if (R * C <= 0) return cudaSuccess;
+  RNK_FLOAT_DISPATCH(dt, (bn_affine_kernel<T><<<grid(R * C), kThreads, 0, s>>>(
+                       (T *)out, (const T *)in, (const T *)x, coef, R, C, (const T *)mask, relu)));
   return cudaGetLastError();
 }
 

@@ -26,17 +26,22 @@
 -- (measured, as PyTorch's cudnn.benchmark): "+find" is appended to the mode.
 -- RN_FUSED_OPTIM=0 (per-tensor optimizer) or RN_CUDNN_DESC_CACHE=0 (cuDNN
 -- descriptors per call), the paths before issue 19, append "+legacy".
+-- --graph 1 (issue 19) runs the steps through the whole-step CUDA graph of
+-- fit (lua/rn/graph.lua: 2 eager steps, a capture, then replays; the
+-- warm-up should be >= 3 so that the timed steps are replays) and appends
+-- "+graph"; a fallback to eager is printed. The switches RN_CUDNN_FILTER_CACHE=0,
+-- RN_CUDA_BN_RELU=0 and RN_FUSED_L2=0 also append "+legacy".
 local rn = require "rn"
 local core = require "rn.core"
 
 local opt = { ["batch-sizes"] = "128,512", warmup = 3, steps = 20, device = "cuda", budget = 0,
-              modes = "fp32,bf16", profile = 0 }
+              modes = "fp32,bf16", profile = 0, graph = 0 }
 local i = 1
 while arg[i] do
   local k = arg[i]:match("^%-%-([%w-]+)$")
   if not k or opt[k] == nil or arg[i + 1] == nil then
     io.stderr:write("usage: rnlua scripts/bench_gpu.lua [--batch-sizes 128,512] [--warmup N] "
-      .. "[--steps N] [--device cuda|cpu] [--budget SECONDS] [--modes fp32,bf16] [--profile B]\n")
+      .. "[--steps N] [--device cuda|cpu] [--budget SECONDS] [--modes fp32,bf16] [--profile B] [--graph 0|1]\n")
     os.exit(2)
   end
   opt[k] = type(opt[k]) == "number" and tonumber(arg[i + 1]) or arg[i + 1]
@@ -52,9 +57,13 @@ local chunk = assert(loadfile("scripts/resnet_cifar.lua"))
 local create_resnet = chunk().create_resnet
 local find = os.getenv("RN_CUDNN_FIND") == "1" and "+find" or ""
 -- issue 19's switches back to the earlier paths: "+legacy" marks such a run
-if os.getenv("RN_FUSED_OPTIM") == "0" or os.getenv("RN_CUDNN_DESC_CACHE") == "0" then
+if os.getenv("RN_FUSED_OPTIM") == "0" or os.getenv("RN_CUDNN_DESC_CACHE") == "0"
+  or os.getenv("RN_CUDNN_FILTER_CACHE") == "0" or os.getenv("RN_CUDA_BN_RELU") == "0"
+  or os.getenv("RN_FUSED_L2") == "0" then
   find = find .. "+legacy"
 end
+if os.getenv("RN_CUDNN_GRAPH") == "1" then find = find .. "+cudnngraph" end
+if opt.graph == 1 then find = find .. "+graph" end
 local modes = {} -- {name printed, policy}
 for m in tostring(opt.modes):gmatch("[^,%s]+") do
   if m == "fp32" then
@@ -92,15 +101,22 @@ end
 -- one timed run of batch size bs under the current policy
 local function run(mode, bs)
   local model, x, y = setup(bs)
+  local st = opt.graph == 1 and require("rn.graph").Stepper(model, opt.device == "cuda" and "cuda" or "mock") or nil
+  local function step() return (st and st:step(x, y) or model:train_step(x, y)).loss end
   local t0 = rn._clock()
   local loss
-  for _ = 1, opt.warmup do loss = model:train_step(x, y).loss end
+  for _ = 1, opt.warmup do loss = step() end
   sync()
   local tw = rn._clock() - t0
   collectgarbage()
   t0 = rn._clock()
-  for _ = 1, opt.steps do loss = model:train_step(x, y).loss end
+  for _ = 1, opt.steps do loss = step() end
   sync()
+  if st then
+    print(string.format("graph: %d captures, %d replays, %d eager steps%s", st.captures, st.replays,
+      st.eager_steps, st.fallback and (" (fallback: " .. st.fallback .. ")") or ""))
+    st:close()
+  end
   local dt = rn._clock() - t0
   local ips = bs * opt.steps / dt
   print(string.format("rnlua %-9s batch %4d: %9.1f images/s  %7.2f s/epoch  (%.1f ms/step, "

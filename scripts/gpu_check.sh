@@ -30,7 +30,12 @@
 #              one-launch optimizer against the per-tensor one and the CPU
 #              twin), all but the out-of-memory test; then the convolution
 #              tests of test_cuda.lua again with RN_CUDNN_DESC_CACHE=0 (the
-#              per-call descriptors before issue 19: both paths at parity)
+#              per-call descriptors before issue 19: both paths at parity);
+#              issue 19's rest: tests/test_graph.lua (fit with the whole-step
+#              CUDA graph against eager), test_l2_fused.lua (one-launch L2),
+#              test_cuda_bn_relu.lua (fused BN+ReLU against the CPU),
+#              test_profile.lua (CUDA-event columns), and the conv tests with
+#              RN_CUDNN_FILTER_CACHE=0 (the per-call filter transpose)
 #   sanitizer  compute-sanitizer memcheck on a light run of test_cuda and
 #              test_cuda_data
 #   oom        the out-of-memory test alone (it fills the card), with the
@@ -46,12 +51,16 @@
 #              s/epoch, rnlua/torch ratios), printed (and saved in
 #              summary.txt) just before the step table; bench.log also
 #              holds an fp32 run with RN_FUSED_OPTIM=0 RN_CUDNN_DESC_CACHE=0
-#              (mode "fp32+legacy": the paths before issue 19, for the gain)
+#              (mode "fp32+legacy": the paths before issue 19, for the gain),
+#              then fp32 and bf16 through the whole-step CUDA graph (--graph 1,
+#              modes "fp32+find+graph", "bf16+find+graph"), then fp32 with
+#              RN_CUDNN_GRAPH=1 (cuDNN's graph API with cached plans, mode
+#              "fp32+cudnngraph"; the conv tests also run on it in cuda_tests)
 # A summary table comes last (after the bench table). Re-runnable: it only
 # writes OUTDIR (and, for `make`, the build dir). Bounded: every step has a
 # timeout, cut to what is left of $RN_GPU_BUDGET seconds (default 330: run
 # it with a device timeout_s of 360 or more; 480 runs every step to its
-# end); the timeouts (tests 130, sanitizer 60, oom 60, train 40, bench 100 +
+# end); the timeouts (tests 130, sanitizer 60, oom 60, train 40, bench 140 +
 # 90) are in priority order, so a slow step starves the later, less
 # important ones, never the summary. bench also prints the per-layer
 # profile at batch 128 (--profile).
@@ -285,9 +294,17 @@ rm -f "$PROBE"
 # ---- tests --------------------------------------------------------------------
 # the out-of-memory test fills the card: its own step, after the others
 step cuda_tests 130 bash -c 'env RN_TEST_VERBOSE=2 RN_TEST_EXCLUDE="out of memory" ./rnlua tests/run.lua \
-  tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua tests/test_optim_fused.lua;
+  tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua tests/test_optim_fused.lua \
+  tests/test_graph.lua tests/test_l2_fused.lua tests/test_cuda_bn_relu.lua tests/test_profile.lua;
   rc=$?; echo "== again with RN_CUDNN_DESC_CACHE=0 (per-call descriptors): the conv tests";
-  env RN_CUDNN_DESC_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1; exit $rc'
+  env RN_CUDNN_DESC_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  echo "== again with RN_CUDNN_FILTER_CACHE=0 (per-call filter transpose): the conv tests";
+  env RN_CUDNN_FILTER_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  echo "== again with RN_CUDNN_GRAPH=1 (the graph API with cached plans): the conv tests";
+  env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  echo "== again with RN_CUDA_BN_RELU=0 (batch norm, then relu): the batch norm and training tests";
+  env RN_CUDA_BN_RELU=0 RN_TEST_MATCH="[bB]atch" ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  exit $rc'
 
 if command -v compute-sanitizer >/dev/null; then
   step sanitizer 60 env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
@@ -352,9 +369,13 @@ if [ -f scripts/bench_gpu.lua ]; then
   # cuDNN algorithms measured (RN_CUDNN_FIND=1), as torch.backends.cudnn.benchmark below
   BENCH_ARGS=${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 40 --profile 128}
   # then fp32 on the paths before issue 19 (RESULT mode "fp32+find+legacy")
-  step bench 100 bash -c "env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} ./rnlua scripts/bench_gpu.lua $BENCH_ARGS;
+  step bench 140 bash -c "env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} ./rnlua scripts/bench_gpu.lua $BENCH_ARGS;
     rc=\$?; env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_FUSED_OPTIM=0 RN_CUDNN_DESC_CACHE=0 \
-    ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 3 --steps 10 --budget 30 --modes fp32; exit \$rc"
+    ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 3 --steps 10 --budget 30 --modes fp32 || rc=1;
+    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 4 \
+    --steps 15 --budget 30 --graph 1 || rc=1;
+    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_CUDNN_GRAPH=1 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
+    --warmup 3 --steps 10 --budget 25 --modes fp32 || rc=1; exit \$rc"
   if command -v python3 >/dev/null && env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 60 python3 -c 'import torch' 2>/dev/null; then
     # shellcheck disable=SC2086
     step bench_torch 90 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu_torch.py \

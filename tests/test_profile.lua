@@ -235,3 +235,25 @@ T.test("profile: training under the profiler is bitwise the same as train_step",
   T.eq(la.loss, lb.loss, "next loss")
   T.eq((a:predict(x) - b:predict(x)):abs():max():item(), 0, "predictions")
 end)
+
+T.test("profile: GPU event columns only on the GPU (issue 19); there they partition the step's span", function()
+  local m = compiled()
+  local x, y = data()
+  local res = m:profile(x, y, { steps = 1, print = false })
+  T.eq(res.gpu_step_ms, nil, "no GPU figures on the CPU")
+  T.eq(res.rows[1].gpu_forward_ms, nil)
+  if not rn.cuda.is_available() then T.skip("no CUDA device for the GPU part") end
+  local mc = compiled()
+  mc:to("cuda")
+  local r = mc:profile(x:to("cuda"), y:to("cuda"), { steps = 2, warmup = 1, print = false })
+  T.truthy(r.gpu_step_ms and r.gpu_step_ms > 0, "a device span")
+  local sum = r.gpu_optimizer_ms
+  for _, row in ipairs(r.rows) do
+    if row.gpu_forward_ms then
+      T.truthy(row.gpu_forward_ms >= 0 and row.gpu_backward_ms >= 0, row.name)
+      sum = sum + row.gpu_forward_ms + row.gpu_backward_ms
+    end
+  end
+  T.truthy(sum <= r.gpu_step_ms * (1 + 1e-6) + 1e-9, string.format("regions %.6f within the span %.6f", sum, r.gpu_step_ms))
+  T.truthy(r.rows[1].gpu_forward_ms > 0, "the first conv has device time")
+end)

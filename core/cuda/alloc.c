@@ -16,6 +16,16 @@
  * device address (to find a block's size on free) and `cached` keyed by
  * rounded size (the free lists). Not thread safe: the core is driven by one
  * Lua state on one thread.
+ *
+ * Graph pools (issue 19, CUDA graph capture, core/cuda/graph.c): between
+ * rn_cuda_pool_begin(id) and rn_cuda_pool_end() every allocation comes from
+ * pool id: its free blocks (cached under size | id << 56) or a new
+ * cudaMalloc, never from the global lists, and an out-of-memory there fails
+ * at once (no flush, no collection: either would synchronize inside the
+ * capture). A pool's blocks, freed during the capture or later, go back to
+ * the pool and are never flushed nor reused outside it, because the graph
+ * replays over them; rn_cuda_pool_release(id) (the graph destroyed) returns
+ * them to the global lists.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -27,11 +37,27 @@
 #define LARGE_STEP ((size_t)2 << 20)
 
 typedef struct blk {
-  uintptr_t key; /* device address (live) or size (cached) */
+  uintptr_t key; /* device address (live) or size | pool << 56 (cached) */
   void *ptr;
   size_t size;   /* rounded */
+  unsigned pool; /* 0: global; else the graph pool it belongs to */
   struct blk *next;
 } blk;
+
+#define POOL_SHIFT 56
+#define MAX_POOLS 64
+static unsigned cur_pool;             /* the pool allocations come from (0: none) */
+static unsigned pools_alive[MAX_POOLS]; /* ids of pools not yet released */
+
+static int pool_alive(unsigned id) {
+  for (int i = 0; i < MAX_POOLS; i++)
+    if (id && pools_alive[i] == id) return 1;
+  return 0;
+}
+
+static uintptr_t cache_key(const blk *b) {
+  return (uintptr_t)b->size | ((uintptr_t)b->pool << POOL_SHIFT);
+}
 
 typedef struct {
   blk **b;
@@ -113,12 +139,18 @@ static size_t round_size(size_t n) {
  * cached block may still be read by queued work of its last owner, so the
  * stream is drained first (cudaFree also synchronizes; this says it). */
 static int flush_cache(void) {
-  if (cached.n == 0) return 0;
+  if (cached.n == 0 || cur_pool) return 0; /* nothing, or inside a capture: never */
   int rc = CU(cudaStreamSynchronize(rn_cuda_stream()));
   for (size_t i = 0; i < cached.nb; i++) {
-    blk *e = cached.b[i];
+    blk *e = cached.b[i], *keep = NULL;
     while (e) {
       blk *next = e->next;
+      if (e->pool) { /* a graph's: stays until the graph goes */
+        e->next = keep;
+        keep = e;
+        e = next;
+        continue;
+      }
       cudaError_t fe = cudaFree(e->ptr);
       if (fe != cudaSuccess && rc == 0)
         rc = rn_cuda_check(fe, "cudaFree(cached block)", __FILE__, __LINE__);
@@ -127,11 +159,11 @@ static int flush_cache(void) {
       st.cuda_frees++;
       st.reserved -= e->size;
       free(e);
+      cached.n--;
       e = next;
     }
-    cached.b[i] = NULL;
+    cached.b[i] = keep;
   }
-  cached.n = 0;
   return rc;
 }
 
@@ -159,7 +191,23 @@ static void *oom(size_t n) {
 /* a new block of `size` bytes from the driver, with the one retry */
 static blk *new_block(size_t n, size_t size) {
   void *p = NULL;
-  cudaError_t e = cudaMalloc(&p, size);
+  cudaError_t e;
+  if (cur_pool) {
+    /* inside a capture, cudaMalloc is a "potentially unsafe" call that the
+     * capture modes refuse; the block is the pool's for the graph's life, so
+     * its allocation need not be replayed: relaxed for this call only (as
+     * PyTorch's allocator does) */
+    enum cudaStreamCaptureMode m = cudaStreamCaptureModeRelaxed;
+    (void)cudaThreadExchangeStreamCaptureMode(&m);
+    e = cudaMalloc(&p, size);
+    (void)cudaThreadExchangeStreamCaptureMode(&m);
+  } else {
+    e = cudaMalloc(&p, size);
+  }
+  if (e == cudaErrorMemoryAllocation && cur_pool) { /* in a capture: fail, no flush */
+    (void)cudaGetLastError();
+    return oom(n);
+  }
   if (e == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();
     st.oom_retries++;
@@ -187,6 +235,7 @@ static blk *new_block(size_t n, size_t size) {
   }
   b->ptr = p;
   b->size = size;
+  b->pool = cur_pool;
   st.cuda_mallocs++;
   st.reserved += size;
   if (st.reserved > st.peak_reserved) st.peak_reserved = st.reserved;
@@ -200,12 +249,12 @@ void *rn_cuda_alloc(size_t n) {
     return NULL;
   }
   size_t size = round_size(n);
-  blk *b = table_take(&cached, size);
+  blk *b = table_take(&cached, size | ((uintptr_t)cur_pool << POOL_SHIFT));
   if (b) st.cache_hits++;
   else if (!(b = new_block(n, size))) return NULL;
   b->key = (uintptr_t)b->ptr;
   if (table_put(&live, b) < 0) { /* no memory for even one bucket */
-    b->key = b->size;
+    b->key = cache_key(b);
     if (table_put(&cached, b) < 0) {
       (void)cudaFree(b->ptr); /* best effort: the error below is the one to report */
       st.reserved -= b->size;
@@ -226,11 +275,56 @@ void rn_cuda_free(void *p) {
   if (!b) return; /* not from this allocator: nothing to do */
   st.allocated -= b->size;
   st.num_frees++;
-  b->key = b->size;
+  if (b->pool && !pool_alive(b->pool)) b->pool = 0; /* its graph is gone */
+  b->key = cache_key(b);
   if (table_put(&cached, b) < 0) { /* cannot cache it: give it back */
     (void)cudaFree(b->ptr); /* free() has no way to report a failure */
     st.cuda_frees++;
     st.reserved -= b->size;
     free(b);
+  }
+}
+
+/* ---- graph pools ---------------------------------------------------------- */
+
+int rn_cuda_pool_begin(unsigned id) {
+  if (!id || cur_pool) return rn_err("cuda: graph pool %u cannot begin (pool %u is open)", id, cur_pool);
+  for (int i = 0; i < MAX_POOLS; i++)
+    if (!pools_alive[i]) {
+      pools_alive[i] = id;
+      cur_pool = id;
+      return 0;
+    }
+  return rn_err("cuda: more than %d CUDA graphs alive; destroy some first", MAX_POOLS);
+}
+
+void rn_cuda_pool_end(void) { cur_pool = 0; }
+
+unsigned rn_cuda_pool_current(void) { return cur_pool; }
+
+void rn_cuda_pool_release(unsigned id) {
+  if (!id) return;
+  if (cur_pool == id) cur_pool = 0;
+  for (int i = 0; i < MAX_POOLS; i++)
+    if (pools_alive[i] == id) pools_alive[i] = 0;
+  /* its free blocks go back to the global lists (live ones do on free) */
+  for (size_t i = 0; i < cached.nb; i++) {
+    blk **pp = &cached.b[i];
+    while (*pp) {
+      blk *e = *pp;
+      if (e->pool == id) {
+        *pp = e->next;
+        cached.n--;
+        e->pool = 0;
+        e->key = cache_key(e);
+        if (table_put(&cached, e) < 0) { /* cannot happen: the table has buckets */
+          (void)cudaFree(e->ptr);
+          st.reserved -= e->size;
+          free(e);
+        }
+        continue; /* *pp is already the next record */
+      }
+      pp = &e->next;
+    }
   }
 }

@@ -4,7 +4,11 @@
  *
  * Every slot is filled: conv2d_* through cuDNN (cudnn.c), pool2d_* and bn_*
  * with kernels/nn.cu (nn.c); of the optional slots, optim_multi_step
- * (optim.c, kernels/optim.cu). */
+ * and l2_penalty_multi (optim.c, kernels/optim.cu), bn_relu_* (nn.c). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../capture.h"
 #include "cuda.h"
 
 /* kernels/kernels.h repeats the core's enum values as plain ints */
@@ -33,6 +37,7 @@ _Static_assert(SAME(RNK_MAXDIM, RN_MAXDIM), "RNK_MAXDIM differs from RN_MAXDIM")
 /* Synchronous copies: enqueued on the stream (after every kernel that
  * writes the source) and waited for, so the host buffer is usable on return. */
 int rn_cuda_to_host(void *dst, const void *src, size_t n) {
+  if (rn_capture_forbid("a device-to-host copy") < 0) return -1; /* issue 19 */
   if (n == 0) return 0;
   cudaStream_t s = rn_cuda_stream();
   if (CU(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, s)) < 0) return -1;
@@ -40,6 +45,7 @@ int rn_cuda_to_host(void *dst, const void *src, size_t n) {
 }
 
 int rn_cuda_from_host(void *dst, const void *src, size_t n) {
+  if (rn_capture_forbid("a host-to-device copy") < 0) return -1; /* issue 19 */
   if (n == 0) return 0;
   cudaStream_t s = rn_cuda_stream();
   if (CU(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, s)) < 0) return -1;
@@ -83,9 +89,27 @@ static const rn_backend cuda_backend = {
   .sdpa_bwd = rn_cuda_sdpa_bwd,
   .line_fwd = rn_cuda_line_fwd,
   .line_bwd = rn_cuda_line_bwd,
+  .l2_penalty_multi = rn_cuda_l2_penalty_multi,
+  .bn_relu_fwd_train = rn_cuda_bn_relu_fwd_train,
+  .bn_relu_fwd_infer = rn_cuda_bn_relu_fwd_infer,
+  .bn_relu_bwd = rn_cuda_bn_relu_bwd,
 };
+
+/* issue 19: $RN_CUDA_BN_RELU=0 gives the table without the fused BN+ReLU
+ * slots (batch norm, then relu: the path before) */
+static rn_backend cuda_backend_unfused;
 
 const rn_backend *rn_cuda_backend(void) {
   if (rn_cuda_init() < 0) return NULL;
+  const char *e = getenv("RN_CUDA_BN_RELU");
+  if (e && strcmp(e, "0") == 0) {
+    if (!cuda_backend_unfused.name) {
+      cuda_backend_unfused = cuda_backend;
+      cuda_backend_unfused.bn_relu_fwd_train = NULL;
+      cuda_backend_unfused.bn_relu_fwd_infer = NULL;
+      cuda_backend_unfused.bn_relu_bwd = NULL;
+    }
+    return &cuda_backend_unfused;
+  }
   return &cuda_backend;
 }

@@ -78,6 +78,30 @@ int rn_cuda_empty_cache(void);
 /* Called once per out-of-memory before the final retry; returns nonzero if
  * it may have freed something. NULL: no hook. */
 extern int (*rn_cuda_oom_hook)(void);
+/* Graph pools (issue 19; see alloc.c's header): begin routes every
+ * allocation to pool id until end; release gives the pool's blocks back. */
+int rn_cuda_pool_begin(unsigned id);
+void rn_cuda_pool_end(void);
+unsigned rn_cuda_pool_current(void);
+void rn_cuda_pool_release(unsigned id);
+
+/* ---- whole-step CUDA graphs (graph.c) ------------------------------------ */
+
+typedef struct rn_cuda_graph rn_cuda_graph;
+int rn_cuda_graph_begin(void);           /* 0, or -1 + rn_err */
+rn_cuda_graph *rn_cuda_graph_end(void);  /* NULL + rn_err: discarded */
+void rn_cuda_graph_abort(void);          /* discards a capture in progress */
+int rn_cuda_graph_launch(rn_cuda_graph *g);
+void rn_cuda_graph_destroy(rn_cuda_graph *g);
+int rn_cuda_capturing(void);             /* 1 between begin and end/abort */
+/* evprof.c: per-region GPU time with CUDA events (model:profile) */
+int rn_cuda_evprof_begin(void);
+int rn_cuda_evprof_mark(int scope);
+int rn_cuda_evprof_end(void (*add)(void *ctx, int scope, double s), void *ctx, double *span_s);
+
+/* cudnn.c: drops every cached KRSC filter copy (a graph replay changes
+ * weights without bumping their versions) */
+void rn_dnn_filter_cache_clear(void);
 
 /* ---- NVIDIA libraries loaded at run time (dlib.c) ------------------------ */
 
@@ -161,8 +185,20 @@ int rn_cuda_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamm
 int rn_cuda_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
                    const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
                    const rn_tensor *save_invstd);
+int rn_cuda_bn_relu_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                              const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                              rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                              bool unbiased, double eps);
+int rn_cuda_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                              const rn_tensor *beta, const rn_tensor *running_mean,
+                              const rn_tensor *running_var, double eps);
+int rn_cuda_bn_relu_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                        const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
+                        const rn_tensor *beta, const rn_tensor *save_mean,
+                        const rn_tensor *save_invstd);
 /* optim.c: the multi-tensor optimizer step in one launch */
 int rn_cuda_optim_multi_step(const rn_mt_hp *hp, rn_dtype dt, const rn_mt_seg *segs, int n);
+int rn_cuda_l2_penalty_multi(void *out, rn_dtype dt, const rn_mt_seg *segs, int n);
 
 /* ---- cuDNN convolutions (cudnn.c) ---------------------------------------- */
 

@@ -11,8 +11,9 @@
  * Layout (float32): x (N,H,W,Cin), y (N,OH,OW,Cout) are cuDNN NHWC tensors
  * as they are. The HWIO weight w (KH,KW,Cin,Cout) is, read as a matrix,
  * (K,Cout) with K = KH*KW*Cin; cuDNN's NHWC filter layout is KRSC
- * (Cout,KH,KW,Cin), i.e. (Cout,K): each call transposes w into a temporary
- * (and the filter gradient back) with kernels/nn.cu.
+ * (Cout,KH,KW,Cin), i.e. (Cout,K): w is transposed with kernels/nn.cu into
+ * a copy kept per weight version (issue 19, filter_for_cudnn: once per
+ * optimizer step, not per call), and the filter gradient transposed back.
  * Layout (float64): cuDNN's NHWC kernels are float/half only (PyTorch too
  * runs float64 convolutions in NCHW), so x, y, gy go through NCHW
  * temporaries and w through KCRS (Cout,Cin,KH,KW), permuted by kernels/nn.cu.
@@ -42,6 +43,10 @@
  * front end) are applied by padding x into a temporary (N,H+pt+pb,W+pl+pr,
  * Cin) that cuDNN convolves without padding; the data gradient of that
  * temporary is cropped back into gx.
+ *
+ * Issue 19: with $RN_CUDNN_GRAPH=1 each of the three calls first tries the
+ * graph (backend) API's cached execution plan (cudnn_graph.c); a shape it
+ * has no plan for, and float64, take the legacy call below.
  *
  * Algorithms: cudnnGetConvolution*Algorithm_v7 heuristics (or, with
  * $RN_CUDNN_FIND=1, cudnnFindConvolution*Algorithm measurements, falling back
@@ -155,10 +160,42 @@ static rnk_perm4 perm(int64_t s0, int64_t s1, int64_t s2, int64_t s3, int64_t i0
   return p;
 }
 
+/* Issue 19: the filter cuDNN reads, kept per weight version (core/dcache.h)
+ * so that the forward and the backward-data call of a step transpose the
+ * weight once, and inference never again. $RN_CUDNN_FILTER_CACHE=0: off
+ * (a copy per call, as before). Bypassed inside a CUDA graph capture (the
+ * graph must transpose at every replay), and cleared at every replay
+ * (core/cuda/graph.c), whose weight updates bump no version. */
+static void free_filter(void *p) { rn_cuda_free(p); }
+static rn_dcache fcache = {.free_copy = free_filter};
+
+static bool fcache_on(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("RN_CUDNN_FILTER_CACHE");
+    on = !(e && strcmp(e, "0") == 0);
+  }
+  return on && !rn_cuda_capturing();
+}
+
+void rn_dnn_filter_cache_clear(void) { rn_dcache_clear(&fcache); }
+
 /* w (KH,KW,C/G,O) HWIO -> wk: (O,K) KRSC, or (O,C/G,KH,KW) KCRS when g->nchw;
- * in bf16 math a bfloat16 copy of that. The caller frees it. */
-static void *filter_for_cudnn(const cgeom *g, const rn_tensor *w) {
+ * in bf16 math a bfloat16 copy of that. *own: the caller frees it (else it
+ * is the cache's). */
+static void *filter_for_cudnn(const cgeom *g, const rn_tensor *w, bool *own) {
   int64_t K = g->KH * g->KW * g->CW;
+  uint64_t variant = (((uint64_t)K * 1000003u + (uint64_t)g->O) << 6) | ((uint64_t)g->bf16 << 5) |
+                     ((uint64_t)g->nchw << 4) | (uint64_t)g->key.dt;
+  *own = true;
+  bool cache = fcache_on();
+  if (cache) {
+    void *c = rn_dcache_get(&fcache, w, variant);
+    if (c) {
+      *own = false;
+      return c;
+    }
+  }
   void *wk = tmp(g, K * g->O);
   if (!wk) return NULL;
   cudaStream_t s = rn_cuda_stream();
@@ -171,6 +208,10 @@ static void *filter_for_cudnn(const cgeom *g, const rn_tensor *w) {
   if (rc < 0 || math_input(g, &p, &owned, K * g->O) < 0) {
     rn_cuda_free(wk);
     return NULL;
+  }
+  if (cache) {
+    rn_dcache_put(&fcache, w, variant, (void *)p);
+    *own = false;
   }
   return (void *)p;
 }
@@ -310,12 +351,15 @@ int rn_cuda_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, con
   void *y16 = NULL; /* bf16 math: cuDNN's bfloat16 output */
   void *yc = NULL;  /* what cuDNN writes: y, yn or y16 */
   int rc = 0;
-  if (rc == 0 && !(wk = filter_for_cudnn(&g, w))) rc = -1;
+  bool wown = false;
+  if (rc == 0 && !(wk = filter_for_cudnn(&g, w, &wown))) rc = -1;
   if (rc == 0 && !(xin = input_of(&g, x, &owned))) rc = -1;
   if (rc == 0 && g.nchw && !(yn = tmp(&g, rn_numel(y)))) rc = -1;
   if (rc == 0 && !(yc = math_output(&g, yn ? yn : rn_ptr(y), &y16, rn_numel(y)))) rc = -1;
   if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
-  if (rc == 0) /* alpha, beta: float for float32 and bfloat16 data, double for float64 */
+  bool gused = false; /* issue 19: the graph API's cached plan ($RN_CUDNN_GRAPH=1) */
+  if (rc == 0) rc = rn_dnn_graph_conv(&g, K_FWD, xin, wk, yc, &gused);
+  if (rc == 0 && !gused) /* alpha, beta: float for float32 and bfloat16 data, double for float64 */
     rc = DNNF(cudnnConvolutionForward, rn_dnn.h, one_of(g.key.dt), d.x, xin, d.w, wk, d.conv,
               (cudnnConvolutionFwdAlgo_t)algo, ws, wsz, zero_of(g.key.dt), d.y, yc);
   if (rc == 0) rc = math_result(yn ? yn : rn_ptr(y), y16, rn_numel(y));
@@ -326,7 +370,7 @@ int rn_cuda_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, con
   rn_cuda_free(y16);
   rn_cuda_free(yn);
   if (owned) rn_cuda_free((void *)xin);
-  rn_cuda_free(wk);
+  if (wown) rn_cuda_free(wk);
   if (rn_dnn_descs_free(&d, rc == 0) < 0) rc = -1; /* checked only when nothing failed before */
   return rc;
 }
@@ -356,7 +400,8 @@ int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
   const void *gyin = NULL;       /* gy as cuDNN reads it (NCHW and/or bf16 copy) */
   bool gyown = false;
   int rc = 0;
-  if (rc == 0 && !(wk = filter_for_cudnn(&g, w))) rc = -1;
+  bool wown = false;
+  if (rc == 0 && !(wk = filter_for_cudnn(&g, w, &wown))) rc = -1;
   if (rc == 0 && g.asym && !(gxp = tmp(&g, nxp))) rc = -1;
   if (rc == 0 && !(gyin = grad_of(&g, gy, &gyown))) rc = -1;
   if (rc == 0 && g.nchw && !(gxn = tmp(&g, nxp))) rc = -1;
@@ -366,7 +411,9 @@ int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
   void *dhome = gxn ? gxn : dx;
   if (rc == 0 && !(dc = math_output(&g, dhome, &gx16, nxp))) rc = -1;
   if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
-  if (rc == 0)
+  bool gused = false;
+  if (rc == 0) rc = rn_dnn_graph_conv(&g, K_BWD_DATA, dc, wk, (void *)gyin, &gused);
+  if (rc == 0 && !gused)
     rc = DNNF(cudnnConvolutionBackwardData, rn_dnn.h, one_of(k->dt), d.w, wk, d.y, gyin, d.conv,
               (cudnnConvolutionBwdDataAlgo_t)algo, ws, wsz, zero_of(k->dt), d.x, dc);
   if (rc == 0) rc = math_result(dhome, gx16, nxp);
@@ -378,7 +425,7 @@ int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
   rn_cuda_free(gxn);
   if (gyown) rn_cuda_free((void *)gyin);
   rn_cuda_free(gxp);
-  rn_cuda_free(wk);
+  if (wown) rn_cuda_free(wk);
   if (rn_dnn_descs_free(&d, rc == 0) < 0) rc = -1; /* checked only when nothing failed before */
   return rc;
 }
@@ -428,7 +475,9 @@ int rn_cuda_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
   if (rc == 0 && !(gyin = grad_of(&g, gy, &gyown))) rc = -1;
   if (rc == 0 && !(wc = math_output(&g, gwk, &gw16, K * g.O))) rc = -1;
   if (rc == 0 && wsz && !(ws = rn_cuda_alloc(wsz))) rc = -1;
-  if (rc == 0)
+  bool gused = false;
+  if (rc == 0) rc = rn_dnn_graph_conv(&g, K_BWD_FILTER, xin, wc, (void *)gyin, &gused);
+  if (rc == 0 && !gused)
     rc = DNNF(cudnnConvolutionBackwardFilter, rn_dnn.h, one_of(g.key.dt), d.x, xin, d.y, gyin,
               d.conv, (cudnnConvolutionBwdFilterAlgo_t)algo, ws, wsz, zero_of(g.key.dt), d.w,
               wc);

@@ -13,6 +13,7 @@
 #include <cudnn.h>
 
 #include "../determinism.h"
+#include "../dcache.h"
 #include "cuda.h"
 
 typedef cudnnStatus_t (*create_fn)(cudnnHandle_t *);
@@ -174,5 +175,12 @@ int rn_dnn_descs_make(descs *d, const cgeom *g);
  * descriptors too (made once per shape, never per call) unless
  * $RN_CUDNN_DESC_CACHE=0, which restores per-call descriptors. */
 int rn_dnn_plan(cgeom *g, descs *d, int *algo, size_t *ws);
+
+/* cudnn_graph.c (issue 19, $RN_CUDNN_GRAPH=1): the convolution of kind on
+ * g through the graph API's cached plan, pointers as cuDNN sees them (x:
+ * the input or dx, w: the filter or dw, y: the output or dy). *used false:
+ * not taken (off, float64, no plan for the key); the caller runs the
+ * legacy call. 0, or -1 after rn_err. */
+int rn_dnn_graph_conv(const cgeom *g, int kind, const void *x, const void *w, void *y, bool *used);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include <cublas_api.h>
 
+#include "../capture.h"
 #include "cuda.h"
 
 static int state;             /* 0: not tried, 1: ready, -1: unavailable */
@@ -80,6 +81,7 @@ const char *rn_cuda_device_name(void) { return dev_name; }
 
 int rn_cuda_synchronize(void) {
   if (rn_cuda_init() < 0) return -1;
+  if (rn_capture_forbid("a device synchronization") < 0) return -1; /* issue 19 */
   return CU(cudaStreamSynchronize(stream));
 }
 

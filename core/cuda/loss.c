@@ -91,6 +91,10 @@ int rn_cuda_cross_entropy(rn_tensor *loss, rn_tensor *dlogits, const rn_tensor *
     rc = CU(rnk_cross_entropy((int)logits->dtype, rn_ptr(loss), dlogits ? rn_ptr(dlogits) : NULL,
                               rn_ptr(logits), N, C, rn_ptr(labels), (int)labels->dtype, ls,
                               smoothing, bad, st));
+  if (rc == 0 && rn_cuda_capturing()) { /* issue 19: no read-back inside a graph capture; */
+    rn_cuda_free(bad);                    /* the eager warm-up steps checked the labels */
+    return 0;
+  }
   if (rc == 0) rc = CU(cudaMemcpyAsync(&first, bad, sizeof first, cudaMemcpyDeviceToHost, st));
   if (rc == 0) rc = CU(cudaStreamSynchronize(st));
   rn_cuda_free(bad);

@@ -1,4 +1,7 @@
 /* nn.c (cuda) - the pool2d_fwd/bwd and bn_fwd_train/bn_fwd_infer/bn_bwd
+ * (and, issue 19, their fused BN+ReLU forms bn_relu_*: the ReLU and its
+ * backward folded into the affine and partials passes; RN_CUDA_BN_RELU=0
+ * leaves the slots empty, so batch norm and relu run as two ops)
  * slots: check layouts and dtypes, allocate the small double scratch
  * (per-block partial sums, per-channel coefficients) from the caching
  * allocator, and launch kernels/nn.cu on the one stream.
@@ -114,10 +117,10 @@ static double *bn_scratch(int64_t R, int64_t C, double **shift, double **coef) {
   return part;
 }
 
-int rn_cuda_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
-                         const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
-                         rn_tensor *running_mean, rn_tensor *running_var, double momentum,
-                         bool unbiased, double eps) {
+static int bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                        const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                        rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                        bool unbiased, double eps, bool relu) {
   const char *op = "batch_norm";
   int64_t R, C;
   if (bn_dims(x, op, &R, &C) < 0) return -1;
@@ -145,14 +148,31 @@ int rn_cuda_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_inv
     rc = CU(rnk_bn_train_stats(d, part, R, C, shift, pp(gamma), pp(beta), rn_ptr(save_mean),
                                rn_ptr(save_invstd), pp(running_mean), pp(running_var), momentum,
                                unbiased, eps, coef, s));
-  if (rc == 0) rc = CU(rnk_bn_affine(d, rn_ptr(y), NULL, rn_ptr(x), coef, R, C, s));
+  if (rc == 0) rc = CU(rnk_bn_affine_relu(d, rn_ptr(y), NULL, rn_ptr(x), coef, R, C, NULL, relu, s));
   rn_cuda_free(part); /* stream-ordered: reused only by later work on the stream */
   return rc;
 }
 
-int rn_cuda_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
-                         const rn_tensor *beta, const rn_tensor *running_mean,
-                         const rn_tensor *running_var, double eps) {
+int rn_cuda_bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                         const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                         rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                         bool unbiased, double eps) {
+  return bn_fwd_train(y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var,
+                      momentum, unbiased, eps, false);
+}
+
+/* issue 19: relu(batch_norm(x)) with the ReLU in the affine pass */
+int rn_cuda_bn_relu_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invstd,
+                              const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *beta,
+                              rn_tensor *running_mean, rn_tensor *running_var, double momentum,
+                              bool unbiased, double eps) {
+  return bn_fwd_train(y, save_mean, save_invstd, x, gamma, beta, running_mean, running_var,
+                      momentum, unbiased, eps, true);
+}
+
+static int bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                        const rn_tensor *beta, const rn_tensor *running_mean,
+                        const rn_tensor *running_var, double eps, bool relu) {
   const char *op = "batch_norm";
   int64_t R, C;
   if (bn_dims(x, op, &R, &C) < 0) return -1;
@@ -172,14 +192,26 @@ int rn_cuda_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamm
   int d = (int)dt;
   int rc = CU(rnk_bn_infer_coef(d, C, pp(gamma), pp(beta), rn_ptr(running_mean),
                                 rn_ptr(running_var), eps, coef, s));
-  if (rc == 0) rc = CU(rnk_bn_affine(d, rn_ptr(y), NULL, rn_ptr(x), coef, R, C, s));
+  if (rc == 0) rc = CU(rnk_bn_affine_relu(d, rn_ptr(y), NULL, rn_ptr(x), coef, R, C, NULL, relu, s));
   rn_cuda_free(coef);
   return rc;
 }
 
-int rn_cuda_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
-                   const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
-                   const rn_tensor *save_invstd) {
+int rn_cuda_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                         const rn_tensor *beta, const rn_tensor *running_mean,
+                         const rn_tensor *running_var, double eps) {
+  return bn_fwd_infer(y, x, gamma, beta, running_mean, running_var, eps, false);
+}
+
+int rn_cuda_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                              const rn_tensor *beta, const rn_tensor *running_mean,
+                              const rn_tensor *running_var, double eps) {
+  return bn_fwd_infer(y, x, gamma, beta, running_mean, running_var, eps, true);
+}
+
+static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                  const rn_tensor *x, const rn_tensor *mask, const rn_tensor *gamma,
+                  const rn_tensor *save_mean, const rn_tensor *save_invstd) {
   const char *op = "batch_norm backward";
   int64_t R, C;
   if (bn_dims(x, op, &R, &C) < 0) return -1;
@@ -204,12 +236,33 @@ int rn_cuda_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_
   /* mean as double, both the shift of the sums and coef's m */
   int rc = CU(rnk_to_double(d, mean, rn_ptr(save_mean), C, s));
   if (rc == 0) rc = CU(rnk_to_double(d, coef + 2 * C, rn_ptr(save_mean), C, s));
-  if (rc == 0) rc = CU(rnk_bn_partials(d, rn_ptr(x), rn_ptr(gy), mean, R, C, part, s));
+  if (rc == 0)
+    rc = CU(rnk_bn_partials_masked(d, rn_ptr(x), rn_ptr(gy), pp(mask), mean, R, C, part, s));
   if (rc == 0)
     rc = CU(rnk_bn_bwd_coef(d, part, R, C, pp(gamma), rn_ptr(save_invstd), pp(ggamma),
                             pp(gbeta), coef, s));
   if (rc == 0 && gx)
-    rc = CU(rnk_bn_affine(d, rn_ptr(gx), rn_ptr(gy), rn_ptr(x), coef, R, C, s));
+    rc = CU(rnk_bn_affine_relu(d, rn_ptr(gx), rn_ptr(gy), rn_ptr(x), coef, R, C, pp(mask), false,
+                               s));
   rn_cuda_free(part);
   return rc;
+}
+
+int rn_cuda_bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                   const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *save_mean,
+                   const rn_tensor *save_invstd) {
+  return bn_bwd(gx, ggamma, gbeta, gy, x, NULL, gamma, save_mean, save_invstd);
+}
+
+/* issue 19: the fused BN+ReLU's backward: gy is masked by y > 0 inside the
+ * two passes (no separate ReLU backward) */
+int rn_cuda_bn_relu_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_tensor *gy,
+                        const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
+                        const rn_tensor *beta, const rn_tensor *save_mean,
+                        const rn_tensor *save_invstd) {
+  (void)beta;
+  if (!y || y->dtype != x->dtype || rn_numel(y) != rn_numel(x) || !rn_is_contiguous(y))
+    return rn_err("batch_norm_relu backward: the forward's output must be a contiguous tensor "
+                  "like x");
+  return bn_bwd(gx, ggamma, gbeta, gy, x, y, gamma, save_mean, save_invstd);
 }

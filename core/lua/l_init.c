@@ -21,6 +21,7 @@ int luaopen_rn_core(lua_State *L) {
   rnl_open_cpu(L, rn_idx, methods_idx);
   rnl_open_determinism(L, rn_idx); /* in l_cuda.c, compiled in every build */
   rnl_open_dist(L, rn_idx);        /* l_dist.c: rn.distributed's core */
+  rnl_open_graph(L, rn_idx);       /* l_graph.c: issue 19's step capture */
 #ifdef RN_WITH_CUDA
   rnl_open_cuda(L, rn_idx);
 #endif

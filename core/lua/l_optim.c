@@ -4,9 +4,14 @@
  *   opts:  {kind = "sgd"|"adam", rule = "pytorch"|"keras", lr =,
  *           weight_decay = 0, momentum = 0, dampening = 0, nesterov = false,
  *           beta1 = 0.9, beta2 = 0.999, eps = 1e-8, amsgrad = false,
- *           decoupled = false (AdamW under the pytorch rule)}
+ *           decoupled = false (AdamW under the pytorch rule),
+ *           scalars = nil | a float64 tensor {lr, step} on the parameters'
+ *           device, read in place of lr and the items' steps (issue 19)}
  *   items: a list of {p =, g =, s1 =, s2 =, s3 =, step = 0, first = false,
  *           l2 = 0} (see core/optim.h)
+ *
+ * rn.l2_penalty_multi(tensors, factors): sum_i factors[i] * sum(tensors[i]^2)
+ * as a new 0-d tensor (no autograd), one pass (core/ops/optim.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +21,7 @@
 
 static const char *const OPTS[] = {"kind", "rule", "lr", "weight_decay", "momentum", "dampening",
                                    "nesterov", "beta1", "beta2", "eps", "amsgrad", "decoupled",
-                                   NULL};
+                                   "scalars", NULL};
 static const char *const ITEM[] = {"p", "g", "s1", "s2", "s3", "step", "first", "l2", NULL};
 
 static rn_tensor *item_tensor(lua_State *L, int idx, const char *key, int i, bool need) {
@@ -52,6 +57,12 @@ static int l_optim_multi_step(lua_State *L) {
   hp.eps = rnl_opt_number(L, 1, "eps", 1e-8, op);
   hp.amsgrad = rnl_opt_bool(L, 1, "amsgrad", 0, op);
   hp.decoupled = rnl_opt_bool(L, 1, "decoupled", 0, op);
+  hp.scal = NULL;
+  lua_getfield(L, 1, "scalars");
+  const rn_tensor *scalars = rnl_test(L, -1); /* opts keeps it alive */
+  if (!scalars && !lua_isnil(L, -1))
+    return rnl_errorf(L, "%s: scalars must be a tensor, got %s", op, luaL_typename(L, -1));
+  lua_pop(L, 1);
   lua_Integer n = luaL_len(L, 2);
   if (n > 1000000) return rnl_errorf(L, "%s: %lld items (at most 1000000)", op, (long long)n);
   /* parse everything first (may raise), then allocate, call, free */
@@ -86,13 +97,59 @@ static int l_optim_multi_step(lua_State *L) {
     it->l2 = rnl_opt_number(L, t, "l2", 0, op);
     lua_pop(L, 1);
   }
-  int rc = rn_optim_multi_step(&hp, items, (int)n);
+  int rc = rn_optim_multi_step(&hp, scalars, items, (int)n);
   free(items);
   if (rc < 0) return rnl_error(L);
   return 0;
 }
 
-static const luaL_Reg optim_funcs[] = {{"optim_multi_step", l_optim_multi_step}, {NULL, NULL}};
+static int l_l2_penalty_multi(lua_State *L) {
+  const char *op = "l2_penalty_multi";
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, 1);
+  if (n > 1000000) return rnl_errorf(L, "%s: %lld tensors (at most 1000000)", op, (long long)n);
+  if (luaL_len(L, 2) != n)
+    return rnl_errorf(L, "%s: %lld tensors but %lld factors", op, (long long)n,
+                      (long long)luaL_len(L, 2));
+  for (lua_Integer i = 1; i <= n; i++) { /* check first (may raise), then allocate */
+    lua_geti(L, 1, i);
+    if (!rnl_test(L, -1))
+      return rnl_errorf(L, "%s: item %lld must be a tensor, got %s", op, (long long)i,
+                        luaL_typename(L, -1));
+    lua_geti(L, 2, i);
+    if (!lua_isnumber(L, -1))
+      return rnl_errorf(L, "%s: factor %lld must be a number, got %s", op, (long long)i,
+                        luaL_typename(L, -1));
+    lua_pop(L, 2);
+  }
+  size_t sz = n > 0 ? (size_t)n : 1;
+  rn_tensor **ws = calloc(sz, sizeof *ws);
+  double *c = calloc(sz, sizeof *c);
+  if (!ws || !c) {
+    free(ws);
+    free(c);
+    return rnl_errorf(L, "%s: out of memory", op);
+  }
+  for (lua_Integer i = 1; i <= n; i++) { /* nothing raises here; the table keeps them alive */
+    lua_geti(L, 1, i);
+    ws[i - 1] = rnl_test(L, -1);
+    lua_geti(L, 2, i);
+    c[i - 1] = lua_tonumber(L, -1);
+    lua_pop(L, 2);
+  }
+  rn_tensor *out;
+  int rc = rn_l2_penalty_multi(ws, c, (int)n, &out);
+  free(ws);
+  free(c);
+  if (rc < 0) return rnl_error(L);
+  rnl_push(L, out);
+  return 1;
+}
+
+static const luaL_Reg optim_funcs[] = {{"optim_multi_step", l_optim_multi_step},
+                                       {"l2_penalty_multi", l_l2_penalty_multi},
+                                       {NULL, NULL}};
 
 void rnl_open_optim(lua_State *L, int rn_idx, int methods_idx) {
   rnl_register(L, rn_idx, methods_idx, optim_funcs, 0);

@@ -8,8 +8,15 @@
  *                                     the backward time of the nodes of each
  *                                     scope (scopes without time are absent)
  * Forward times are taken in Lua around each layer call; they do not use the
- * scope. */
+ * scope.
+ * Issue 19, with RN_WITH_CUDA (GPU time from CUDA events, core/cuda/evprof.c):
+ *   rn.core._profile_gpu_begin(), _profile_gpu_mark(scope) (from here on the
+ *   stream's time goes to scope), _profile_gpu_end() -> {[scope] = seconds},
+ *   span seconds; backward nodes are marked scope + _profile_gpu_bwd. */
 #include "rnl.h"
+#ifdef RN_WITH_CUDA
+#include "../cuda/cuda.h"
+#endif
 
 #define RN_PROFILE_MAXSCOPE 1000000
 
@@ -42,7 +49,45 @@ static int l_profile_end(lua_State *L) {
   return 1;
 }
 
+#ifdef RN_WITH_CUDA
+static int l_gpu_begin(lua_State *L) {
+  if (rn_cuda_evprof_begin() < 0) return rnl_error(L);
+  return 0;
+}
+
+static int l_gpu_mark(lua_State *L) {
+  lua_Integer s = luaL_checkinteger(L, 1);
+  if (s < 0 || s > RN_PROFILE_MAXSCOPE)
+    return rnl_errorf(L, "_profile_gpu_mark: scope %lld outside 0..%d", (long long)s,
+                      RN_PROFILE_MAXSCOPE);
+  if (rn_cuda_evprof_mark((int)s) < 0) return rnl_error(L);
+  return 0;
+}
+
+static void add_time(void *ctx, int scope, double sec) {
+  lua_State *L = ctx; /* the result table is on top */
+  lua_rawgeti(L, -1, scope);
+  double prev = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  lua_pushnumber(L, prev + sec);
+  lua_rawseti(L, -2, scope);
+}
+
+static int l_gpu_end(lua_State *L) {
+  lua_createtable(L, 0, 64);
+  double span = 0;
+  if (rn_cuda_evprof_end(add_time, L, &span) < 0) return rnl_error(L);
+  lua_pushnumber(L, span);
+  return 2;
+}
+#endif
+
 static const luaL_Reg profile_funcs[] = {
+#ifdef RN_WITH_CUDA
+    {"_profile_gpu_begin", l_gpu_begin},
+    {"_profile_gpu_mark", l_gpu_mark},
+    {"_profile_gpu_end", l_gpu_end},
+#endif
     {"_profile_begin", l_profile_begin},
     {"_profile_set_scope", l_profile_set_scope},
     {"_profile_end", l_profile_end},
@@ -50,5 +95,8 @@ static const luaL_Reg profile_funcs[] = {
 };
 
 void rnl_open_profile(lua_State *L, int rn_idx, int methods_idx) {
+  rn_idx = lua_absindex(L, rn_idx);
   rnl_register(L, rn_idx, methods_idx, profile_funcs, 0);
+  lua_pushinteger(L, RN_EVPROF_BWD);
+  lua_setfield(L, rn_idx, "_profile_gpu_bwd");
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../cpu/cpu.h"
+#include "../capture.h"
 #include "rnl.h"
 
 int rnl_tostring(lua_State *L); /* l_print.c */
@@ -259,6 +260,7 @@ static rn_tensor *on_cpu(lua_State *L, rn_tensor *t) {
 
 static int m_item(lua_State *L) {
   rn_tensor *t = rnl_check(L, 1, "item");
+  if (rn_capture_forbid(":item()") < 0) return rnl_error(L); /* issue 19 */
   if (rn_numel(t) != 1) {
     char b[128];
     return rnl_errorf(L, "item: tensor %s has %lld elements; item needs exactly 1",
@@ -283,6 +285,7 @@ static void totable_rec(lua_State *L, const rn_tensor *t, int d, int64_t off) {
 
 static int m_totable(lua_State *L) {
   rn_tensor *t = rnl_check(L, 1, "totable");
+  if (rn_capture_forbid(":totable()") < 0) return rnl_error(L); /* issue 19 */
   luaL_checkstack(L, t->ndim + 4, "totable");
   rn_tensor *c = on_cpu(L, t);
   totable_rec(L, c, 0, 0);

@@ -66,6 +66,7 @@ void rnl_open_optim(lua_State *L, int rn_idx, int methods_idx); /* l_optim.c: op
 void rnl_open_cpu(lua_State *L, int rn_idx, int methods_idx); /* l_cpu.c: rn.cpu, precision */
 void rnl_open_determinism(lua_State *L, int rn_idx); /* l_cuda.c: rn.set_deterministic, ... */
 void rnl_open_dist(lua_State *L, int rn_idx); /* l_dist.c: dist_* (lua/rn/distributed.lua) */
+void rnl_open_graph(lua_State *L, int rn_idx); /* l_graph.c: capture guard, CUDA graphs */
 /* l_data.c: rn.data_loader's options table at idx into *o (core/data/data.h);
  * leaves the mean/std scratch userdata on the stack */
 struct rn_loader_opts;

@@ -554,7 +554,7 @@ function M.format_confusion(cm, names)
 end
 
 local FIT_OPTS = { "epochs", "validation", "callbacks", "verbose", "save", "save_every", "resume",
-  "log", "plot", "steps_per_epoch", "stop_on_nan", "out", "device_data", "distributed" }
+  "log", "plot", "steps_per_epoch", "stop_on_nan", "out", "device_data", "distributed", "cuda_graph" }
 
 --- model:fit(loader, opts) -> history (a list of per-epoch logs)
 --- opts: epochs (required), validation (a loader), callbacks (list),
@@ -565,7 +565,9 @@ local FIT_OPTS = { "epochs", "validation", "callbacks", "verbose", "save", "save
 --- distributed (true: data-parallel across the ranks of rn.distributed,
 --- doc/distributed.md), steps_per_epoch (cap), stop_on_nan (default true: stop with an error
 --- naming the epoch and step of a non-finite loss), out (default io.stdout),
---- device_data (nil/true/false: the device-resident data path, see the header).
+--- device_data (nil/true/false: the device-resident data path, see the header),
+--- cuda_graph (nil: on the GPU each step after the warm-up is one replayed
+--- CUDA graph, lua/rn/graph.lua; false or $RN_CUDA_GRAPH=0: eager).
 function M.fit(model, loader, opts)
   opts = check_opts("fit", opts, FIT_OPTS)
   check_loader("fit", loader, "the training data")
@@ -583,6 +585,9 @@ function M.fit(model, loader, opts)
   if opts.save_every and not opts.save then fail("fit: save_every needs save = path") end
   if opts.device_data ~= nil and type(opts.device_data) ~= "boolean" then
     fail("fit: device_data must be a boolean or nil, got %s", type(opts.device_data))
+  end
+  if opts.cuda_graph ~= nil and type(opts.cuda_graph) ~= "boolean" then
+    fail("fit: cuda_graph must be a boolean or nil, got %s", type(opts.cuda_graph))
   end
   local cbs = opts.callbacks or {}
   if type(cbs) ~= "table" then fail("fit: callbacks must be a list of tables") end
@@ -616,6 +621,12 @@ function M.fit(model, loader, opts)
   loader = data_for("fit", loader, model_device(model), opts.device_data)
   local nb = loader:num_batches()
   local steps = opts.steps_per_epoch and math.min(nb, opts.steps_per_epoch) or nb
+  -- issue 19: whole-step graphs (lua/rn/graph.lua), not with distributed steps
+  local graph_lib = require "rn.graph"
+  local gb = not dp and graph_lib.wanted(opts.cuda_graph, model_device(model))
+  local stepper = gb and graph_lib.Stepper(model, gb) or nil
+  M._last_stepper = stepper
+  local function run_epochs()
   for epoch = start_epoch, epochs do
     ctx.epoch = epoch
     if call_cbs(cbs, "on_epoch_begin", epoch, ctx) then ctx.stop = true end
@@ -630,6 +641,7 @@ function M.fit(model, loader, opts)
         step = step + 1
         local logs, n
         if dp then logs, n = dp:train_step(on(dev, x), on(dev, y)) -- global logs and count
+        elseif stepper then logs, n = stepper:step(on(dev, x), on(dev, y)), batch_size_of(y)
         else logs, n = model:train_step(on(dev, x), on(dev, y)), batch_size_of(y) end
         if stop_on_nan and not finite(logs.loss) then
           error(string.format("fit: the loss is %s at epoch %d, step %d; stopping (pass stop_on_nan = false to go on)",
@@ -684,6 +696,14 @@ function M.fit(model, loader, opts)
       if ctx.stop_reason and verbose then out:write(ctx.stop_reason, "\n") end
       break
     end
+  end
+  end
+  if stepper then -- the graph's pool goes back however the epochs end
+    local ok_fit, err_fit = pcall(run_epochs)
+    stepper:close()
+    if not ok_fit then error(err_fit, 0) end
+  else
+    run_epochs()
   end
   if dp then dp:unshard() end -- the loaders serve whole batches again
   call_cbs(cbs, "on_train_end", ctx)

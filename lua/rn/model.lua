@@ -671,6 +671,21 @@ local function has_regularizers(self)
   return false
 end
 
+-- issue 19: Keras l2 penalties in one pass (lua/rn/regularizers.lua l2_plan):
+-- the value from rn.l2_penalty_multi on the starting weights, the gradient
+-- folded into the optimizer's step; nil: the autograd form.
+local function l2_plan(self)
+  if not has_regularizers(self) then return nil end
+  return require("rn.regularizers").l2_plan(self:weights(), self.optimizer)
+end
+
+function Model:_l2_plan() return l2_plan(self) end -- for lua/rn/graph.lua
+function Model:_has_regularizers() return has_regularizers(self) end
+
+local function l2_value(plan)
+  return rn.no_grad(function() return rn.l2_penalty_multi(plan.tensors, plan.factors) end)
+end
+
 --- model:train_step(x, y): one optimizer step in training mode; returns the
 --- logs {loss = (loss + regularization), <metric> = value} as numbers.
 function Model:train_step(x, y)
@@ -679,10 +694,22 @@ function Model:train_step(x, y)
   opt:zero_grad()
   local pred = self(x, { training = true })
   local loss = self.loss_fn(pred, y)
-  if has_regularizers(self) then loss = loss + self:regularization_loss() end
-  loss:backward()
-  opt:step()
-  local logs = { loss = loss:item() }
+  local plan = l2_plan(self)
+  local reported = loss
+  if plan then
+    reported = rn.no_grad(function() return loss + l2_value(plan) end) -- before the step
+    loss:backward()
+    opt._l2 = plan.by_tensor
+    local ok, e = pcall(opt.step, opt)
+    opt._l2 = nil
+    if not ok then error(e, 0) end
+  else
+    if has_regularizers(self) then loss = loss + self:regularization_loss() end
+    reported = loss
+    loss:backward()
+    opt:step()
+  end
+  local logs = { loss = reported:item() }
   rn.no_grad(function()
     for _, m in ipairs(self.metric_fns) do logs[m.name] = m.fn(pred, y) end
   end)
@@ -696,7 +723,9 @@ function Model:test_step(x, y)
   return rn.no_grad(function()
     local pred = self(x, { training = false })
     local loss = self.loss_fn(pred, y)
-    if has_regularizers(self) then loss = loss + self:regularization_loss() end
+    local plan = l2_plan(self)
+    if plan then loss = loss + l2_value(plan)
+    elseif has_regularizers(self) then loss = loss + self:regularization_loss() end
     local logs = { loss = loss:item() }
     for _, m in ipairs(self.metric_fns) do logs[m.name] = m.fn(pred, y) end
     return logs

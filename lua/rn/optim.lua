@@ -265,6 +265,7 @@ function Optimizer:step()
     err(self, "no parameters to optimize; pass them (rn.optim.%s(model:parameters(), {...})) or "
       .. "compile a model with this optimizer", self.name)
   end
+  if self._graph then return M._graph_step(self) end -- issue 19: a captured step
   rn.no_grad(function()
     if self.clip and next(self.clip) then self:_clip_gradients() end
     for _, g in ipairs(self.param_groups) do
@@ -273,6 +274,8 @@ function Optimizer:step()
       if M._fused_step(self, g, lr) then goto next_group end -- issue 19: one call for the group
       for i, p in ipairs(g.params) do
         local grad = p.grad
+        local c = self._l2 and self._l2[p] -- issue 19: a Keras l2 factor the loss left out
+        if c then grad = grad and grad + p * (2 * c) or p * (2 * c) end
         if grad then
           local id = g.ids[i]
           local st = self.state[id]
@@ -418,10 +421,20 @@ local function fused_wanted(dev)
   return dev == "cuda"
 end
 
-function M._fused_step(self, g, lr)
+-- opt:_fused_takes(dev, dtype): true when this optimizer's step runs as
+-- one multi-tensor call for parameters of that device and dtype (then the
+-- model may leave Keras' l2 penalties out of the loss and pass their factors
+-- as opt._l2 = {[param] = c} for one step: lua/rn/regularizers.lua l2_plan).
+-- The per-tensor path honours opt._l2 too (2c*p added to the gradient).
+function Optimizer:_fused_takes(dev, dt)
+  return FUSED_KIND[self.name] ~= nil and self._update == M[self.name]._update
+    and fused_wanted(dev) and (dt == "float32" or dt == "float64")
+end
+
+function M._fused_step(self, g, lr, graph)
   local kind, p1 = FUSED_KIND[self.name], g.params[1]
   if not kind or not p1 then return false end
-  if self._update ~= M[self.name]._update or not fused_wanted(p1.device) then return false end
+  if self._update ~= M[self.name]._update or not (graph or fused_wanted(p1.device)) then return false end
   local dt, dev = p1.dtype, p1.device
   if dt ~= "float32" and dt ~= "float64" then return false end
   for _, p in ipairs(g.params) do
@@ -436,11 +449,13 @@ function M._fused_step(self, g, lr)
   local items = {}
   for i, p in ipairs(g.params) do
     local grad = p.grad
+    local c = self._l2 and self._l2[p] -- a Keras l2 factor the loss left out (2c*p joins g)
+    if c and not grad then grad = rn.zeros(p:size(), o) end
     if grad then
       local id = g.ids[i]
       local st = self.state[id]
       if not st then st = {}; self.state[id] = st end
-      local it = { p = p, g = grad }
+      local it = { p = p, g = grad, l2 = c or nil }
       if kind == "sgd" then
         if g.momentum ~= 0 then
           local key = rule == "keras" and "velocity" or "momentum_buffer"
@@ -448,8 +463,8 @@ function M._fused_step(self, g, lr)
           it.s1 = st[key]
         end
       else
-        st.step = (st.step or 0) + 1
-        it.step = st.step
+        if not graph then st.step = (st.step or 0) + 1 end -- graph: _graph_advance counts
+        it.step = graph and 0 or st.step
         if not st.exp_avg then
           st.exp_avg, st.exp_avg_sq = rn.zeros(p:size(), o), rn.zeros(p:size(), o)
           if g.amsgrad then st.max_exp_avg_sq = rn.zeros(p:size(), o) end
@@ -462,8 +477,72 @@ function M._fused_step(self, g, lr)
   rn.optim_multi_step({ kind = kind, rule = rule, lr = lr, weight_decay = g.weight_decay,
     momentum = g.momentum, dampening = g.dampening, nesterov = g.nesterov,
     beta1 = g.betas and g.betas[1], beta2 = g.betas and g.betas[2], eps = g.eps,
-    amsgrad = g.amsgrad, decoupled = self.name == "AdamW" }, items)
+    amsgrad = g.amsgrad, decoupled = self.name == "AdamW", scalars = graph and g._graph_scalars or nil }, items)
   return true
+end
+
+-- Whole-step graphs (lua/rn/graph.lua). In graph mode opt:step() runs each
+-- group as one multi-tensor call reading {lr, step} from the group's device
+-- scalars and counts nothing: opt:_graph_advance(), called by the stepper
+-- before each captured or replayed step (outside the capture), resolves the
+-- lr, writes the scalars and advances the counters (iterations, each Adam
+-- tensor's step) as an eager step would. A group the multi-tensor call does
+-- not take makes the step an error, so the capture falls back to eager.
+function M._graph_step(self)
+  rn.no_grad(function()
+    for gi, g in ipairs(self.param_groups) do
+      if not M._fused_step(self, g, 0, true) then -- lr 0 and step 0: the scalars carry them
+        err(self, "group %d cannot run as one multi-tensor call (16-bit or mixed dtypes or devices, "
+          .. "non-contiguous tensors, or another optimizer class): not capturable", gi)
+      end
+    end
+  end)
+  return self
+end
+
+function Optimizer:_graph_on()
+  self._graph = true
+  for _, g in ipairs(self.param_groups) do
+    local dev = g.params[1] and g.params[1].device or "cpu"
+    if not g._graph_scalars or g._graph_scalars.device ~= dev then
+      g._graph_scalars = rn.zeros({ 2 }, { dtype = "float64", device = dev })
+    end
+  end
+end
+
+function Optimizer:_graph_off() self._graph = nil end
+
+function Optimizer:_graph_advance()
+  for _, g in ipairs(self.param_groups) do
+    local lr = resolve_lr(self, g.lr)
+    g.last_lr = lr
+    local step = 0
+    if FUSED_KIND[self.name] == "adam" then
+      for i, p in ipairs(g.params) do
+        local st = self.state[g.ids[i]]
+        if st and st.step and st.step > step then step = st.step end
+      end
+      step = step + 1
+      for i, p in ipairs(g.params) do
+        local st = self.state[g.ids[i]]
+        if st and st.exp_avg then st.step = step end
+      end
+    end
+    rn.no_grad(function() g._graph_scalars:copy_(rn.tensor({ lr, step }, { dtype = "float64" })) end)
+  end
+  self.iterations = self.iterations + 1
+end
+
+-- the counters an aborted capture must restore
+function Optimizer:_graph_save()
+  local s = { iterations = self.iterations, steps = {} }
+  for id, st in pairs(self.state) do s.steps[id] = st.step end
+  return s
+end
+
+function Optimizer:_graph_restore(s)
+  self.iterations = s.iterations
+  for id, st in pairs(self.state) do st.step = s.steps[id] end
 end
 -- ---- end of issue 19 ------------------------------------------------------------------
 

@@ -20,6 +20,11 @@
 -- Figures are milliseconds per step, averaged over the steps. On a GPU the
 -- device is synchronized around each timed region (forward only; backward
 -- times on a GPU are launch times).
+-- Issue 19: on a GPU each row also has gpu_forward_ms / gpu_backward_ms,
+-- the device's time from CUDA events recorded at each region's edges and
+-- at every autograd node (core/cuda/evprof.c; the span on the stream, idle
+-- gaps inside a region included), res.gpu_step_ms (the step's span on the
+-- device) and res.gpu_optimizer_ms; $RN_PROFILE_EVENTS=0 turns them off.
 -- The model must be compiled, or opts must give optimizer= and loss= (an
 -- rn.optim optimizer or name; a loss function or name); opts.optimizer and
 -- opts.loss override the compiled ones. opts.print=false keeps it quiet;
@@ -98,6 +103,20 @@ local function fmt_table(self, res, batch)
     out[#out + 1] = line(string.format("%s (%d)", t.type, t.count), string.format("%.3f", t.forward_ms),
       string.format("%.3f", t.backward_ms), string.format("%.1f", t.percent))
   end
+  if res.gpu_step_ms then -- issue 19: the device's own time (CUDA events)
+    local gf, gb = 0, 0
+    for _, r in ipairs(res.rows) do gf, gb = gf + (r.gpu_forward_ms or 0), gb + (r.gpu_backward_ms or 0) end
+    out[#out + 1] = ""
+    out[#out + 1] = string.format(" GPU (CUDA events): the step spans %.3f ms on the device of %.3f ms wall " ..
+      "(%.3f ms the device waits for the host); layers and loss %.3f forward, %.3f backward; optimizer %.3f ms",
+      res.gpu_step_ms, res.step_ms, math.max(0, res.step_ms - res.gpu_step_ms), gf, gb, res.gpu_optimizer_ms or 0)
+    for _, t in ipairs(res.by_type) do
+      if t.gpu_forward_ms then
+        out[#out + 1] = line(string.format("%s (%d) on the GPU", t.type, t.count), string.format("%.3f", t.gpu_forward_ms),
+          string.format("%.3f", t.gpu_backward_ms), "")
+      end
+    end
+  end
   return table.concat(out, "\n")
 end
 
@@ -129,6 +148,10 @@ function Model:profile(x, y, opts)
   end
   local first = rn.is_tensor(x) and x or x[1]
   local sync = (first and first.device ~= "cpu") and rn.cuda.synchronize or function() end
+  -- issue 19: GPU time from CUDA events (no-ops on the CPU)
+  local gpu_ev = first and first.device == "cuda" and core._profile_gpu_begin ~= nil
+    and os.getenv("RN_PROFILE_EVENTS") ~= "0"
+  local gmark = gpu_ev and core._profile_gpu_mark or function() end
   local regularized = false
   for _, w in ipairs(self:weights()) do if w.regularizer then regularized = true end end
 
@@ -157,8 +180,10 @@ function Model:profile(x, y, opts)
       if not timing then return orig(lyr, ...) end
       local prev = core._profile_set_scope(i)
       sync()
+      gmark(i)
       local t0 = clock()
       local y_ = orig(lyr, ...)
+      gmark(0)
       sync()
       fwd[i] = fwd[i] + clock() - t0
       if cpu_convs and lyr.class_name == "Conv2D" then kernel[i] = rn.cpu.conv_kernels().forward end
@@ -174,16 +199,20 @@ function Model:profile(x, y, opts)
     opt:zero_grad()
     local pred = self(x, { training = true })
     local prev = core._profile_set_scope(LOSS)
+    if timed then gmark(LOSS) end
     local t0 = clock()
     local loss = loss_fn(pred, y)
     if regularized then loss = loss + self:regularization_loss() end
+    if timed then gmark(0) end
     sync()
     local t1 = clock()
     core._profile_set_scope(prev)
     loss:backward()
     sync()
     local t2 = clock()
+    if timed then gmark(LOSS + 1) end
     opt:step()
+    if timed then gmark(0) end
     sync()
     local t3 = clock()
     loss:item()
@@ -192,16 +221,19 @@ function Model:profile(x, y, opts)
       t_loss, t_bwd, t_opt, t_step = t_loss + (t1 - t0), t_bwd + (t2 - t1), t_opt + (t3 - t2), t_step + (te - ts)
     end
   end
-  local began = false
+  local began, gpu_began = false, false
   local ok, err = pcall(function()
     for _ = 1, warmup do one_step(false) end
     core._profile_begin()
     began = true
+    if gpu_ev then core._profile_gpu_begin(); gpu_began = true end
     for _ = 1, steps do one_step(true) end
   end)
   timing = false
   core._profile_set_scope(0)
   local bwd = began and core._profile_end() or {}
+  local gpu, gpu_span
+  if gpu_began then gmark(0); gpu, gpu_span = core._profile_gpu_end() end
   for i, l in ipairs(list) do l._call_eager = wrapped[i] end
   if not ok then error(err, 0) end
 
@@ -217,12 +249,23 @@ function Model:profile(x, y, opts)
     sum_f, sum_b = sum_f + f, sum_b + b
     return r
   end
+  local BWD = core._profile_gpu_bwd or 0
+  local function gpu_row(r, id)
+    if not gpu or not id then return r end
+    r.gpu_forward_ms = (gpu[id] or 0) * ms
+    r.gpu_backward_ms = (gpu[id + BWD] or 0) * ms
+    return r
+  end
   for i, l in ipairs(list) do
-    row(l.name, l.class_name, i, fwd[i], bwd[i] or 0).kernel = kernel[i]
+    gpu_row(row(l.name, l.class_name, i, fwd[i], bwd[i] or 0), i).kernel = kernel[i]
     if kernel[i] then res.has_kernels = true end
   end
-  res.loss = row("loss", nil, LOSS, t_loss, bwd[LOSS] or 0)
+  res.loss = gpu_row(row("loss", nil, LOSS, t_loss, bwd[LOSS] or 0), LOSS)
   res.optimizer = row("optimizer", nil, nil, t_opt, 0)
+  if gpu then
+    res.gpu_step_ms = gpu_span * ms
+    res.gpu_optimizer_ms = (gpu[LOSS + 1] or 0) * ms
+  end
   -- other: the rest of the forward and of the reverse pass, and of the step
   local other_f = math.max(0, t_step - t_bwd - sum_f)
   local other_b = math.max(0, t_bwd - sum_nodes) + (bwd[0] or 0)
@@ -240,6 +283,10 @@ function Model:profile(x, y, opts)
       by[r.type], order[#order + 1] = t, t
     end
     t.count, t.forward_ms, t.backward_ms = t.count + 1, t.forward_ms + r.forward_ms, t.backward_ms + r.backward_ms
+    if r.gpu_forward_ms then
+      t.gpu_forward_ms = (t.gpu_forward_ms or 0) + r.gpu_forward_ms
+      t.gpu_backward_ms = (t.gpu_backward_ms or 0) + r.gpu_backward_ms
+    end
   end
   for _, t in ipairs(order) do
     t.total_ms = t.forward_ms + t.backward_ms
