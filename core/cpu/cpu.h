@@ -100,6 +100,61 @@ int rn_cpu_bn_relu_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const
                        const rn_tensor *beta, const rn_tensor *save_mean,
                        const rn_tensor *save_invstd);
 
+/* bf16.c: the converting path of 16-bit tensors (float32 twins, float32
+ * kernel, rounded back); same signatures as the rn_cpu_ kernels they wrap
+ * (conv2d_fwd takes the fused form's post, 0 for none) */
+bool rn_cpu_is_half(const rn_tensor *t);
+int rn_bf16_unary_backward(rn_unop op, const double *p, rn_tensor *gx, const rn_tensor *gy,
+                           const rn_tensor *x, const rn_tensor *y);
+int rn_bf16_softmax(rn_tensor *y, const rn_tensor *x, bool log);
+int rn_bf16_softmax_backward(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *y, bool log);
+int rn_bf16_cross_entropy(rn_tensor *loss, rn_tensor *dlogits, const rn_tensor *logits,
+                          const rn_tensor *labels, double smoothing);
+int rn_bf16_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
+                 const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
+                 int64_t ldc);
+int rn_bf16_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, const rn_tensor *b,
+                       const rn_conv_params *p, int post);
+int rn_bf16_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
+                            const rn_conv_params *p);
+int rn_bf16_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
+                              const rn_tensor *x, const rn_conv_params *p);
+int rn_bf16_pool2d_fwd(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p);
+int rn_bf16_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
+                       const rn_tensor *y, const rn_pool_params *p);
+int rn_bf16_bn_fwd_train(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const rn_tensor *x,
+                         const rn_tensor *gamma, const rn_tensor *beta, rn_tensor *rm,
+                         rn_tensor *rv, double momentum, bool unbiased, double eps);
+int rn_bf16_bn_relu_fwd_train(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const rn_tensor *x,
+                              const rn_tensor *gamma, const rn_tensor *beta, rn_tensor *rm,
+                              rn_tensor *rv, double momentum, bool unbiased, double eps);
+int rn_bf16_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                         const rn_tensor *beta, const rn_tensor *rm, const rn_tensor *rv,
+                         double eps);
+int rn_bf16_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                              const rn_tensor *beta, const rn_tensor *rm, const rn_tensor *rv,
+                              double eps);
+int rn_bf16_bn_bwd(rn_tensor *gx, rn_tensor *gg, rn_tensor *gb, const rn_tensor *gy,
+                   const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *sm,
+                   const rn_tensor *si);
+int rn_bf16_bn_relu_bwd(rn_tensor *gx, rn_tensor *gg, rn_tensor *gb, const rn_tensor *gy,
+                        const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
+                        const rn_tensor *beta, const rn_tensor *sm, const rn_tensor *si);
+int rn_bf16_gnorm_fwd(rn_tensor *y, rn_tensor *mean, rn_tensor *rstd, const rn_tensor *x,
+                      const rn_tensor *gamma, const rn_tensor *beta, int64_t N, int64_t S,
+                      int64_t G, int64_t Cg, double eps);
+int rn_bf16_gnorm_bwd(rn_tensor *gx, rn_tensor *gg, rn_tensor *gb, const rn_tensor *gy,
+                      const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *mean,
+                      const rn_tensor *rstd, int64_t N, int64_t S, int64_t G, int64_t Cg);
+int rn_bf16_embedding_bwd(rn_tensor *gw, const rn_tensor *gy, const rn_tensor *idx);
+int rn_bf16_sdpa_fwd(rn_tensor *o, rn_tensor *lse, const rn_tensor *q, const rn_tensor *k,
+                     const rn_tensor *v, const rn_sdpa_params *p);
+int rn_bf16_sdpa_bwd(rn_tensor *gq, rn_tensor *gk, rn_tensor *gv, const rn_tensor *go,
+                     const rn_tensor *q, const rn_tensor *k, const rn_tensor *v,
+                     const rn_tensor *o, const rn_tensor *lse, const rn_sdpa_params *p);
+int rn_bf16_line_fwd(rn_tensor *y, const rn_tensor *x, const rn_line_params *p);
+int rn_bf16_line_bwd(rn_tensor *gx, const rn_tensor *gy, const rn_line_params *p);
+
 /* Sets the thread count of the CPU kernels and of BLAS. */
 void rn_cpu_set_threads(int n);
 int rn_cpu_get_threads(void);
