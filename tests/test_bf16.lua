@@ -50,7 +50,7 @@ local function check(what, f, ins, grads, tol)
   close(yb, yf, tol, what .. " forward")
   if not grads then return end
   local r = bvals(yf:size())
-  local lf = (yf * r):sum()
+  local lf = (yf * r:to(yf.dtype)):sum()
   local lb = (yb * r:bfloat16()):sum()
   lf:backward()
   lb:backward()
@@ -191,10 +191,14 @@ T.test("bf16: losses (cross_entropy, mse, binary cross-entropy)", function()
   check("cross_entropy smoothing", function(t)
     return rn.cross_entropy(t, labels, {label_smoothing = 0.1, reduction = "none"})
   end, {logits}, {true})
+  -- the rn.losses objects compute in float32 (Keras's mixed precision): a
+  -- float32 loss of bf16 predictions, whose gradient is bf16 again
   local target = bvals({8, 10})
-  check("mse", function(t, u) return rn.losses.mse()(t, u) end, {logits, target}, {true})
+  T.eq(rn.losses.mse()(logits:bfloat16(), target:bfloat16()).dtype, "float32", "mse is float32")
+  check("mse", function(t, u) return rn.losses.mse()(t, u):bfloat16() end, {logits, target},
+    {true})
   check("binary_crossentropy", function(t, u)
-    return rn.losses.binary_crossentropy({from_logits = true})(t, u)
+    return rn.losses.binary_crossentropy({from_logits = true})(t, u):bfloat16()
   end, {logits, target:sigmoid():bfloat16():float()}, {true})
 end)
 
@@ -216,4 +220,83 @@ T.test("bf16: attention, embedding, pad, resize, concat", function()
   check("upsample nearest", function(t) return rn.upsample(t, 2) end, {x}, {true})
   check("concat", function(a, b) return rn.concat({a, b}, 2) end, {x, bvals({2, 3, 5, 3})},
     {true, true})
+end)
+
+-- ---- the mixed_bfloat16 policy (Keras's) -----------------------------------------
+
+local layers = require "rn.layers"
+local optim = require "rn.optim"
+
+local function has_bf16()
+  local f = rn.cpu.features()
+  return f.avx512_bf16 or (f.amx_bf16 and f.amx_tile)
+end
+
+local function cnn(seed)
+  rn.manual_seed(seed)
+  layers.reset_names()
+  local m = rn.Sequential{layers.Input({8, 8, 3}), layers.Conv2D(16, 3, {padding = "same"}),
+    layers.BatchNormalization(), layers.ReLU(), layers.MaxPooling2D(2),
+    layers.Conv2D(16, 3, {padding = "same", use_bias = false}), layers.BatchNormalization(),
+    layers.ReLU(), layers.GlobalAveragePooling2D(), layers.Dense(4)}
+  m:compile{optimizer = optim.SGD{lr = 0.05, momentum = 0.9},
+            loss = rn.losses.sparse_categorical_crossentropy{from_logits = true}}
+  return m
+end
+
+local function with_policy(name, fn)
+  rn.mixed_precision.set_global_policy(name)
+  local ok, err = pcall(fn)
+  rn.mixed_precision.set_global_policy("float32")
+  if not ok then error(err, 0) end
+end
+
+T.test("mixed_bfloat16: bf16 activations between layers, float32 variables, loss and gradients", function()
+  if not has_bf16() then T.skip("no AVX512-BF16/AMX at ISA " .. rn.cpu.features().isa .. ": the policy is refused") end
+  rn.manual_seed(1811)
+  local x = rn.randn({16, 8, 8, 3})
+  local y = rn.tensor({0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3}, {dtype = "int64"})
+  local ref, m = cnn(7), cnn(7)
+  local loss32 = {}
+  for s = 1, 5 do loss32[s] = ref:train_step(x, y).loss end
+  with_policy("mixed_bfloat16", function()
+    -- each layer's output is bf16; the weights stay float32 (the master copy)
+    local h = x
+    for i, l in ipairs(m.layers) do
+      h = l(h)
+      T.eq(h.dtype, "bfloat16", "layer " .. i .. " (" .. l.class_name .. ") output")
+    end
+    for _, p in ipairs(m:parameters()) do T.eq(p.dtype, "float32", "parameters stay float32") end
+    local bn
+    for _, l in ipairs(m.layers) do if l.class_name == "BatchNormalization" then bn = l end end
+    T.eq(bn.moving_mean.dtype, "float32", "BN statistics stay float32")
+    -- the convolution read and wrote bf16 with a oneDNN bf16 kernel: no conversion pass
+    local k = rn.cpu.conv_kernels()
+    T.truthy(not k.forward:find("im2col"), "bf16 conv kernel: " .. k.forward)
+    -- a training step: the loss is float32, the optimizer gets float32 gradients
+    local out = m(x)
+    local loss = m.loss_fn(out, y)
+    T.eq(loss.dtype, "float32", "the loss is float32")
+    loss:backward()
+    for _, p in ipairs(m:parameters()) do
+      T.truthy(p.grad, "every parameter has a gradient")
+      T.eq(p.grad.dtype, "float32", "weight gradients reach the optimizer in float32")
+    end
+    for _, q in ipairs(m:parameters()) do q:zero_grad() end
+    -- training tracks float32's within bf16 rounding
+    local l16
+    for s = 1, 5 do
+      l16 = m:train_step(x, y).loss
+      T.truthy(math.abs(l16 - loss32[s]) < 0.05 * math.max(1, loss32[s]),
+        string.format("step %d: bf16 loss %.5f vs float32 %.5f", s, l16, loss32[s]))
+    end
+    T.truthy(l16 < loss32[1], "the bf16 training decreased the loss")
+    -- inference (the fused conv+BN path) computes in bf16 as well
+    m:eval()
+    local p = rn.no_grad(function() return m(x) end)
+    ref:eval()
+    local p32 = rn.no_grad(function() return ref(x) end)
+    T.eq(p.dtype, "bfloat16")
+    T.truthy(maxabs(p:float() - p32:float()) < 0.1 * math.max(1, maxabs(p32)), "inference near float32")
+  end)
 end)
