@@ -300,3 +300,42 @@ T.test("mixed_bfloat16: bf16 activations between layers, float32 variables, loss
     T.truthy(maxabs(p:float() - p32:float()) < 0.1 * math.max(1, maxabs(p32)), "inference near float32")
   end)
 end)
+
+T.test("bf16 checkpoints: safetensors BF16 and rn checkpoints load into either policy", function()
+  local files = require "files"
+  local m = cnn(11)
+  local sd16 = {}
+  for k, v in pairs(m:state_dict()) do sd16[k] = v:bfloat16() end
+  local dir = files.tmpdir()
+  local st = dir .. "/bf16.safetensors"
+  rn.save_safetensors(st, sd16)
+  local back = rn.load_safetensors(st)
+  local f = io.open(st, "rb")
+  local header = f:read(4096)
+  f:close()
+  T.truthy(header:find('"dtype":"BF16"', 1, true), "safetensors holds BF16 tensors")
+  for k, v in pairs(sd16) do
+    T.eq(back[k].dtype, "bfloat16", k)
+    T.eq(maxabs(back[k]:float() - v:float()), 0, k .. " round trip")
+  end
+  -- rn's own checkpoint format keeps the dtype too
+  local ck = dir .. "/bf16.rnck"
+  rn.save_checkpoint(ck, sd16, "bf16")
+  local cb = rn.load_checkpoint(ck)
+  for k, v in pairs(sd16) do
+    T.eq(cb[k].dtype, "bfloat16", "checkpoint: " .. k)
+    T.eq(maxabs(cb[k]:float() - v:float()), 0, "checkpoint: " .. k .. " round trip")
+  end
+  local function loads_into(policy)
+    local m2 = cnn(12)
+    m2:load_state_dict(back)
+    for k, v in pairs(m2:state_dict()) do
+      T.eq(v.dtype, "float32", policy .. ": the model's variables stay float32: " .. k)
+      T.eq(maxabs(v - sd16[k]:float()), 0, policy .. ": " .. k .. " loaded exactly")
+    end
+    return m2
+  end
+  loads_into("float32")
+  if has_bf16() then with_policy("mixed_bfloat16", function() loads_into("mixed_bfloat16") end) end
+  files.rmrf(dir)
+end)
