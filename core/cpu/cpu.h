@@ -20,6 +20,20 @@ typedef struct {
 void rn_iter_init(rn_iter *it, int nops, const rn_tensor *const *ts);
 void rn_iter_row(const rn_iter *it, int64_t row, int64_t *off);
 
+/* bfloat16 <-> float32 in registers (round to nearest even, NaN kept
+ * quiet: rn_f32_to_bf16's rule), for the kernels' bf16 loops */
+static inline float rn_bf16f(uint16_t h) {
+  union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+  return v.f;
+}
+static inline uint16_t rn_f2bf16(float f) {
+  union { float f; uint32_t u; } v = {f};
+  uint32_t u = v.u;
+  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u
+                                                     : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+#define RN_BF16_CHUNK 256 /* elements a bf16 loop widens at a time */
+
 /* alloc.c: aligned blocks with a cache of freed large blocks */
 typedef struct {
   size_t allocated, reserved, peak, cached, limit; /* bytes */
