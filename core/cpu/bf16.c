@@ -8,9 +8,12 @@
  * to nearest even. Operands that are already float32/float64 (batch norm's
  * statistics and parameters, attention's lse, ...) pass through untouched,
  * so a bf16 activation with float32 parameters works as it should. On a CPU
- * without bf16 instructions this is how every op runs on bf16 tensors; the
+ * without bf16 instructions this is how most ops run on bf16 tensors; the
  * convolutions run oneDNN's native bf16 kernels instead where the (capped)
  * ISA has AVX512-BF16 or AMX (conv.c, conv_dnnl.c), and come here otherwise.
+ * Kernels with bf16 loops of their own: batch norm (norm.c, any CPU: the
+ * bn wrappers below pass bf16 straight to it), the binary ops, axpy and the
+ * unary ops (elementwise.c, unary.c).
  *
  * The bf16 result of an op is therefore its float32 result on the widened
  * inputs, rounded once (tests/test_bf16.lua compares them). */
@@ -181,6 +184,8 @@ int rn_bf16_pool2d_bwd(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_te
 int rn_bf16_bn_fwd_train(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const rn_tensor *x,
                          const rn_tensor *gamma, const rn_tensor *beta, rn_tensor *rm,
                          rn_tensor *rv, double momentum, bool unbiased, double eps) {
+  if (x->dtype == RN_BF16) /* norm.c reads and writes bf16 itself */
+    return rn_cpu_bn_fwd_train(y, sm, si, x, gamma, beta, rm, rv, momentum, unbiased, eps);
   cv c = {0};
   rn_tensor *Y = out(&c, y, false), *SM = out(&c, sm, false), *SI = out(&c, si, false);
   rn_tensor *RM = rm ? out(&c, rm, true) : NULL, *RV = rv ? out(&c, rv, true) : NULL;
@@ -191,6 +196,8 @@ int rn_bf16_bn_fwd_train(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const rn_te
 int rn_bf16_bn_relu_fwd_train(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const rn_tensor *x,
                               const rn_tensor *gamma, const rn_tensor *beta, rn_tensor *rm,
                               rn_tensor *rv, double momentum, bool unbiased, double eps) {
+  if (x->dtype == RN_BF16) /* norm.c reads and writes bf16 itself */
+    return rn_cpu_bn_relu_fwd_train(y, sm, si, x, gamma, beta, rm, rv, momentum, unbiased, eps);
   cv c = {0};
   rn_tensor *Y = out(&c, y, false), *SM = out(&c, sm, false), *SI = out(&c, si, false);
   rn_tensor *RM = rm ? out(&c, rm, true) : NULL, *RV = rv ? out(&c, rv, true) : NULL;
@@ -201,6 +208,8 @@ int rn_bf16_bn_relu_fwd_train(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const 
 int rn_bf16_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
                          const rn_tensor *beta, const rn_tensor *rm, const rn_tensor *rv,
                          double eps) {
+  if (x->dtype == RN_BF16) /* norm.c reads and writes bf16 itself */
+    return rn_cpu_bn_fwd_infer(y, x, gamma, beta, rm, rv, eps);
   cv c = {0};
   rn_tensor *Y = out(&c, y, false);
   const rn_tensor *X = in(&c, x), *G = gamma ? in(&c, gamma) : NULL, *B = beta ? in(&c, beta) : NULL;
@@ -211,6 +220,8 @@ int rn_bf16_bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamm
 int rn_bf16_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
                               const rn_tensor *beta, const rn_tensor *rm, const rn_tensor *rv,
                               double eps) {
+  if (x->dtype == RN_BF16) /* norm.c reads and writes bf16 itself */
+    return rn_cpu_bn_relu_fwd_infer(y, x, gamma, beta, rm, rv, eps);
   cv c = {0};
   rn_tensor *Y = out(&c, y, false);
   const rn_tensor *X = in(&c, x), *G = gamma ? in(&c, gamma) : NULL, *B = beta ? in(&c, beta) : NULL;
@@ -221,6 +232,8 @@ int rn_bf16_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor 
 int rn_bf16_bn_bwd(rn_tensor *gx, rn_tensor *gg, rn_tensor *gb, const rn_tensor *gy,
                    const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *sm,
                    const rn_tensor *si) {
+  if (x->dtype == RN_BF16) /* norm.c reads and writes bf16 itself */
+    return rn_cpu_bn_bwd(gx, gg, gb, gy, x, gamma, sm, si);
   cv c = {0};
   rn_tensor *GX = gx ? out(&c, gx, false) : NULL, *GG = gg ? out(&c, gg, false) : NULL;
   rn_tensor *GB = gb ? out(&c, gb, false) : NULL;
@@ -232,6 +245,8 @@ int rn_bf16_bn_bwd(rn_tensor *gx, rn_tensor *gg, rn_tensor *gb, const rn_tensor 
 int rn_bf16_bn_relu_bwd(rn_tensor *gx, rn_tensor *gg, rn_tensor *gb, const rn_tensor *gy,
                         const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
                         const rn_tensor *beta, const rn_tensor *sm, const rn_tensor *si) {
+  if (x->dtype == RN_BF16) /* norm.c reads and writes bf16 itself */
+    return rn_cpu_bn_relu_bwd(gx, gg, gb, gy, x, y, gamma, beta, sm, si);
   cv c = {0};
   rn_tensor *GX = gx ? out(&c, gx, false) : NULL, *GG = gg ? out(&c, gg, false) : NULL;
   rn_tensor *GB = gb ? out(&c, gb, false) : NULL;
