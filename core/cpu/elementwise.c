@@ -210,10 +210,25 @@ static void binary_row_bf16(rn_binop op, int64_t n, uint16_t *y, int64_t sy, con
     int64_t m = n - i0 < RN_BF16_CHUNK ? n - i0 : RN_BF16_CHUNK;
     const uint16_t *ac = a + i0 * sa, *bc = b + i0 * sb;
     uint16_t *yc = y + i0 * sy;
-    for (int64_t i = 0; i < m; i++) fa[i] = rn_bf16f(ac[i * sa]);
-    for (int64_t i = 0; i < m; i++) fb[i] = rn_bf16f(bc[i * sb]);
+    if (sa == 1) {
+#pragma omp simd
+      for (int64_t i = 0; i < m; i++) fa[i] = rn_bf16f(ac[i]);
+    } else {
+      for (int64_t i = 0; i < m; i++) fa[i] = rn_bf16f(ac[i * sa]);
+    }
+    if (sb == 1) {
+#pragma omp simd
+      for (int64_t i = 0; i < m; i++) fb[i] = rn_bf16f(bc[i]);
+    } else {
+      for (int64_t i = 0; i < m; i++) fb[i] = rn_bf16f(bc[i * sb]);
+    }
     binary_row_f32(op, m, fy, 1, fa, 1, fb, 1);
-    for (int64_t i = 0; i < m; i++) yc[i * sy] = rn_f2bf16(fy[i]);
+    if (sy == 1) {
+#pragma omp simd
+      for (int64_t i = 0; i < m; i++) yc[i] = rn_f2bf16(fy[i]);
+    } else {
+      for (int64_t i = 0; i < m; i++) yc[i * sy] = rn_f2bf16(fy[i]);
+    }
   }
 }
 
