@@ -89,6 +89,7 @@ T.test("bf16: reductions, softmax, log_softmax", function()
   check("sum", function(t) return t:sum(2) end, {x}, {true}, TOL.reduce)
   check("mean", function(t) return t:mean() end, {x}, {true}, TOL.reduce)
   check("max", function(t) return t:max(2) end, {x}, {true}, TOL.reduce)
+  T.eq(x:bfloat16():argmax(2):totable(), x:argmax(2):totable(), "argmax")
   check("softmax", function(t) return rn.softmax(t) end, {x}, {true})
   check("log_softmax", function(t) return rn.log_softmax(t) end, {x}, {true})
 end)
@@ -117,6 +118,9 @@ T.test("bf16: conv2d (plain, strided, grouped, depthwise, bias) forward and back
     check("conv2d case " .. i, function(x, w, b) return rn.conv2d(x, w, b, c[3]) end,
       {bvals(c[1]), bvals(c[2], 0.2), bvals({c[2][4]})}, {true, true, true}, TOL.conv)
   end
+  check("conv2d_transpose", function(x, w) return rn.conv2d_transpose(x, w, nil,
+    {stride = 2, padding = "same"}) end, {bvals({2, 5, 5, 8}), bvals({3, 3, 16, 8}, 0.2)},
+    {true, true}, TOL.conv)
   -- the kernel that ran is a bf16 one where the ISA has bf16, else the converting path
   local x, w = bvals({2, 8, 8, 16}):bfloat16(), bvals({3, 3, 16, 16}):bfloat16()
   rn.conv2d(x, w, nil, {padding = "same"})
