@@ -87,5 +87,14 @@ static const rn_backend cuda_backend = {
 
 const rn_backend *rn_cuda_backend(void) {
   if (rn_cuda_init() < 0) return NULL;
-  return &cuda_backend;
+  /* issue #18: the table with the bf16 converting wrappers (bf16.c) in the
+   * slots whose kernels take float32/float64 only */
+  static rn_backend with_bf16;
+  static bool made;
+  if (!made) {
+    with_bf16 = cuda_backend;
+    rn_cuda_bf16_table(&with_bf16);
+    made = true;
+  }
+  return &with_bf16;
 }
