@@ -83,8 +83,10 @@ usage: rnlua scripts/resnet_cifar.lua [options]
                        and augment each batch there (default on; same batches
                        as the CPU pipeline, bit for bit)
   --threads T          CPU threads (default: all cores)
-  --precision P        float32 | mixed_bfloat16 (convolutions in bf16 math,
-                       every tensor float32; needs AVX512-BF16/AMX or a GPU)
+  --precision P        float32 | mixed_bfloat16 (Keras's policy: float32
+                       variables, bf16 activations and layer math on the CPU;
+                       bf16 math in the convolutions on a GPU; needs
+                       AVX512-BF16/AMX or a GPU)
   --seed S             seeds weights, shuffling and augmentation (default 1)
   --train-limit N      use only the first N training images (default all)
   --test-limit N       evaluate on the first N test images (default all)

@@ -7,7 +7,9 @@
  *
  * Order: rnlua's own Winograd (wino.c: 3x3 stride-1 float32, where it
  * applies and is chosen), then oneDNN (conv_dnnl.c), then the im2col
- * kernels of this file.
+ * kernels of this file. bfloat16 tensors: oneDNN's bf16 kernels where the
+ * capped ISA has them, else the converting path (bf16.c: float32 twins
+ * through this same order, rounded back); float16 always converts.
  *
  * Method: im2col + BLAS GEMM (float32 via cblas_sgemm, float64 via
  * cblas_dgemm). In NHWC each output pixel's receptive field is KH*KW runs of
@@ -62,8 +64,8 @@ typedef struct {
 } geom;
 
 static int check_dtype(rn_dtype dt, const char *op) {
-  if (dt == RN_F32 || dt == RN_F64) return 0;
-  return rn_err("%s: dtype %s is not supported on the cpu (float32, float64)", op,
+  if (dt == RN_F32 || dt == RN_F64 || dt == RN_BF16 || dt == RN_F16) return 0;
+  return rn_err("%s: dtype %s is not supported on the cpu (float32, float64, bfloat16, float16)", op,
                 rn_dtype_name(dt));
 }
 
@@ -385,6 +387,7 @@ int rn_cpu_conv2d_fwd_fused(rn_tensor *y, const rn_tensor *x, const rn_tensor *w
   int rw = rn_wino_conv2d_fwd(y, x, w, b, p, post);
   if (rw != RN_WINO_SKIP) return rw;
   int rd = rn_dnnl_conv2d_fwd_post(y, x, w, b, p, post);
+  if (rd == RN_DNNL_FALLBACK && rn_cpu_is_half(x)) return rn_bf16_conv2d_fwd(y, x, w, b, p, post);
   return rd == RN_DNNL_FALLBACK ? RN_NOT_FUSED : rd;
 }
 
@@ -398,6 +401,7 @@ int rn_cpu_conv2d_fwd(rn_tensor *y, const rn_tensor *x, const rn_tensor *w, cons
   if (rd != RN_WINO_SKIP) return rd;
   rd = rn_dnnl_conv2d_fwd(y, x, w, b, p);
   if (rd != RN_DNNL_FALLBACK) return rd;
+  if (rn_cpu_is_half(x)) return rn_bf16_conv2d_fwd(y, x, w, b, p, 0);
   if (p->groups > 1)
     return grouped(G_FWD, (rn_tensor *)x, (rn_tensor *)w, (rn_tensor *)b, y, p);
   int64_t rows = g.N * g.OH * g.OW;
@@ -444,6 +448,7 @@ int rn_cpu_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *
   if (rd != RN_WINO_SKIP) return rd;
   rd = rn_dnnl_conv2d_bwd_data(gx, gy, w, p);
   if (rd != RN_DNNL_FALLBACK) return rd;
+  if (rn_cpu_is_half(gx)) return rn_bf16_conv2d_bwd_data(gx, gy, w, p);
   if (p->groups > 1) return grouped(G_BWD_DATA, gx, (rn_tensor *)w, NULL, (rn_tensor *)gy, p);
   char *gxp = rn_ptr(gx);
   const char *gyp = rn_ptr(gy), *wp = rn_ptr(w);
@@ -488,6 +493,7 @@ int rn_cpu_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
     return -1;
   int rd = rn_dnnl_conv2d_bwd_filter(gw, gb, gy, x, p);
   if (rd != RN_DNNL_FALLBACK) return rd;
+  if (rn_cpu_is_half(x)) return rn_bf16_conv2d_bwd_filter(gw, gb, gy, x, p);
   if (p->groups > 1) return grouped(G_BWD_FILTER, (rn_tensor *)x, gw, gb, (rn_tensor *)gy, p);
   int64_t rows = g.N * g.OH * g.OW;
   const char *gyp = rn_ptr(gy), *xp = rn_ptr(x);

@@ -21,6 +21,12 @@
  * reordered weights are allocated per call through rn_cpu_alloc, so memory
  * failures surface as errors (and the allocation-failure sweep reaches them).
  *
+ * bfloat16 tensors (x, w, b, y all bf16; their gradients too) run oneDNN's
+ * bf16 kernels directly (float32 accumulation, no conversion pass: the
+ * weight gradient is reordered from the kernel's float32 into bf16 with the
+ * weights' layout) where the capped ISA has AVX512-BF16 or AMX; elsewhere
+ * such calls fall back and conv.c takes the converting path (bf16.c).
+ *
  * Math: float32, or bfloat16 with float32 accumulation and float32 tensors
  * in and out when the mixed-precision policy asks for it (oneDNN's fpmath
  * mode: the library converts inputs on the fly; kernels exist where the CPU
@@ -61,6 +67,7 @@ typedef enum { DIR_FWD = RN_CONV_FWD, DIR_BWD_DATA = RN_CONV_BWD_DATA, DIR_BWD_W
 
 typedef struct {
   int dir, bf16, bias;
+  int tbf16; /* the tensors themselves are bf16 (x/gx, w/gw, b/gb, y/gy) */
   int groups; /* >= 1; weights (G, O/G, C/G, KH, KW) in hwigo order, i.e. HWIO of (KH,KW,C/G,O) */
   int post; /* forward epilogue: RN_POST_SUM | RN_POST_RELU (backend.h), or 0 */
   int wino; /* Winograd wanted (wino_ok) */
@@ -251,14 +258,15 @@ static entry *create(const key_t_ *k, int wino, char *rejected) {
   dnnl_dims_t pl = {k->pt, k->pl}, pr = {k->pb, k->pr};
   dnnl_memory_desc_t wany;
   dnnl_data_type_t kt = k->bf16 ? dnnl_bf16 : dnnl_f32; /* kernel input type */
+  dnnl_data_type_t ut = k->tbf16 ? dnnl_bf16 : dnnl_f32; /* the tensors' type */
   dnnl_primitive_attr_t attr = NULL;
   dnnl_primitive_desc_t fwd_hint = NULL, pd = NULL;
   int ok = 0;
-  if (dnnl_memory_desc_init_by_tag(&e->xmd, 4, xd, dnnl_f32, dnnl_nhwc) ||
-      dnnl_memory_desc_init_by_tag(&e->ymd, 4, yd, dnnl_f32, dnnl_nhwc) ||
-      dnnl_memory_desc_init_by_tag(&e->user_w, wnd, wd, dnnl_f32, wtag) ||
+  if (dnnl_memory_desc_init_by_tag(&e->xmd, 4, xd, ut, dnnl_nhwc) ||
+      dnnl_memory_desc_init_by_tag(&e->ymd, 4, yd, ut, dnnl_nhwc) ||
+      dnnl_memory_desc_init_by_tag(&e->user_w, wnd, wd, ut, wtag) ||
       dnnl_memory_desc_init_by_tag(&wany, wnd, wd, kt, dnnl_format_tag_any) ||
-      dnnl_memory_desc_init_by_tag(&e->bmd, 1, bd, dnnl_f32, dnnl_x))
+      dnnl_memory_desc_init_by_tag(&e->bmd, 1, bd, ut, dnnl_x))
     goto done;
   /* bf16 math: the inputs the kernel reads are bf16 copies (x in fwd and
    * bwd-weights, gy in bwd-data and bwd-weights); outputs stay float32 */
@@ -441,7 +449,8 @@ static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, c
                     bool bias, const rn_conv_params *p) {
   memset(k, 0, sizeof *k); /* padding bytes too: keys are compared with memcmp */
   k->dir = dir;
-  k->bf16 = rn_math_precision() == RN_BF16;
+  k->tbf16 = w->dtype == RN_BF16;
+  k->bf16 = k->tbf16 || rn_math_precision() == RN_BF16;
   k->bias = bias;
   k->threads = omp_get_max_threads();
   k->N = xs[0]; k->H = xs[1]; k->W = xs[2]; k->C = xs[3];
@@ -457,7 +466,8 @@ static int key_init(key_t_ *k, int dir, const int64_t *xs, const rn_tensor *w, c
 /* Why oneDNN is not tried for this call, or NULL when it is. */
 static const char *why_not(const rn_tensor *x) {
   if (mode == RN_DNNL_OFF) return "set_conv_impl im2col";
-  if (x->dtype != RN_F32) return rn_dtype_name(x->dtype);
+  if (x->dtype == RN_BF16 && !rn_cpu_has_bf16()) return "bfloat16 without AVX512-BF16/AMX";
+  if (x->dtype != RN_F32 && x->dtype != RN_BF16) return rn_dtype_name(x->dtype);
   if (rn_is_deterministic()) return "deterministic mode";
   return ready() ? NULL : "oneDNN unavailable";
 }

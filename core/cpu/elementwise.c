@@ -1,6 +1,8 @@
 /* elementwise.c - CPU kernels for memory, copy/cast, fill and binary ops over
  * strided (and broadcast, stride 0) operands, and axpy (the unary ops are in
- * unary.c). float32/float64 have typed loops; other dtypes go through double. */
+ * unary.c). float32/float64 have typed loops, bfloat16 widens chunks to
+ * float32 for the float32 loops (one rounding per result); other dtypes go
+ * through double. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +203,35 @@ static void binary_row_f32(rn_binop op, int64_t n, float *y, int64_t sy, const f
   for (int64_t i = 0; i < n; i++) y[i * sy] = binary_f(op, a[i * sa], b[i * sb]);
 }
 
+static void binary_row_bf16(rn_binop op, int64_t n, uint16_t *y, int64_t sy, const uint16_t *a,
+                            int64_t sa, const uint16_t *b, int64_t sb) {
+  float fa[RN_BF16_CHUNK], fb[RN_BF16_CHUNK], fy[RN_BF16_CHUNK];
+  for (int64_t i0 = 0; i0 < n; i0 += RN_BF16_CHUNK) {
+    int64_t m = n - i0 < RN_BF16_CHUNK ? n - i0 : RN_BF16_CHUNK;
+    const uint16_t *ac = a + i0 * sa, *bc = b + i0 * sb;
+    uint16_t *yc = y + i0 * sy;
+    if (sa == 1) {
+#pragma omp simd
+      for (int64_t i = 0; i < m; i++) fa[i] = rn_bf16f(ac[i]);
+    } else {
+      for (int64_t i = 0; i < m; i++) fa[i] = rn_bf16f(ac[i * sa]);
+    }
+    if (sb == 1) {
+#pragma omp simd
+      for (int64_t i = 0; i < m; i++) fb[i] = rn_bf16f(bc[i]);
+    } else {
+      for (int64_t i = 0; i < m; i++) fb[i] = rn_bf16f(bc[i * sb]);
+    }
+    binary_row_f32(op, m, fy, 1, fa, 1, fb, 1);
+    if (sy == 1) {
+#pragma omp simd
+      for (int64_t i = 0; i < m; i++) yc[i] = rn_f2bf16(fy[i]);
+    } else {
+      for (int64_t i = 0; i < m; i++) yc[i * sy] = rn_f2bf16(fy[i]);
+    }
+  }
+}
+
 int rn_cpu_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor *b) {
   const rn_tensor *ts[3] = {y, a, b};
   rn_iter it;
@@ -216,6 +247,10 @@ int rn_cpu_binary(rn_binop op, rn_tensor *y, const rn_tensor *a, const rn_tensor
       binary_row_f32(op, it.inner, (float *)yp + off[0], it.istride[0],
                      (const float *)ap + off[1], it.istride[1], (const float *)bp + off[2],
                      it.istride[2]);
+    } else if (a->dtype == RN_BF16 && b->dtype == RN_BF16 && y->dtype == RN_BF16) {
+      binary_row_bf16(op, it.inner, (uint16_t *)yp + off[0], it.istride[0],
+                      (const uint16_t *)ap + off[1], it.istride[1], (const uint16_t *)bp + off[2],
+                      it.istride[2]);
     } else if (a->dtype == RN_F64) {
       double *yy = (double *)yp + off[0];
       const double *aa = (const double *)ap + off[1], *bb = (const double *)bp + off[2];
@@ -259,6 +294,12 @@ int rn_cpu_axpy(rn_tensor *y, double alpha, const rn_tensor *x) {
       double *yy = (double *)yp + off[0];
       const double *xx = (const double *)xp + off[1];
       for (int64_t i = 0; i < it.inner; i++) yy[i * sy] += alpha * xx[i * sx];
+    } else if (y->dtype == RN_BF16 && x->dtype == RN_BF16) {
+      uint16_t *yy = (uint16_t *)yp + off[0];
+      const uint16_t *xx = (const uint16_t *)xp + off[1];
+      const float al = (float)alpha;
+      for (int64_t i = 0; i < it.inner; i++)
+        yy[i * sy] = rn_f2bf16(rn_bf16f(yy[i * sy]) + al * rn_bf16f(xx[i * sx]));
     } else {
       for (int64_t i = 0; i < it.inner; i++) {
         char *q = yp + (size_t)(off[0] + i * sy) * ey;

@@ -4,8 +4,10 @@
  *
  * Layout: x, y, gy, gx: (R,C) contiguous (R = N*H*W rows, C channels, C is
  * the fastest dim); gamma, beta, running_*, save_*: (C), same dtype as x
- * (float32 or float64; contiguous or 1-D strided). Statistics are accumulated
- * in double. Rows are cut into fixed blocks of BLK rows whose partial sums
+ * (float32 or float64; contiguous or 1-D strided), or float32/bfloat16 for
+ * a bfloat16 x. bfloat16 data runs the float32 loops on rows widened into a
+ * per-thread buffer, outputs rounded once (no float32 copy of the tensor).
+ * Statistics are accumulated in double. Rows are cut into fixed blocks of BLK rows whose partial sums
  * are added in block order, so results do not depend on the thread count.
  * The inner loops run over the C contiguous channels and vectorize.
  *
@@ -32,6 +34,7 @@ static inline double pget(const rn_tensor *t, int64_t i, double def) {
   if (!t) return def;
   const char *p = rn_ptr(t);
   int64_t s = t->ndim ? t->stride[0] : 0;
+  if (t->dtype == RN_BF16) return rn_bf16f(((const uint16_t *)p)[i * s]);
   return t->dtype == RN_F32 ? (double)((const float *)p)[i * s] : ((const double *)p)[i * s];
 }
 
@@ -39,13 +42,14 @@ static inline void pset(rn_tensor *t, int64_t i, double v) {
   char *p = rn_ptr(t);
   int64_t s = t->ndim ? t->stride[0] : 0;
   if (t->dtype == RN_F32) ((float *)p)[i * s] = (float)v;
+  else if (t->dtype == RN_BF16) ((uint16_t *)p)[i * s] = rn_f2bf16((float)v);
   else ((double *)p)[i * s] = v;
 }
 
 /* (R,C) of x: C is the last dim, R the product of the others. */
 static int dims_rc(const rn_tensor *x, const char *op, int64_t *R, int64_t *C) {
-  if (x->dtype != RN_F32 && x->dtype != RN_F64)
-    return rn_err("%s: dtype %s is not supported on the cpu (float32, float64)", op,
+  if (x->dtype != RN_F32 && x->dtype != RN_F64 && x->dtype != RN_BF16)
+    return rn_err("%s: dtype %s is not supported on the cpu (float32, float64, bfloat16)", op,
                   rn_dtype_name(x->dtype));
   if (x->ndim < 1) return rn_err("%s: x must have at least 1 dim", op);
   *C = x->shape[x->ndim - 1];
@@ -53,12 +57,25 @@ static int dims_rc(const rn_tensor *x, const char *op, int64_t *R, int64_t *C) {
   return 0;
 }
 
-/* partial_sums' per-thread float scratch (float32 x), or NULL (float64, or
- * out of memory: the caller checks). */
+/* partial_sums' per-thread float scratch (float32/bfloat16 x: 5*C floats,
+ * the last two the widened rows of bf16 x and gy), or NULL (float64, or out
+ * of memory: the caller checks). */
 static float *sum_scratch(const rn_tensor *x, size_t C) {
-  if (x->dtype != RN_F32) return NULL;
-  return malloc(sizeof(float) * 3 * C * (size_t)omp_get_max_threads());
+  if (x->dtype != RN_F32 && x->dtype != RN_BF16) return NULL;
+  return malloc(sizeof(float) * 5 * C * (size_t)omp_get_max_threads());
 }
+
+/* Row r of (R,C) data as float: the row itself (float32), or widened into
+ * buf (bfloat16). */
+static inline const float *row_f(const char *p, rn_dtype dt, int64_t r, int64_t C, float *buf) {
+  if (dt == RN_F32) return (const float *)p + r * C;
+  const uint16_t *h = (const uint16_t *)p + r * C;
+#pragma omp simd
+  for (int64_t c = 0; c < C; c++) buf[c] = rn_bf16f(h[c]);
+  return buf;
+}
+
+static inline bool is_f32ish(rn_dtype dt) { return dt == RN_F32 || dt == RN_BF16; }
 
 /* The fused ReLU's mask recomputed in the backward: keep gy where
  * b*(x - mean) + d > 0, evaluated as the forward evaluated its output (in
@@ -81,23 +98,23 @@ static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const relu_mas
   int64_t nblk = (R + BLK - 1) / BLK;
   const char *xp = rn_ptr(x);
   const char *gp = gy ? rn_ptr(gy) : NULL;
-  bool f32 = x->dtype == RN_F32;
+  bool f32 = is_f32ish(x->dtype);
 #pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
   for (int64_t b = 0; b < nblk; b++) {
     double *s1 = part + (size_t)b * 2 * (size_t)C, *s2 = s1 + C;
     for (int64_t c = 0; c < C; c++) s1[c] = s2[c] = 0;
     int64_t r0 = b * BLK, r1 = r0 + BLK < R ? r0 + BLK : R;
     if (f32) {
-      float *f1 = scratch + (size_t)omp_get_thread_num() * 3 * (size_t)C, *f2 = f1 + C,
-            *fs = f2 + C;
+      float *f1 = scratch + (size_t)omp_get_thread_num() * 5 * (size_t)C, *f2 = f1 + C,
+            *fs = f2 + C, *xb = fs + C, *gb = xb + C;
       for (int64_t c = 0; c < C; c++) fs[c] = (float)shift[c];
       for (int64_t q0 = r0; q0 < r1; q0 += SUB) {
         int64_t q1 = q0 + SUB < r1 ? q0 + SUB : r1;
         for (int64_t c = 0; c < C; c++) f1[c] = f2[c] = 0;
         for (int64_t r = q0; r < q1; r++) {
-          const float *xr = (const float *)xp + r * C;
+          const float *xr = row_f(xp, x->dtype, r, C, xb);
           if (gp && rm) {
-            const float *gr = (const float *)gp + r * C;
+            const float *gr = row_f(gp, gy->dtype, r, C, gb);
             const float *bf = rm->bf, *df = rm->df;
 #pragma omp simd
             for (int64_t c = 0; c < C; c++) {
@@ -108,7 +125,7 @@ static void partial_sums(const rn_tensor *x, const rn_tensor *gy, const relu_mas
               f2[c] += g * xc;
             }
           } else if (gp) {
-            const float *gr = (const float *)gp + r * C;
+            const float *gr = row_f(gp, gy->dtype, r, C, gb);
 #pragma omp simd
             for (int64_t c = 0; c < C; c++) {
               f1[c] += gr[c];
@@ -170,10 +187,14 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const relu_mask *rm,
                        const double *d, int64_t R, int64_t C, bool relu, const char *op) {
   char *opp = rn_ptr(out);
   const char *ip = in ? rn_ptr(in) : NULL, *xp = rn_ptr(x);
-  if (x->dtype == RN_F32) {
-    float *af = malloc(sizeof(float) * 4 * (size_t)(C ? C : 1));
+  if (is_f32ish(x->dtype)) {
+    /* 4 (C) coefficient rows, then per thread 3 rows for bf16 data (x, in
+     * widened; out before rounding) */
+    size_t n1 = (size_t)(C ? C : 1), nt = (size_t)omp_get_max_threads();
+    float *af = malloc(sizeof(float) * n1 * (4 + 3 * nt));
     if (!af) return rn_err("%s: out of memory for %lld channels", op, (long long)C);
     float *bf = af + C, *mf = bf + C, *df = mf + C;
+    bool h = out->dtype == RN_BF16;
     for (int64_t c = 0; c < C; c++) {
       af[c] = (float)a[c];
       bf[c] = (float)b[c];
@@ -182,10 +203,11 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const relu_mask *rm,
     }
 #pragma omp parallel for schedule(static) if (R * C > PAR_MIN)
     for (int64_t r = 0; r < R; r++) {
-      float *o = (float *)opp + r * C;
-      const float *xr = (const float *)xp + r * C;
+      float *tb = af + n1 * (4 + 3 * (size_t)omp_get_thread_num());
+      float *o = h ? tb + 2 * n1 : (float *)opp + r * C;
+      const float *xr = row_f(xp, x->dtype, r, C, tb);
       if (ip && rm) {
-        const float *ir = (const float *)ip + r * C, *rb = rm->bf, *rd = rm->df;
+        const float *ir = row_f(ip, in->dtype, r, C, tb + n1), *rb = rm->bf, *rd = rm->df;
 #pragma omp simd
         for (int64_t c = 0; c < C; c++) {
           float iv = ir[c], xc = xr[c] - mf[c];
@@ -193,7 +215,7 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const relu_mask *rm,
           o[c] = af[c] * (v > 0 ? iv : 0.0f) + bf[c] * xc + df[c];
         }
       } else if (ip) {
-        const float *ir = (const float *)ip + r * C;
+        const float *ir = row_f(ip, in->dtype, r, C, tb + n1);
 #pragma omp simd
         for (int64_t c = 0; c < C; c++) o[c] = af[c] * ir[c] + bf[c] * (xr[c] - mf[c]) + df[c];
       } else if (relu) {
@@ -205,6 +227,11 @@ static int affine_rows(rn_tensor *out, const rn_tensor *in, const relu_mask *rm,
       } else {
 #pragma omp simd
         for (int64_t c = 0; c < C; c++) o[c] = bf[c] * (xr[c] - mf[c]) + df[c];
+      }
+      if (h) {
+        uint16_t *oh = (uint16_t *)opp + r * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) oh[c] = rn_f2bf16(o[c]);
       }
     }
     free(af);
@@ -257,10 +284,11 @@ static int bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invs
   double *a = shift + n1, *b = a + n1, *m = b + n1, *d = m + n1, *v = d + n1;
   /* shift by the first row: sums of (x - x[0]) keep precision for large means */
   for (int64_t c = 0; c < C; c++)
-    shift[c] = x->dtype == RN_F32 ? (double)((const float *)rn_ptr(x))[c]
-                                  : ((const double *)rn_ptr(x))[c];
+    shift[c] = x->dtype == RN_F32    ? (double)((const float *)rn_ptr(x))[c]
+               : x->dtype == RN_BF16 ? (double)rn_bf16f(((const uint16_t *)rn_ptr(x))[c])
+                                     : ((const double *)rn_ptr(x))[c];
   float *scratch = sum_scratch(x, n1);
-  if (x->dtype == RN_F32 && !scratch) {
+  if (is_f32ish(x->dtype) && !scratch) {
     free(shift);
     free(part);
     return rn_err("batch_norm: out of memory for the statistics of %lld channels", (long long)C);
@@ -365,7 +393,7 @@ static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
   double *mean = malloc(sizeof(double) * 6 * n1 + sizeof(float) * 2 * n1);
   double *part = malloc(sizeof(double) * 2 * n1 * (size_t)(nblk ? nblk : 1));
   float *scratch = sum_scratch(x, n1);
-  if (!mean || !part || (x->dtype == RN_F32 && !scratch)) {
+  if (!mean || !part || (is_f32ish(x->dtype) && !scratch)) {
     free(mean);
     free(part);
     free(scratch);

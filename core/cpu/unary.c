@@ -1,7 +1,8 @@
 /* unary.c - CPU kernels of the unary ops (y = op(x; a, b)) over strided
  * operands, and of their backward (gx = gy * op'(x), contiguous). The
- * formulas are in unary_math.h, made here for float and for double; the
- * integer and 16-bit types go through double. */
+ * formulas are in unary_math.h, made here for float and for double;
+ * bfloat16 runs the float formulas (rounded once), the integer types and
+ * float16 go through double. */
 #include <math.h>
 #include <tgmath.h>
 
@@ -58,6 +59,18 @@ int rn_cpu_unary(rn_unop op, const double *p, rn_tensor *y, const rn_tensor *x) 
       double *yy = (double *)yp + off[0];
       const double *xx = (const double *)xp + off[1];
       for (int64_t i = 0; i < it.inner; i++) yy[i * sy] = un_d(op, xx[i * sx], p[0], p[1]);
+    } else if (x->dtype == RN_BF16 && y->dtype == RN_BF16) { /* in float, rounded once */
+      uint16_t *yy = (uint16_t *)yp + off[0];
+      const uint16_t *xx = (const uint16_t *)xp + off[1];
+      if (op == RN_OP_RELU) {
+        for (int64_t i = 0; i < it.inner; i++) {
+          uint16_t h = xx[i * sx];
+          yy[i * sy] = rn_bf16f(h) > 0 ? h : 0;
+        }
+      } else {
+        for (int64_t i = 0; i < it.inner; i++)
+          yy[i * sy] = rn_f2bf16(un_f(op, rn_bf16f(xx[i * sx]), af, bf));
+      }
     } else {
       for (int64_t i = 0; i < it.inner; i++)
         rn_store(yp + (size_t)(off[0] + i * sy) * es, y->dtype,

@@ -101,15 +101,26 @@ static rn_backend cuda_backend_unfused;
 
 const rn_backend *rn_cuda_backend(void) {
   if (rn_cuda_init() < 0) return NULL;
+  /* issue #18: the table with the bf16 converting wrappers (bf16.c) in the
+   * slots whose kernels take float32/float64 only; issue 19:
+   * $RN_CUDA_BN_RELU=0 also drops the fused BN+ReLU slots (batch norm, then
+   * relu: the path before) */
+  static rn_backend with_bf16;
+  static bool made;
+  if (!made) {
+    with_bf16 = cuda_backend;
+    rn_cuda_bf16_table(&with_bf16);
+    made = true;
+  }
   const char *e = getenv("RN_CUDA_BN_RELU");
   if (e && strcmp(e, "0") == 0) {
     if (!cuda_backend_unfused.name) {
-      cuda_backend_unfused = cuda_backend;
+      cuda_backend_unfused = with_bf16;
       cuda_backend_unfused.bn_relu_fwd_train = NULL;
       cuda_backend_unfused.bn_relu_fwd_infer = NULL;
       cuda_backend_unfused.bn_relu_bwd = NULL;
     }
     return &cuda_backend_unfused;
   }
-  return &cuda_backend;
+  return &with_bf16;
 }

@@ -241,4 +241,7 @@ const rn_loader *rn_cuda_dloader_spec(const rn_cuda_dloader *d);
 int rn_cuda_dloader_batch(rn_cuda_dloader *d, int64_t epoch, int64_t b, rn_tensor **x,
                           rn_tensor **y);
 
+/* bf16.c: puts the bf16/fp16 converting wrappers into be's slots (issue #18) */
+void rn_cuda_bf16_table(rn_backend *be);
+
 #endif

@@ -102,8 +102,8 @@ rn_tensor *rn_scaled_dot_product_attention(rn_tensor *q, rn_tensor *k, rn_tensor
   char b1[128], b2[128], b3[128];
   rn_tensor *ins[4] = {q, k, v, mask};
   if (rn_same_device(op, mask ? 4 : 3, ins) < 0) return NULL;
-  if (q->dtype != k->dtype || q->dtype != v->dtype || (q->dtype != RN_F32 && q->dtype != RN_F64)) {
-    rn_err("%s: q, k, v are %s, %s, %s; all float32 or all float64 is needed", op,
+  if (q->dtype != k->dtype || q->dtype != v->dtype || !rn_dtype_is_float(q->dtype)) {
+    rn_err("%s: q, k, v are %s, %s, %s; all of one float type is needed", op,
            rn_dtype_name(q->dtype), rn_dtype_name(k->dtype), rn_dtype_name(v->dtype));
     return NULL;
   }

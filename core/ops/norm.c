@@ -4,7 +4,10 @@
  *
  * x: (...,C) channels last, viewed as (R,C) with R the product of the other
  * dims; gamma, beta, running_mean, running_var: (C) or NULL, x's dtype and
- * device. Running statistics are buffers: they never get a gradient.
+ * device, or float32 for a bfloat16/float16 x (the mixed_bfloat16 policy:
+ * statistics and parameters stay float32; the saved batch statistics and
+ * the parameters' gradients are float32 then too). Running statistics are
+ * buffers: they never get a gradient.
  *
  * rn_batch_norm_relu is relu(batch_norm(x)) in one kernel where the backend
  * has the fused slots (one node "batch_norm_relu", which also saves y for
@@ -51,8 +54,9 @@ static int bn_train_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   rn_tensor *gx = x2 ? rn_empty_like(x) : NULL, *gx2 = gx ? rn_view2d(gx) : NULL;
   rn_tensor *gg = NULL, *gb = NULL;
   int rc = gx2 ? 0 : -1;
-  if (rc == 0 && n->needs[1] && !(gg = rn_empty(1, &C, x->dtype, rn_device(x)))) rc = -1;
-  if (rc == 0 && n->needs[2] && !(gb = rn_empty(1, &C, x->dtype, rn_device(x)))) rc = -1;
+  rn_dtype pd = n->in_shape[1].dtype, bd = n->in_shape[2].dtype; /* the parameters' */
+  if (rc == 0 && n->needs[1] && !(gg = rn_empty(1, &C, pd, rn_device(x)))) rc = -1;
+  if (rc == 0 && n->needs[2] && !(gb = rn_empty(1, &C, bd, rn_device(x)))) rc = -1;
   rn_tensor *y2 = NULL;
   if (rc == 0 && relu && !(y2 = rn_view2d(n->saved[4]))) rc = -1;
   if (rc == 0)
@@ -68,9 +72,29 @@ static int bn_train_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
 
 /* y = (x - rm) * k + beta with k = gamma / sqrt(rv + eps):
  *   gx = gy * k, ggamma = sum gy * (x - rm) / sqrt(rv + eps), gbeta = sum gy */
+static int bn_infer_bw_math(rn_node *n, bn_ctx *c, rn_tensor *g, rn_tensor *x,
+                            rn_tensor *gamma, rn_tensor *rm, rn_tensor *rv, rn_tensor **gin);
+
 static int bn_infer_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   bn_ctx *c = n->ctx;
   rn_tensor *x = n->saved[0], *gamma = n->saved[1], *rm = n->saved[2], *rv = n->saved[3];
+  /* a 16-bit x with float32 statistics: the rule runs in float32 (the tape
+   * rounds each gradient to its input's dtype) */
+  rn_tensor *cv[3] = {NULL, NULL, NULL};
+  if (x->dtype != rv->dtype || g->dtype != rv->dtype || (gamma && gamma->dtype != rv->dtype)) {
+    if (!(x = cv[0] = rn_cast(x, rv->dtype)) || !(g = cv[1] = rn_cast(g, rv->dtype)) ||
+        (gamma && !(gamma = cv[2] = rn_cast(gamma, rv->dtype)))) {
+      for (int i = 0; i < 3; i++) rn_release(cv[i]);
+      return -1;
+    }
+  }
+  int rc = bn_infer_bw_math(n, c, g, x, gamma, rm, rv, gin);
+  for (int i = 0; i < 3; i++) rn_release(cv[i]);
+  return rc;
+}
+
+static int bn_infer_bw_math(rn_node *n, bn_ctx *c, rn_tensor *g, rn_tensor *x,
+                            rn_tensor *gamma, rn_tensor *rm, rn_tensor *rv, rn_tensor **gin) {
   int nd = x->ndim, dims[RN_MAXDIM];
   for (int i = 0; i < nd - 1; i++) dims[i] = i;
   /* invstd (C) */
@@ -105,15 +129,22 @@ static int bn_infer_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
 
 /* ---- forward ------------------------------------------------------------- */
 
+/* The dtype of the statistics for x: float32 for 16-bit x, else x's. */
+static rn_dtype stat_dtype(const rn_tensor *x) {
+  return x->dtype == RN_BF16 || x->dtype == RN_F16 ? RN_F32 : x->dtype;
+}
+
 static int check_param(rn_tensor *p, const char *what, const rn_tensor *x, int64_t C) {
   if (!p) return 0;
   char b1[128], b2[128];
   if (p->ndim != 1 || p->shape[0] != C)
     return rn_err("batch_norm: %s has shape %s; it must be (%lld), the last dim of x %s", what,
                   rn_shape_str(p, b1, sizeof b1), (long long)C, rn_shape_str(x, b2, sizeof b2));
-  if (p->dtype != x->dtype)
-    return rn_err("batch_norm: %s has dtype %s but x has %s", what, rn_dtype_name(p->dtype),
-                  rn_dtype_name(x->dtype));
+  if (p->dtype != x->dtype && p->dtype != stat_dtype(x))
+    return rn_err("batch_norm: %s has dtype %s but x has %s (valid: %s%s%s)", what,
+                  rn_dtype_name(p->dtype), rn_dtype_name(x->dtype), rn_dtype_name(x->dtype),
+                  stat_dtype(x) != x->dtype ? " or " : "",
+                  stat_dtype(x) != x->dtype ? rn_dtype_name(stat_dtype(x)) : "");
   if (rn_device(p) != rn_device(x))
     return rn_err("batch_norm: %s is on %s but x is on %s; move it with :to()", what,
                   rn_device_name(rn_device(p)), rn_device_name(rn_device(x)));
@@ -210,8 +241,8 @@ static rn_tensor *batch_norm(rn_tensor *x, rn_tensor *gamma, rn_tensor *beta,
   if (rc == 0 && !(y = rn_empty(x->ndim, x->shape, x->dtype, rn_device(x)))) rc = -1;
   if (rc == 0 && (!(x2 = rn_view2d(xc)) || !(y2 = rn_view2d(y)))) rc = -1;
   if (rc == 0 && training) {
-    sm = rn_empty(1, &C, x->dtype, rn_device(x));
-    si = sm ? rn_empty(1, &C, x->dtype, rn_device(x)) : NULL;
+    sm = rn_empty(1, &C, stat_dtype(x), rn_device(x));
+    si = sm ? rn_empty(1, &C, stat_dtype(x), rn_device(x)) : NULL;
     rc = si ? run_train(be, y2, sm, si, x2, gc, bc, running_mean, running_var,
                         RN_MUTANT("bn_momentum") ? 1 - momentum : momentum, unbiased, eps, relu)
             : -1;

@@ -7,7 +7,8 @@
  *   group_norm(x, G): x (N, ..., C) channels last: S = the middle dims, C
  *     split into G groups of Cg = C/G; gamma, beta: (C).
  * Mean and 1/sqrt(var + eps) (biased variance) are kept in float64, (N*G),
- * for the backward. gamma and beta are optional (NULL: 1 and 0). */
+ * for the backward. gamma and beta are optional (NULL: 1 and 0), x's dtype,
+ * or float32 for a bfloat16/float16 x (then their gradients are float32). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,10 +32,11 @@ static int gnorm_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   rn_tensor *gx = gc && n->needs[0] ? rn_empty_like(x) : NULL;
   rn_tensor *gg = NULL, *gb = NULL;
   int rc = gc && (gx || !n->needs[0]) ? 0 : -1;
-  rn_dtype dt = x->dtype;
   rn_devtype dev = rn_device(x);
-  if (rc == 0 && n->needs[1] && !(gg = rn_empty(c->pnd, c->pshape, dt, dev))) rc = -1;
-  if (rc == 0 && n->needs[2] && !(gb = rn_empty(c->pnd, c->pshape, dt, dev))) rc = -1;
+  if (rc == 0 && n->needs[1] && !(gg = rn_empty(c->pnd, c->pshape, n->in_shape[1].dtype, dev)))
+    rc = -1;
+  if (rc == 0 && n->needs[2] && !(gb = rn_empty(c->pnd, c->pshape, n->in_shape[2].dtype, dev)))
+    rc = -1;
   if (rc == 0) rc = be->gnorm_bwd(gx, gg, gb, gc, x, gamma, mean, rstd, c->N, c->S, c->G, c->Cg);
   rn_release(gc);
   if (rc < 0) { rn_release(gx); rn_release(gg); rn_release(gb); return -1; }
@@ -51,9 +53,10 @@ static int check_param(const char *op, const char *what, rn_tensor *p, const rn_
   if (p->ndim != nd || (nd > 0 && memcmp(p->shape, shape, (size_t)nd * sizeof *shape) != 0))
     return rn_err("%s: %s has shape %s, expected %s", op, what, rn_shape_str(p, b1, sizeof b1),
                   rn_dims_str(nd, shape, b2, sizeof b2));
-  if (p->dtype != x->dtype)
-    return rn_err("%s: %s is %s but x is %s", op, what, rn_dtype_name(p->dtype),
-                  rn_dtype_name(x->dtype));
+  bool half = x->dtype == RN_BF16 || x->dtype == RN_F16;
+  if (p->dtype != x->dtype && !(half && p->dtype == RN_F32))
+    return rn_err("%s: %s is %s but x is %s (valid: %s%s)", op, what, rn_dtype_name(p->dtype),
+                  rn_dtype_name(x->dtype), rn_dtype_name(x->dtype), half ? " or float32" : "");
   return 0;
 }
 
@@ -67,8 +70,9 @@ static rn_tensor *gnorm(const char *op, rn_tensor *x, rn_tensor *gamma, rn_tenso
   if (gamma) list[nin++] = gamma;
   if (beta) list[nin++] = beta;
   if (rn_same_device(op, nin, list) < 0) return NULL;
-  if (!rn_dtype_is_float(x->dtype) || (x->dtype != RN_F32 && x->dtype != RN_F64)) {
-    rn_err("%s: x is %s; float32 or float64 is needed", op, rn_dtype_name(x->dtype));
+  if (!rn_dtype_is_float(x->dtype)) {
+    rn_err("%s: x is %s; a float type is needed (float32, float64, bfloat16, float16)", op,
+           rn_dtype_name(x->dtype));
     return NULL;
   }
   if (check_param(op, "gamma", gamma, x, pnd, pshape) < 0 ||

@@ -38,6 +38,9 @@ Loss.__name = "rn.Loss"
 function Loss.__call(self, y_pred, y_true)
   if not rn.is_tensor(y_pred) then error(self.name .. ": y_pred (argument 1) must be a tensor, got " .. type(y_pred), 2) end
   if not rn.is_tensor(y_true) then error(self.name .. ": y_true (argument 2) must be a tensor, got " .. type(y_true), 2) end
+  -- mixed_bfloat16 (Keras): the loss is computed in float32
+  if y_pred.dtype == "bfloat16" or y_pred.dtype == "float16" then y_pred = y_pred:float() end
+  if y_true.dtype == "bfloat16" or y_true.dtype == "float16" then y_true = y_true:float() end
   return self.fn(y_pred, y_true)
 end
 function Loss.__tostring(self) return "<loss " .. self.name .. ">" end

@@ -83,6 +83,7 @@ end
 -- ---- the functional Model -----------------------------------------------------------------
 
 local Model = Layer:extend("Model")
+Model._is_model = true -- a container: its layers cast for mixed_bfloat16 (layers/base.lua)
 Model.base_name = "model"
 M.Model = Model
 
@@ -290,6 +291,8 @@ local function conv_fused(l, x, plan, relu, acc)
   if x:dim() ~= 4 then l:compute_output_shape(x:size()) end -- its error
   l:_check_channels(x:size(4))
   local w, b = l.kernel, l.bias
+  local cdt = layers.compute_dtype(x)
+  if cdt then x = x:to(cdt) end
   if plan then
     local bn = plan.bn.layer
     local k = 1 / (bn.moving_variance + bn.epsilon):sqrt()
@@ -298,6 +301,7 @@ local function conv_fused(l, x, plan, relu, acc)
     b = ((b and (b - bn.moving_mean)) or -bn.moving_mean) * k
     if bn.beta then b = b + bn.beta end
   end
+  if cdt then w = w:to(cdt); b = b and b:to(cdt) end -- mixed_bfloat16: folded in float32, cast once
   return rn._conv2d_fused(x, w, b,
     { stride = l.strides, padding = l.padding, dilation = l.dilation_rate, groups = l.groups }, relu, acc)
 end

@@ -527,12 +527,74 @@ function Layer:_build(shapes)
   self.built = true
 end
 
+-- ---- mixed_bfloat16 (Keras's policy) -----------------------------------------------
+-- Under rn.mixed_precision.set_global_policy("mixed_bfloat16") a layer called
+-- on CPU tensors computes in bfloat16: its float32 inputs are cast to
+-- bfloat16, and its float32 weights (the float32 variables: the master copy
+-- the optimizer updates) are cast for the call, a differentiable cast whose
+-- backward hands the optimizer float32 gradients. Activations between
+-- layers are therefore bfloat16. Layers with keep_float32_weights (the
+-- normalizations) use their float32 parameters and statistics as they are:
+-- their kernels take a bfloat16 x with float32 statistics. Models (layer
+-- containers) pass tensors through; the losses compute in float32. On the
+-- GPU the policy keeps float32 tensors and bf16 math inside the convolution
+-- kernels (core/precision.c) until the CUDA kernels take bf16 tensors.
+
+--- M.compute_dtype(x): "bfloat16" when layers compute in bf16 for input x
+--- (the mixed_bfloat16 policy, x a float32 CPU tensor), else nil.
+--- (A bfloat16 CPU x under the policy also gives "bfloat16": its layer's
+--- weights follow it.)
+function M.compute_dtype(x)
+  if not rn.is_tensor(x) or (x.dtype ~= "float32" and x.dtype ~= "bfloat16") or x.device ~= "cpu" then
+    return nil
+  end
+  local mp = rn.mixed_precision
+  if mp and mp.global_policy() == "mixed_bfloat16" then return "bfloat16" end
+  return nil
+end
+
+local function cast_in(inputs, single, dt)
+  if single then return inputs.dtype == "float32" and inputs:to(dt) or inputs end
+  local out = {}
+  for i, t in ipairs(inputs) do
+    out[i] = (rn.is_tensor(t) and t.dtype == "float32") and t:to(dt) or t
+  end
+  return out
+end
+
+local function first_tensor(inputs, single)
+  if single then return inputs end
+  for _, t in ipairs(inputs) do if rn.is_tensor(t) then return t end end
+  return nil
+end
+
 --- _call_eager(inputs, training): runs call on real tensors (builds first).
 function Layer:_call_eager(inputs, training, single)
   if single == nil then single = rn.is_tensor(inputs) end
   if not self.built then self:_build(shapes_of(inputs, single, real_shape)) end
   if training == nil then training = self.training end
-  local y = self:call(inputs, training)
+  local dt = not self._is_model and M.compute_dtype(first_tensor(inputs, single)) or nil
+  local y
+  if dt and not self.keep_float32_weights and #self._weights > 0 then
+    -- the fields holding float32 weights get bf16 casts for the call
+    local saved = {}
+    for k, v in pairs(self) do
+      if rn.is_tensor(v) and v.dtype == "float32" then
+        for _, w in ipairs(self._weights) do
+          if rawequal(w.tensor, v) then saved[k] = v; break end
+        end
+      end
+    end
+    for k, v in pairs(saved) do self[k] = v:to(dt) end
+    local ok, r = pcall(self.call, self, cast_in(inputs, single, dt), training)
+    for k, v in pairs(saved) do self[k] = v end
+    if not ok then error(r, 0) end
+    y = r
+  elseif dt then
+    y = self:call(cast_in(inputs, single, dt), training)
+  else
+    y = self:call(inputs, training)
+  end
   if y == nil then fail("%s: call returned nothing", self:who()) end
   return y
 end

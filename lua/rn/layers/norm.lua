@@ -13,6 +13,7 @@ local Layer = M.Layer
 -- ---- BatchNormalization --------------------------------------------------------------
 
 local BN = Layer:extend("BatchNormalization")
+BN.keep_float32_weights = true -- mixed_bfloat16: bf16 x, float32 parameters and statistics
 M.BatchNormalization = BN
 
 --- BatchNormalization({axis=-1, momentum=0.99, epsilon=1e-3, center=true,
