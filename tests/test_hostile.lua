@@ -133,30 +133,7 @@ end)
 
 -- ---- 3. the CIFAR archive's trailer ----------------------------------------
 
-local crc_table = {}
-for i = 0, 255 do
-  local c = i
-  for _ = 1, 8 do c = (c & 1) == 1 and (0xEDB88320 ~ (c >> 1)) or (c >> 1) end
-  crc_table[i] = c
-end
-local function crc32(s)
-  local c = 0xFFFFFFFF
-  for i = 1, #s do c = crc_table[(c ~ s:byte(i)) & 0xFF] ~ (c >> 8) end
-  return c ~ 0xFFFFFFFF
-end
-
--- gzip of s in stored (level-0) deflate blocks: the bytes appear as they are
-local function gzip_stored(s)
-  local out = {"\31\139\8\0\0\0\0\0\0\255"}
-  local i = 1
-  repeat
-    local chunk = s:sub(i, i + 65534)
-    i = i + #chunk
-    out[#out + 1] = string.pack("<BI2I2", i > #s and 1 or 0, #chunk, (~#chunk) & 0xFFFF) .. chunk
-  until i > #s
-  out[#out + 1] = string.pack("<I4I4", crc32(s), #s & 0xFFFFFFFF)
-  return table.concat(out)
-end
+local gzip_stored = dofile("tests/lib/gzip_stored.lua").encode
 
 local function record(label)
   local t = {string.char(label)}
