@@ -206,8 +206,23 @@ BW_LINK int BW(line_bwd)(rn_tensor *gx, const rn_tensor *gy, const rn_line_param
 }
 
 #ifdef BW_CONV /* convolution slots (the CPU's conv.c calls its own, oneDNN first) */
+/* BW_CONV_NATIVE(t): the kernel takes bf16 tensor t as it is (cuDNN's bf16
+ * convolutions); a failure there (no bf16 algorithm for the shape) falls
+ * back to the converting path */
+#ifndef BW_CONV_NATIVE
+#define BW_CONV_NATIVE(t) ((void)(t), false)
+#endif
+#define BW_TRY_NATIVE(t, call)                        \
+  do {                                                \
+    if (BW_CONV_NATIVE(t)) {                          \
+      if ((call) == 0) return 0;                      \
+      rn_clear_error();                               \
+    }                                                 \
+  } while (0)
+
 BW_LINK int BW(conv2d_fwd)(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
                            const rn_tensor *b, const rn_conv_params *p) {
+  BW_TRY_NATIVE(x, BW_K(conv2d_fwd)(y, x, w, b, p));
   cv c = {0};
   rn_tensor *Y = out(&c, y, false);
   const rn_tensor *X = in(&c, x), *W = in(&c, w), *B = in_opt(&c, b);
@@ -216,6 +231,7 @@ BW_LINK int BW(conv2d_fwd)(rn_tensor *y, const rn_tensor *x, const rn_tensor *w,
 
 BW_LINK int BW(conv2d_bwd_data)(rn_tensor *gx, const rn_tensor *gy, const rn_tensor *w,
                                 const rn_conv_params *p) {
+  BW_TRY_NATIVE(gy, BW_K(conv2d_bwd_data)(gx, gy, w, p));
   cv c = {0};
   rn_tensor *GX = out(&c, gx, false);
   const rn_tensor *GY = in(&c, gy), *W = in(&c, w);
@@ -224,6 +240,7 @@ BW_LINK int BW(conv2d_bwd_data)(rn_tensor *gx, const rn_tensor *gy, const rn_ten
 
 BW_LINK int BW(conv2d_bwd_filter)(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
                                   const rn_tensor *x, const rn_conv_params *p) {
+  BW_TRY_NATIVE(x, BW_K(conv2d_bwd_filter)(gw, gb, gy, x, p));
   cv c = {0};
   rn_tensor *GW = out(&c, gw, false), *GB = out_opt(&c, gb);
   const rn_tensor *GY = in(&c, gy), *X = in(&c, x);

@@ -361,6 +361,12 @@ template <typename T> __global__ void bias_add_kernel(T *y, const T *b, int64_t 
     y[i] += b[i % C];
 }
 
+__global__ void bias_add_bf16_kernel(uint16_t *y, const uint16_t *b, int64_t rows, int64_t C) {
+  const int64_t n = rows * C, step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
+    y[i] = f32_to_bf16(bf16_to_f32(y[i]) + bf16_to_f32(b[i % C]));
+}
+
 unsigned grid(int64_t n) { return blocks_for(n, kThreads); }
 /* one thread per channel (chan_blocks) or one warp per channel (warp_blocks) */
 unsigned chan_blocks(int64_t C) { return (unsigned)((C + kThreads - 1) / kThreads); }
@@ -382,6 +388,20 @@ unsigned warp_blocks(int64_t C) { return (unsigned)((C * 32 + kThreads - 1) / kT
       return cudaErrorInvalidValue;                                                \
     }                                                                              \
   } while (0)
+
+/* The data-movement kernels (transpose, permute, pad, crop) move 2-byte
+ * elements of bfloat16 and float16 as uint16_t, bit for bit (a zero pad is
+ * +0 in both). */
+#define RNK_MOVE_DISPATCH(dt, CALL)                                                      \
+  do {                                                                             \
+    if ((dt) == RNK_BF16 || (dt) == RNK_F16) {                                     \
+      typedef uint16_t T;                                                          \
+      CALL;                                                                        \
+    } else {                                                                       \
+      RNK_FLOAT_DISPATCH(dt, CALL);                                                \
+    }                                                                              \
+  } while (0)
+
 
 extern "C" cudaError_t rnk_pool2d_fwd(int dt, int max, rnk_pool_geom g, void *y, const void *x,
                                       cudaStream_t s) {
@@ -494,7 +514,7 @@ extern "C" cudaError_t rnk_pad_nhwc(int dt, void *xp, const void *x, int64_t N, 
                                     cudaStream_t s) {
   int64_t Hp = H + pt + pb, Wp = W + pl + pr, n = N * Hp * Wp * C;
   if (n <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (pad_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)xp, (const T *)x, N, H, W, C,
+  RNK_MOVE_DISPATCH(dt, (pad_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)xp, (const T *)x, N, H, W, C,
                                                                pt, pl, Hp, Wp)));
   return cudaGetLastError();
 }
@@ -504,7 +524,7 @@ extern "C" cudaError_t rnk_crop_nhwc(int dt, void *gx, const void *gxp, int64_t 
                                      cudaStream_t s) {
   int64_t Hp = H + pt + pb, Wp = W + pl + pr, n = N * H * W * C;
   if (n <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (crop_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)gx, (const T *)gxp, N, H, W,
+  RNK_MOVE_DISPATCH(dt, (crop_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)gx, (const T *)gxp, N, H, W,
                                                                 C, pt, pl, Hp, Wp)));
   return cudaGetLastError();
 }
@@ -515,7 +535,7 @@ extern "C" cudaError_t rnk_transpose2d(int dt, void *out, const void *in, int64_
   int64_t tiles = ((rows + kTile - 1) / kTile) * ((cols + kTile - 1) / kTile);
   unsigned b = tiles > (int64_t)kMaxBlocks ? kMaxBlocks : (unsigned)tiles;
   dim3 block(kTile, 8);
-  RNK_FLOAT_DISPATCH(dt, (transpose_kernel<T><<<b, block, 0, s>>>((T *)out, (const T *)in, rows,
+  RNK_MOVE_DISPATCH(dt, (transpose_kernel<T><<<b, block, 0, s>>>((T *)out, (const T *)in, rows,
                                                             cols)));
   return cudaGetLastError();
 }
@@ -523,6 +543,10 @@ extern "C" cudaError_t rnk_transpose2d(int dt, void *out, const void *in, int64_
 extern "C" cudaError_t rnk_bias_add(int dt, void *y, const void *b, int64_t rows, int64_t C,
                                     cudaStream_t s) {
   if (rows * C <= 0) return cudaSuccess;
+  if (dt == RNK_BF16) { /* y, b bfloat16: the sum in float32, rounded once */
+    bias_add_bf16_kernel<<<grid(rows * C), kThreads, 0, s>>>((uint16_t *)y, (const uint16_t *)b, rows, C);
+    return cudaGetLastError();
+  }
   RNK_FLOAT_DISPATCH(dt, (bias_add_kernel<T><<<grid(rows * C), kThreads, 0, s>>>((T *)y, (const T *)b,
                                                                            rows, C)));
   return cudaGetLastError();
@@ -532,6 +556,6 @@ extern "C" cudaError_t rnk_permute4(int dt, void *out, const void *in, rnk_perm4
                                     cudaStream_t s) {
   int64_t n = p.shape[0] * p.shape[1] * p.shape[2] * p.shape[3];
   if (n <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (permute4_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)out, (const T *)in, p)));
+  RNK_MOVE_DISPATCH(dt, (permute4_kernel<T><<<grid(n), kThreads, 0, s>>>((T *)out, (const T *)in, p)));
   return cudaGetLastError();
 }

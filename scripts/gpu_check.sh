@@ -118,11 +118,15 @@ OUTDIR=${1:-${OUT:-out/gpu_check}}
 mkdir -p "$OUTDIR" || exit 2
 OUTDIR=$(cd "$OUTDIR" && pwd)
 
-NAMES=()
-STATUS=()
-TIMES=()
-NOTES=()
-record() { NAMES+=("$1"); STATUS+=("$2"); TIMES+=("$3"); NOTES+=("${4:-}"); }
+# RN_GPU_PACK=1 (the device run): the logs are written to a temp dir and packed
+# into OUTDIR/logs.tgz at the end, beside summary.txt (the device tool returns
+# at most 8 files; there are more logs than that)
+FINALDIR=$OUTDIR
+if [ "${RN_GPU_PACK:-0}" = 1 ]; then OUTDIR=$(mktemp -d /tmp/rn_gpu_logs.XXXXXX); fi
+# one line per step, appended by record(), also from the steps run in the background
+STEPS_FILE=$OUTDIR/steps.tsv
+: >"$STEPS_FILE"
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$STEPS_FILE"; }
 
 # the line of a log worth showing in the summary (test totals, sanitizer count)
 note_of() {
@@ -138,7 +142,7 @@ BUDGET=${RN_GPU_BUDGET:-330}
 step() {
   local name=$1 limit=$2
   shift 2
-  local left=$((BUDGET - SECONDS - 5))
+  local left=$((BUDGET - SECONDS - ${RESERVE:-5}))
   if [ "$left" -lt 20 ]; then
     skip "$name" "no time left of the ${BUDGET}s budget"
     return 124
@@ -170,13 +174,17 @@ summary() {
   {
     if [ -s "$BENCH_TABLE" ]; then cat "$BENCH_TABLE"; echo; fi
     printf '%-11s %-48s %7s  %s\n' step status seconds note
-    for i in "${!NAMES[@]}"; do
-      printf '%-11s %-48s %7s  %s\n' "${NAMES[$i]}" "${STATUS[$i]}" "${TIMES[$i]}" "${NOTES[$i]}"
-    done
+    while IFS=$'\t' read -r n st t no; do
+      printf '%-11s %-48s %7s  %s\n' "$n" "$st" "$t" "$no"
+    done <"$STEPS_FILE"
   } >"$OUTDIR/summary.txt"
   # the step table is the last thing printed
   sed -n '/^step /,$p' "$OUTDIR/summary.txt"
   rm -f "$BENCH_TABLE"
+  if [ "$OUTDIR" != "$FINALDIR" ]; then
+    cp "$OUTDIR/summary.txt" "$FINALDIR/summary.txt"
+    tar czf "$FINALDIR/logs.tgz" -C "$OUTDIR" . && rm -rf "$OUTDIR"
+  fi
   if [ -n "${GPULIBS_TMP:-}" ]; then rm -rf "$GPULIBS_TMP"; fi
 }
 trap summary EXIT
@@ -291,35 +299,11 @@ else
 fi
 rm -f "$PROBE"
 
-# ---- tests --------------------------------------------------------------------
-# the out-of-memory test fills the card: its own step, after the others
-step cuda_tests 130 bash -c 'env RN_TEST_VERBOSE=2 RN_TEST_EXCLUDE="out of memory" ./rnlua tests/run.lua \
-  tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua tests/test_optim_fused.lua \
-  tests/test_graph.lua tests/test_l2_fused.lua tests/test_cuda_bn_relu.lua tests/test_profile.lua;
-  rc=$?; echo "== again with RN_CUDNN_DESC_CACHE=0 (per-call descriptors): the conv tests";
-  env RN_CUDNN_DESC_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
-  echo "== again with RN_CUDNN_FILTER_CACHE=0 (per-call filter transpose): the conv tests";
-  env RN_CUDNN_FILTER_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
-  echo "== again with RN_CUDNN_GRAPH=1 (the graph API with cached plans): the conv tests";
-  env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
-  echo "== again with RN_CUDA_BN_RELU=0 (batch norm, then relu): the batch norm and training tests";
-  env RN_CUDA_BN_RELU=0 RN_TEST_MATCH="[bB]atch" ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
-  exit $rc'
-
-if command -v compute-sanitizer >/dev/null; then
-  step sanitizer 60 env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
-    --print-limit 30 ./rnlua tests/run.lua tests/test_cuda.lua tests/test_cuda_data.lua
-else
-  skip sanitizer "compute-sanitizer not on PATH"
-fi
-
-step oom 60 env RN_TEST_VERBOSE=2 RN_TEST_MATCH="out of memory" ./rnlua tests/run.lua tests/test_cuda.lua
-
-if [ "${RN_GPU_FULL_SUITE:-0}" = 1 ]; then
-  step suite 300 ./rnlua tests/run.lua
-fi
-
-# ---- optional steps -------------------------------------------------------------
+# ---- phase 1: correctness, the steps side by side ------------------------------
+# The parity tests, the sanitizer, the training run and NCCL do not time
+# anything: they run at once (16 cores, one GPU with room for all of them),
+# each under its own timeout, 4 threads each. The benchmarks run after them,
+# alone on the machine.
 have_train_data() {
   [ -n "${RN_GPU_TRAIN_ARGS:-}" ] && return 0
   local p
@@ -334,16 +318,68 @@ TRAIN_DATA=""
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -d .gpudata/fashion-mnist ]; then
   TRAIN_DATA="--dataset fashion-mnist --data .gpudata/fashion-mnist"
 fi
+
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+PIDS=()
+# the out-of-memory test fills the card: its own step, after these
+step cuda_tests 150 bash -c 'env RN_TEST_VERBOSE=2 RN_TEST_EXCLUDE="out of memory" ./rnlua tests/run.lua \
+  tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua tests/test_optim_fused.lua \
+  tests/test_graph.lua tests/test_l2_fused.lua tests/test_cuda_bn_relu.lua tests/test_profile.lua;
+  rc=$?; echo "== again with RN_CUDNN_DESC_CACHE=0 (per-call descriptors): the conv tests";
+  env RN_CUDNN_DESC_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  echo "== again with RN_CUDNN_FILTER_CACHE=0 (per-call filter transpose): the conv tests";
+  env RN_CUDNN_FILTER_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  echo "== again with RN_CUDNN_GRAPH=1 (the graph API with cached plans): the conv tests";
+  env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  echo "== again with RN_CUDA_BN_RELU=0 (batch norm, then relu): the batch norm and training tests";
+  env RN_CUDA_BN_RELU=0 RN_TEST_MATCH="[bB]atch" ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  exit $rc' >/dev/null &
+PIDS+=($!)
+# the new ops (grouped/transposed convolution, attention, resize, bf16 tensors,
+# MobileNetV2/ViT steps), then the new ops under the cuDNN graph API
+if [ -f tests/test_cuda_ops2.lua ]; then
+  step cuda_ops2 150 bash -c 'env RN_TEST_VERBOSE=2 ./rnlua tests/run.lua tests/test_cuda_ops2.lua; rc=$?;
+    echo "== again with RN_CUDNN_GRAPH=1: the conv tests";
+    env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda_ops2.lua || rc=1; exit $rc' >/dev/null &
+  PIDS+=($!)
+fi
+if command -v compute-sanitizer >/dev/null; then
+  # the light CUDA tests, then a short training run (a few steps of the seed ResNet)
+  # shellcheck disable=SC2086
+  step sanitizer 150 bash -c "env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
+    --print-limit 30 ./rnlua tests/run.lua tests/test_cuda.lua tests/test_cuda_data.lua; rc=\$?;
+    echo '== a short training run under memcheck';
+    compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 30 ./rnlua scripts/resnet_cifar.lua \
+      --device cuda --epochs 1 --train-limit 512 --test-limit 256 --batch-size 128 $TRAIN_DATA || rc=1; exit \$rc" >/dev/null &
+  PIDS+=($!)
+else
+  skip sanitizer "compute-sanitizer not on PATH"
+fi
+if [ -f tests/dist/nccl_check.lua ]; then
+  step nccl 90 ./rnlua tests/dist/nccl_check.lua >/dev/null &
+  PIDS+=($!)
+fi
 if [ -f scripts/resnet_cifar.lua ] && ! have_train_data; then
   skip train "no CIFAR-10 / fashion-mnist here (set RN_GPU_TRAIN_ARGS=\"--data PATH ...\")"
 elif [ -f scripts/resnet_cifar.lua ]; then
   # shellcheck disable=SC2086
-  step train 40 ./rnlua scripts/resnet_cifar.lua ${RN_GPU_TRAIN_ARGS:---device cuda --epochs 4 \
-    --train-limit 12800 --test-limit 2000 $TRAIN_DATA}
-else
-  skip train "scripts/resnet_cifar.lua not present yet"
+  step train 90 ./rnlua scripts/resnet_cifar.lua ${RN_GPU_TRAIN_ARGS:---device cuda --epochs 4 \
+    --train-limit 12800 --test-limit 2000 $TRAIN_DATA} >/dev/null &
+  PIDS+=($!)
+fi
+wait "${PIDS[@]}"
+for f in cuda_tests cuda_ops2 sanitizer nccl train; do
+  [ -f "$OUTDIR/$f.log" ] && { echo "== $f (tail)"; tail -n 12 "$OUTDIR/$f.log"; }
+done
+unset OMP_NUM_THREADS
+
+step oom 60 env RN_TEST_VERBOSE=2 RN_TEST_MATCH="out of memory" ./rnlua tests/run.lua tests/test_cuda.lua
+
+if [ "${RN_GPU_FULL_SUITE:-0}" = 1 ]; then
+  step suite 300 ./rnlua tests/run.lua
 fi
 
+# ---- phase 2: speed, one thing at a time ----------------------------------------
 # bench_table OUT LOG...: the RESULT lines of the bench logs as a table with
 # s/epoch (50,000 images) and the ratio of rnlua to each PyTorch mode
 bench_table() {
@@ -364,6 +400,7 @@ bench_table() {
     }' | tee "$out"
 }
 
+
 if [ -f scripts/bench_gpu.lua ]; then
   # shellcheck disable=SC2086
   # cuDNN algorithms measured (RN_CUDNN_FIND=1), as torch.backends.cudnn.benchmark below
@@ -377,14 +414,17 @@ if [ -f scripts/bench_gpu.lua ]; then
     env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_CUDNN_GRAPH=1 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
     --warmup 3 --steps 10 --budget 25 --modes fp32 || rc=1; exit \$rc"
   if command -v python3 >/dev/null && env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 60 python3 -c 'import torch' 2>/dev/null; then
+    HAVE_TORCH=1
     # shellcheck disable=SC2086
     step bench_torch 90 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" PYTHONUNBUFFERED=1 python3 scripts/bench_gpu_torch.py \
       ${RN_GPU_TORCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 85}
   else
+    HAVE_TORCH=0
     skip bench_torch "python3 with torch not found"
   fi
   bench_table "$BENCH_TABLE" "$OUTDIR/bench.log" "$OUTDIR/bench_torch.log" >/dev/null
 else
   skip bench "scripts/bench_gpu.lua not present"
 fi
+#ARCH_BENCH_PLACEHOLDER
 exit 0

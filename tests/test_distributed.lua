@@ -91,6 +91,20 @@ T.test("distributed: mpirun -np 1 equals the plain run bit for bit", function()
   os.remove(tmp .. ".one"); os.remove(tmp .. ".np1.0")
 end)
 
+T.test("distributed: one process without a launcher is a world of one, without MPI (no orted needed)", function()
+  if not rn.distributed.is_available() then T.skip("this rnlua was built without MPI (NOMPI=1 or no mpicc)") end
+  -- PATH without orted: an Open MPI singleton would abort here; the world of one needs no MPI
+  for _, case in ipairs({ "conv", "loop" }) do
+    worker(nil, case, tmp .. ".one")
+    local o2, rc = run("RN_TEST_DIST_SOLO=1 PATH=/nonexistent OMP_NUM_THREADS=1 " .. ENV .. BIN ..
+      " tests/dist/equiv.lua " .. case .. " " .. tmp .. ".solo")
+    T.eq(rc, 0, o2)
+    T.truthy(o2:find("equiv: rank 0 of 1, backend self, device cpu", 1, true), o2)
+    same_bits(load(tmp .. ".one"), load(tmp .. ".solo.0"))
+    os.remove(tmp .. ".one"); os.remove(tmp .. ".solo.0")
+  end
+end)
+
 T.test("distributed: a Lua error on rank 1 ends the job, naming the rank and the error", function()
   have_mpi()
   local t0 = rn._clock()

@@ -10,6 +10,9 @@
  * Compiled, never run on a GPU while it was written (issue #18: no GPU on
  * the machine); the same text runs on the CPU (core/cpu/bf16.c, tested by
  * tests/test_bf16.lua). rn_cuda_bf16_table fills the slots of a table. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "cuda.h"
 
 #define BW_DEV RN_CUDA
@@ -19,6 +22,17 @@
 #define BW_NATIVE(x) ((void)(x), false)
 #define BW_LINK static
 #define BW_CONV
+/* bf16 convolutions read and write bf16 in cuDNN (cudnn.c: g->native);
+ * $RN_CUDA_BF16_NATIVE=0 converts around float32 kernels as before */
+static bool conv_native(const rn_tensor *t) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("RN_CUDA_BF16_NATIVE");
+    on = !(e && strcmp(e, "0") == 0);
+  }
+  return on && t->dtype == RN_BF16;
+}
+#define BW_CONV_NATIVE(t) conv_native(t)
 #include "../bf16_twin.h"
 
 void rn_cuda_bf16_table(rn_backend *be) {

@@ -8,11 +8,10 @@
  * operands swapped and M and N exchanged. The handle runs on the one stream.
  *
  * Precision: float32 gemm is plain float32 (cublasSgemm) under every math
- * policy. The mixed_bfloat16 policy (rn_math_precision()) covers
- * convolutions only, as on the CPU, where dense layers stay float32
- * (core/precision.c); in the seed ResNet the one gemm is the final Dense
- * (64 -> 10), so bf16 would buy nothing. Were it wanted, cublasGemmEx with
- * CUBLAS_COMPUTE_32F_FAST_16BF on the same float32 buffers is the switch.
+ * policy. bfloat16 and float16 operands (bf16 tensors, and the layers
+ * under the mixed_bfloat16 policy, which pass bf16 activations) go through
+ * cublasGemmEx with float32 accumulation (CUBLAS_COMPUTE_32F) and float32
+ * alpha/beta: bf16 in, bf16 out, no conversion pass.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -35,6 +34,15 @@ typedef cublasStatus_t (*sgemm_sb_fn)(cublasHandle_t, cublasOperation_t, cublasO
                                       int, int, const float *, const float *, int, long long,
                                       const float *, int, long long, const float *, float *, int,
                                       long long, int);
+typedef cublasStatus_t (*gemm_ex_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int,
+                                     int, const void *, const void *, cudaDataType, int, const void *,
+                                     cudaDataType, int, const void *, void *, cudaDataType, int,
+                                     cublasComputeType_t, cublasGemmAlgo_t);
+typedef cublasStatus_t (*gemm_sb_ex_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int,
+                                        int, const void *, const void *, cudaDataType, int, long long,
+                                        const void *, cudaDataType, int, long long, const void *,
+                                        void *, cudaDataType, int, long long, int, cublasComputeType_t,
+                                        cublasGemmAlgo_t);
 typedef cublasStatus_t (*dgemm_sb_fn)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int,
                                       int, int, const double *, const double *, int, long long,
                                       const double *, int, long long, const double *, double *,
@@ -53,6 +61,8 @@ static struct {
   dgemm_fn dgemm;
   sgemm_sb_fn sgemm_sb; /* strided batched */
   dgemm_sb_fn dgemm_sb;
+  gemm_ex_fn gemm_ex;       /* bfloat16 / float16 */
+  gemm_sb_ex_fn gemm_sb_ex;
 } blas;
 
 /* dlsym into a function pointer (copied bytewise: ISO C has no cast from
@@ -78,7 +88,9 @@ static int blas_init(void) {
         sym(&blas.sgemm, sizeof blas.sgemm, "cublasSgemm_v2") < 0 ||
         sym(&blas.dgemm, sizeof blas.dgemm, "cublasDgemm_v2") < 0 ||
         sym(&blas.sgemm_sb, sizeof blas.sgemm_sb, "cublasSgemmStridedBatched") < 0 ||
-        sym(&blas.dgemm_sb, sizeof blas.dgemm_sb, "cublasDgemmStridedBatched") < 0) {
+        sym(&blas.dgemm_sb, sizeof blas.dgemm_sb, "cublasDgemmStridedBatched") < 0 ||
+        sym(&blas.gemm_ex, sizeof blas.gemm_ex, "cublasGemmEx") < 0 ||
+        sym(&blas.gemm_sb_ex, sizeof blas.gemm_sb_ex, "cublasGemmStridedBatchedEx") < 0) {
       snprintf(blas.why, sizeof blas.why, "%s", rn_errmsg()); /* permanent: remembered */
       blas.state = -1;
       return -1;
@@ -98,12 +110,20 @@ static int blas_init(void) {
 
 static bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
+static bool half_type(rn_dtype dt) { return dt == RN_BF16 || dt == RN_F16; }
+static cudaDataType cuda_type(rn_dtype dt) { return dt == RN_BF16 ? CUDA_R_16BF : CUDA_R_16F; }
+
+static int check_dtype(rn_dtype dt) {
+  if (dt != RN_F32 && dt != RN_F64 && !half_type(dt))
+    return rn_err("gemm: dtype %s is not supported on cuda (float32, float64, bfloat16, float16)",
+                  rn_dtype_name(dt));
+  return 0;
+}
+
 int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
                  const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
                  int64_t ldc) {
-  if (dt != RN_F32 && dt != RN_F64)
-    return rn_err("gemm: dtype %s is not supported on cuda (float32, float64)",
-                  rn_dtype_name(dt));
+  if (check_dtype(dt) < 0) return -1;
   if (M == 0 || N == 0) return 0;
   if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) ||
       !fits_int(ldc))
@@ -111,11 +131,22 @@ int rn_cuda_gemm(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                   "0..%d on cuda", (long long)M, (long long)N, (long long)K, (long long)lda,
                   (long long)ldb, (long long)ldc, INT_MAX);
   if (rn_cuda_init() < 0) return -1;
+  if (K == 0 && half_type(dt)) { /* C = beta C for beta 1 (nothing to do) or 0 (zeros) */
+    if (beta == 1.0) return 0;
+    if (beta != 0.0) return rn_err("gemm: K = 0 with beta %g on %s: only 0 and 1", beta, rn_dtype_name(dt));
+    return CU(cudaMemset2DAsync(C, (size_t)ldc * 2, 0, (size_t)N * 2, (size_t)M, rn_cuda_stream()));
+  }
   if (K == 0) /* nothing to multiply: C = beta C (cuBLAS would reject lda = 0) */
     return CU(rnk_scale2d(C, (int)dt, M, N, ldc, beta, rn_cuda_stream()));
   if (blas_init() < 0) return -1;
   cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   /* column-major: C^T (N x M, ldc) = op(B)^T (N x K, ldb) * op(A)^T (K x M, lda) */
+  if (half_type(dt)) {
+    float al = (float)alpha, be = (float)beta;
+    cudaDataType t = cuda_type(dt);
+    return CUBLAS(blas.gemm_ex(blas.h, opb, opa, (int)N, (int)M, (int)K, &al, B, t, (int)ldb, A, t, (int)lda,
+                               &be, C, t, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
   if (dt == RN_F32) {
     float al = (float)alpha, be = (float)beta;
     return CUBLAS(blas.sgemm(blas.h, opb, opa, (int)N, (int)M, (int)K, &al, (const float *)B,
@@ -132,9 +163,7 @@ int rn_cuda_gemm_batched(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, in
                          double alpha, const void *A, int64_t lda, int64_t sa, const void *B,
                          int64_t ldb, int64_t sb, double beta, void *C, int64_t ldc, int64_t sc,
                          int64_t batch) {
-  if (dt != RN_F32 && dt != RN_F64)
-    return rn_err("gemm: dtype %s is not supported on cuda (float32, float64)",
-                  rn_dtype_name(dt));
+  if (check_dtype(dt) < 0) return -1;
   if (M == 0 || N == 0 || batch == 0) return 0;
   if (K == 0 || !fits_int(batch) || !fits_int(M) || !fits_int(N) || !fits_int(K) ||
       !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc)) { /* one gemm at a time */
@@ -148,6 +177,13 @@ int rn_cuda_gemm_batched(rn_dtype dt, bool ta, bool tb, int64_t M, int64_t N, in
   }
   if (rn_cuda_init() < 0 || blas_init() < 0) return -1;
   cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (half_type(dt)) {
+    float al = (float)alpha, be = (float)beta;
+    cudaDataType t = cuda_type(dt);
+    return CUBLAS(blas.gemm_sb_ex(blas.h, opb, opa, (int)N, (int)M, (int)K, &al, B, t, (int)ldb, sb, A, t,
+                                  (int)lda, sa, &be, C, t, (int)ldc, sc, (int)batch, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+  }
   if (dt == RN_F32) {
     float al = (float)alpha, be = (float)beta;
     return CUBLAS(blas.sgemm_sb(blas.h, opb, opa, (int)N, (int)M, (int)K, &al, (const float *)B,

@@ -119,7 +119,7 @@ static rnk_geom flat(int64_t n) {
  * was owned (stream order: the conversion has read it). Otherwise nothing
  * changes. 0, or -1 + rn_err with *p and *owned as they were. */
 static int math_input(const cgeom *g, const void **p, bool *owned, int64_t n) {
-  if (!g->bf16) return 0;
+  if (!g->bf16 || g->native) return 0;
   void *h = rn_cuda_alloc((size_t)(n > 0 ? n : 1) * 2);
   if (!h) return -1;
   if (n > 0 && CU(rnk_copy(flat(n), h, RNK_BF16, *p, RNK_F32, rn_cuda_stream())) < 0) {
@@ -137,7 +137,7 @@ static int math_input(const cgeom *g, const void **p, bool *owned, int64_t n) {
  * caller; NULL + rn_err when it cannot be had). */
 static void *math_output(const cgeom *g, void *dst, void **tmp16, int64_t n) {
   *tmp16 = NULL;
-  if (!g->bf16) return dst;
+  if (!g->bf16 || g->native) return dst;
   return *tmp16 = rn_cuda_alloc((size_t)(n > 0 ? n : 1) * 2);
 }
 
@@ -300,8 +300,8 @@ typedef struct {
   double d1, d0;
 } scal;
 static const scal SCAL = {1.0f, 0.0f, 1.0, 0.0};
-static const void *one_of(int dt) { return dt == RN_F32 ? (const void *)&SCAL.f1 : &SCAL.d1; }
-static const void *zero_of(int dt) { return dt == RN_F32 ? (const void *)&SCAL.f0 : &SCAL.d0; }
+static const void *one_of(int dt) { return dt != RN_F64 ? (const void *)&SCAL.f1 : &SCAL.d1; }
+static const void *zero_of(int dt) { return dt != RN_F64 ? (const void *)&SCAL.f0 : &SCAL.d0; }
 
 static int check_contig(const rn_tensor *const *ts, int n, const char *op) {
   for (int i = 0; i < n; i++)
@@ -430,15 +430,31 @@ int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
   return rc;
 }
 
-/* gb (O) = column sums of gy (rows, O), in double */
+/* gb (O) = column sums of gy (rows, O), in double (bfloat16 gy, gb: read
+ * through a float32 copy, the sums rounded once into gb) */
 static int bias_grad(const cgeom *g, rn_tensor *gb, const rn_tensor *gy) {
   int64_t rows = g->N * g->OH * g->OW;
   int64_t nblk = (rows + RNK_BN_BLK - 1) / RNK_BN_BLK;
   double *part = rn_cuda_alloc((size_t)(nblk > 0 ? nblk : 1) * 2 * (size_t)g->O * sizeof(double));
   if (!part) return -1;
   cudaStream_t s = rn_cuda_stream();
-  int rc = CU(rnk_bn_partials(g->key.dt, rn_ptr(gy), NULL, NULL, rows, g->O, part, s));
-  if (rc == 0) rc = CU(rnk_colsum_finish(g->key.dt, part, rows, g->O, rn_ptr(gb), s));
+  int dt = g->key.dt;
+  const void *src = rn_ptr(gy);
+  void *g32 = NULL, *b32 = NULL;
+  int rc = 0;
+  if (g->native) { /* float32 copies of gy and the bias gradient */
+    if (!(g32 = rn_cuda_alloc((size_t)(rows * g->O > 0 ? rows * g->O : 1) * 4)) ||
+        !(b32 = rn_cuda_alloc((size_t)g->O * 4)))
+      rc = -1;
+    if (rc == 0) rc = CU(rnk_copy(flat(rows * g->O), g32, RNK_F32, src, RNK_BF16, s));
+    src = g32;
+    dt = RN_F32;
+  }
+  if (rc == 0) rc = CU(rnk_bn_partials(dt, src, NULL, NULL, rows, g->O, part, s));
+  if (rc == 0) rc = CU(rnk_colsum_finish(dt, part, rows, g->O, b32 ? b32 : rn_ptr(gb), s));
+  if (rc == 0 && b32) rc = CU(rnk_copy(flat(g->O), rn_ptr(gb), RNK_BF16, b32, RNK_F32, s));
+  rn_cuda_free(b32);
+  rn_cuda_free(g32);
   rn_cuda_free(part);
   return rc;
 }

@@ -20,8 +20,8 @@ static bool fits(int64_t v) { return v >= 0 && v <= INT_MAX; }
 /* From x's shape xs (N,H,W,C), w (KH,KW,C/G,O), y's shape ys (N,OH,OW,O). */
 int rn_dnn_geom_init(cgeom *g, const int64_t *xs, const rn_tensor *w, const int64_t *ys,
                       const rn_conv_params *p, const char *op) {
-  if (w->dtype != RN_F32 && w->dtype != RN_F64)
-    return rn_err("%s: dtype %s is not supported on cuda (float32, float64)", op,
+  if (w->dtype != RN_F32 && w->dtype != RN_F64 && w->dtype != RN_BF16)
+    return rn_err("%s: dtype %s is not supported on cuda (float32, float64, bfloat16)", op,
                   rn_dtype_name(w->dtype));
   if (w->ndim != 4) return rn_err("%s: weight must be 4-d (KH,KW,Cin,Cout)", op);
   g->N = xs[0]; g->H = xs[1]; g->W = xs[2]; g->C = xs[3];
@@ -52,7 +52,8 @@ int rn_dnn_geom_init(cgeom *g, const int64_t *xs, const rn_tensor *w, const int6
                   (long long)g->N, (long long)oh, (long long)ow, (long long)g->O, (long long)G);
   g->asym = pt != pb || pl != pr;
   g->nchw = w->dtype == RN_F64;
-  g->bf16 = false;
+  g->native = w->dtype == RN_BF16;
+  g->bf16 = g->native;
   int64_t hp = g->asym ? g->H + pt + pb : g->H, wp = g->asym ? g->W + pl + pr : g->W;
   int64_t big = g->N * hp * wp * g->C, ybig = g->N * g->OH * g->OW * g->O;
   if (!fits(big) || !fits(ybig) || !fits(g->KH * g->KW * g->CW * g->O) || !fits(hp) ||
@@ -374,7 +375,7 @@ static int heuristics(const cgeom *g, descs *d, int *algo, cudnnMathType_t *math
 int rn_dnn_plan(cgeom *g, descs *d, int *algo, size_t *ws) {
   g->key.det = rn_is_deterministic();
   g->key.forced = rn_conv_algo_forced((rn_conv_kind)g->key.kind);
-  g->key.prec = g->key.dt == RN_F32 && rn_math_precision() == RN_BF16 ? RN_BF16 : RN_F32;
+  g->key.prec = g->native || (g->key.dt == RN_F32 && rn_math_precision() == RN_BF16) ? RN_BF16 : RN_F32;
   const conv_key *k = &g->key;
   for (int i = 0; i < CACHE_N; i++)
     if (cache[i].used && memcmp(&cache[i].key, k, sizeof *k) == 0) {
@@ -399,7 +400,8 @@ int rn_dnn_plan(cgeom *g, descs *d, int *algo, size_t *ws) {
   const bool nchw0 = g->nchw, bf0 = k->prec == RN_BF16;
   bool tries[4][2];
   int ntries = 0;
-  for (int b = bf0 ? 1 : 0; b >= 0; b--) {
+  /* bfloat16 tensors have no float32 math to fall back to */
+  for (int b = bf0 ? 1 : 0; b >= (g->native ? 1 : 0); b--) {
     tries[ntries][0] = b == 1;
     tries[ntries++][1] = nchw0;
     if (!nchw0) { /* no NHWC algorithm here (or NHWC refused): NCHW copies */

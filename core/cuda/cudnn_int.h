@@ -153,6 +153,8 @@ typedef struct {
   bool nchw;            /* float64: cuDNN sees NCHW / KCRS copies */
   bool bf16;            /* bfloat16 math: cuDNN reads and writes bf16 copies of the
                          * float32 operands (set by plan) */
+  bool native;          /* bfloat16 tensors: cuDNN reads and writes them as they
+                         * are, no conversion (bf16 is then set too) */
   bool empty;           /* a zero-sized dim: no cuDNN call */
   conv_key key;
   size_t es;

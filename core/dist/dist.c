@@ -4,6 +4,10 @@
  * waits forever for a peer that took another code path (measured:
  * doc/distributed.md). CUDA tensors go over NCCL with the nccl backend
  * (core/cuda/nccl.c), else through a host copy.
+ * A process started without a launcher is a world of one (backend "self",
+ * or "nccl" when asked): MPI is not initialized at all and the collectives
+ * are the identity, so a single process needs no orted (RN_DIST_SOLO=0
+ * forces the MPI singleton).
  * Compiled in every build; without RN_WITH_MPI (mk/mpi.mk) init fails.
  */
 #include <sched.h>
@@ -23,6 +27,7 @@ void rn_cpu_set_threads(int n); /* core/cpu/backend.c */
 
 static struct {
   bool init, broken, nccl;
+  bool solo; /* a world of one process started without a launcher: no MPI at all */
   int rank, world, local_rank, local_size;
   double timeout;
   int64_t step;
@@ -131,6 +136,7 @@ static int wait_req(MPI_Request *req, const char *what) {
 
 #ifdef RN_WITH_CUDA
 static int bcast_id(void *id, int n) {
+  if (D.solo) return 0; /* rank 0 is the only rank: it made the id */
   MPI_Request r;
   int rc = MPI_Ibcast(id, n, MPI_BYTE, 0, comm, &r);
   if (rc != MPI_SUCCESS) return mpi_fail(rc, "nccl init: broadcast of the unique id");
@@ -150,25 +156,35 @@ int rn_dist_init(const char *backend, double timeout_s) {
   if (!rn_dist_compiled())
     return rn_err("distributed.init: this rnlua was built without MPI (install libopenmpi-dev, "
                   "then make; NOMPI=1 skips it)");
+  /* No launcher (mpirun/srun) in the environment: a world of one process,
+   * without MPI_Init (an Open MPI singleton needs orted on the PATH and
+   * aborts the process when it is missing). RN_DIST_SOLO=0 forces MPI. */
+  const char *sv = getenv("RN_DIST_SOLO");
   int flag = 0;
   MPI_Initialized(&flag);
-  if (!flag) {
-    int provided;
-    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
-      return rn_err("distributed.init: MPI_Init_thread failed");
+  D.solo = !flag && rn_dist_launcher_size(NULL) == 1 && !(sv && strcmp(sv, "0") == 0);
+  if (D.solo) {
+    D.rank = D.local_rank = 0;
+    D.world = D.local_size = 1;
+  } else {
+    if (!flag) {
+      int provided;
+      if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return rn_err("distributed.init: MPI_Init_thread failed");
+    }
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm, &D.rank);
+    MPI_Comm_size(comm, &D.world);
+    MPI_Comm local;
+    MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, D.rank, MPI_INFO_NULL, &local);
+    MPI_Comm_rank(local, &D.local_rank);
+    MPI_Comm_size(local, &D.local_size);
+    MPI_Comm_free(&local);
   }
-  MPI_Comm_dup(MPI_COMM_WORLD, &comm);
-  MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
-  MPI_Comm_rank(comm, &D.rank);
-  MPI_Comm_size(comm, &D.world);
-  MPI_Comm local;
-  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, D.rank, MPI_INFO_NULL, &local);
-  MPI_Comm_rank(local, &D.local_rank);
-  MPI_Comm_size(local, &D.local_size);
-  MPI_Comm_free(&local);
   D.init = true;
   D.broken = false;
-  snprintf(D.backend, sizeof D.backend, "mpi");
+  snprintf(D.backend, sizeof D.backend, D.solo ? "self" : "mpi");
   size_threads();
   bool want_nccl = backend && strcmp(backend, "nccl") == 0;
 #ifdef RN_WITH_CUDA
@@ -179,7 +195,7 @@ int rn_dist_init(const char *backend, double timeout_s) {
     char msg[512];
     snprintf(msg, sizeof msg, "%s", ok ? "" : rn_errmsg());
     int all = ok;
-    if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS) all = 0;
+    if (!D.solo && MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS) all = 0;
     if (all) { D.nccl = true; snprintf(D.backend, sizeof D.backend, "nccl"); }
     else {
       if (ok) rn_nccl_finalize(false);
@@ -215,6 +231,7 @@ static MPI_Datatype mpi_type(rn_dtype dt) {
  * compares it with rank 0's: every rank sees the same result. */
 #define HDR (4 + RN_MAXDIM)
 static int check_across(const rn_tensor *t, int64_t extra, const char *what) {
+  if (D.solo) return 0;
   int64_t h[HDR] = { 0 };
   h[0] = t->dtype;
   h[1] = t->ndim;
@@ -246,6 +263,7 @@ static int check_across(const rn_tensor *t, int64_t extra, const char *what) {
 
 int rn_dist_check_same(int64_t count, uint64_t hash, const char *what, const char *unit) {
   if (need_init(what) < 0) return -1;
+  if (D.solo) return 0;
   int64_t h[2] = { count, (int64_t)hash }, *all = malloc(sizeof(int64_t) * 2 * (size_t)D.world);
   if (!all) return rn_err("%s: out of memory", what);
   MPI_Request r;
@@ -267,6 +285,7 @@ int rn_dist_check_same(int64_t count, uint64_t hash, const char *what, const cha
 
 int rn_dist_barrier(void) {
   if (need_init("barrier") < 0) return -1;
+  if (D.solo) return 0;
   MPI_Request r;
   int rc = MPI_Ibarrier(comm, &r);
   if (rc != MPI_SUCCESS) return mpi_fail(rc, "barrier");
@@ -317,6 +336,7 @@ int rn_dist_allreduce(rn_tensor *t, rn_dist_op op, const char *what, bool check)
     return rc;
   }
 #endif
+  if (D.solo) return 0; /* the sum, max or min over one rank */
   return on_host(t, allreduce_host, &op, true, what);
 }
 
@@ -340,6 +360,7 @@ int rn_dist_broadcast(rn_tensor *t, int root, const char *what, bool check) {
     return rc;
   }
 #endif
+  if (D.solo) return 0;
   return on_host(t, broadcast_host, &root, true, what);
 }
 
@@ -366,7 +387,10 @@ rn_tensor *rn_dist_all_gather(rn_tensor *t, const char *what) {
   size_t nb = (size_t)rn_numel(c) * rn_dtype_size(c->dtype);
   MPI_Request r;
   int rc = -1;
-  if (out && nb <= INT32_MAX) {
+  if (out && D.solo) {
+    memcpy(rn_ptr(out), rn_ptr(c), nb);
+    rc = 0;
+  } else if (out && nb <= INT32_MAX) {
     rc = MPI_Iallgather(rn_ptr(c), (int)nb, MPI_BYTE, rn_ptr(out), (int)nb, MPI_BYTE, comm, &r);
     rc = rc != MPI_SUCCESS ? mpi_fail(rc, what) : wait_req(&r, what);
   } else if (out) {
@@ -389,6 +413,7 @@ int rn_dist_finalize(void) {
 #endif
   D.nccl = false;
   D.init = false;
+  if (D.solo) { D.solo = false; return 0; }
   MPI_Comm_free(&comm);
   int flag = 0;
   MPI_Finalized(&flag);
@@ -406,13 +431,15 @@ void rn_dist_abort(int code) {
   MPI_Abort(MPI_COMM_WORLD, code);
 }
 
-struct rn_dist_req { MPI_Request r; double t0; };
+struct rn_dist_req { MPI_Request r; double t0; bool done; /* solo: nothing to wait for */ };
 
 int rn_dist_iallreduce_f32(float *p, int64_t n, rn_dist_req **req) {
   if (need_init("allreduce") < 0) return -1;
   rn_dist_req *q = malloc(sizeof *q);
   if (!q) return rn_err("allreduce: out of memory");
   q->t0 = now_s();
+  q->done = D.solo;
+  if (D.solo) { *req = q; return 0; }
   int rc = MPI_Iallreduce(MPI_IN_PLACE, p, (int)n, MPI_FLOAT, MPI_SUM, comm, &q->r);
   if (rc != MPI_SUCCESS) { free(q); return mpi_fail(rc, "allreduce"); }
   *req = q;
@@ -421,6 +448,7 @@ int rn_dist_iallreduce_f32(float *p, int64_t n, rn_dist_req **req) {
 
 int rn_dist_test(rn_dist_req *req, bool *done) {
   int d = 0;
+  if (req->done) { *done = true; free(req); return 0; }
   int rc = MPI_Test(&req->r, &d, MPI_STATUS_IGNORE);
   if (rc != MPI_SUCCESS) return mpi_fail(rc, "allreduce");
   *done = d != 0;
@@ -429,7 +457,7 @@ int rn_dist_test(rn_dist_req *req, bool *done) {
 }
 
 int rn_dist_wait(rn_dist_req *req, const char *what) {
-  int rc = wait_req(&req->r, what);
+  int rc = req->done ? 0 : wait_req(&req->r, what);
   free(req);
   return rc;
 }

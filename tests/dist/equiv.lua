@@ -9,6 +9,9 @@
 --       loop   hand-written loop with DataParallel over a model with a
 --              shared weight (one leaf in two nodes) and an unused one
 --       fault_error | fault_hang   rank 1 errors | sleeps past the timeout at step 2
+-- RN_TEST_DIST_SOLO=1 joins rn.distributed without a launcher (a world of one,
+-- no MPI); RN_TEST_DIST_BACKEND=nccl with RN_TEST_DIST_DEVICE=cuda trains on
+-- the GPU with the gradients summed over NCCL (scripts/gpu_check.sh).
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 local rn = require "rn"
 -- runs are compared bit for bit across processes: the default "auto" picks
@@ -17,8 +20,14 @@ local rn = require "rn"
 local L = rn.layers
 local case, out, nsamp = arg[1], arg[2], tonumber(arg[3] or "40")
 local dist = rn.distributed
-local job = dist.is_available() and (os.getenv("OMPI_COMM_WORLD_SIZE") or os.getenv("PMI_SIZE")) ~= nil
-if job then dist.init{ timeout = tonumber(os.getenv("RN_TEST_DIST_TIMEOUT") or "60") } end
+local job = dist.is_available() and (os.getenv("OMPI_COMM_WORLD_SIZE") or os.getenv("PMI_SIZE")
+  or os.getenv("RN_TEST_DIST_SOLO")) ~= nil
+local device = os.getenv("RN_TEST_DIST_DEVICE") or "cpu"
+if job then
+  dist.init{ timeout = tonumber(os.getenv("RN_TEST_DIST_TIMEOUT") or "60"), backend = os.getenv("RN_TEST_DIST_BACKEND") }
+  io.stderr:write(string.format("equiv: rank %d of %d, backend %s, device %s\n", dist.rank(), dist.world_size(),
+    dist.backend(), device))
+end
 local rank = job and dist.rank() or 0
 rn.set_num_threads(1)
 rn.manual_seed(7)
@@ -30,7 +39,7 @@ local labels = (rn.rand({ nsamp }) * 4):long()
 
 local function save(model_weights)
   local t = {}
-  for _, w in ipairs(model_weights) do t[w.name] = w.tensor end
+  for _, w in ipairs(model_weights) do t[w.name] = w.tensor:cpu() end
   rn.checkpoint.save(job and (out .. "." .. rank) or out, { tensors = t })
 end
 
@@ -47,6 +56,7 @@ local function conv_model(bn)
   local m = rn.Model(x, y)
   m:compile{ optimizer = rn.optim.SGD{ lr = 0.1, momentum = 0.9 }, loss = "sparse_categorical_crossentropy",
     metrics = { "accuracy" } }
+  if device ~= "cpu" then m:to(device) end
   return m
 end
 
