@@ -15,11 +15,25 @@
  *   BW(slot)      the wrapper's name for a slot
  *   BW_K(slot)    the backend's own kernel for it
  *   BW_NATIVE(x)  true when the backend's batch-norm kernels read and
- *                 write x's dtype themselves (then the bn wrappers pass
- *                 straight through)
+ *                 write x's dtype themselves (then the bn and bn_relu
+ *                 wrappers pass straight through)
  *   BW_LINK       the wrappers' storage class (static, or empty where
- *                 another file's backend table names them) */
+ *                 another file's backend table names them)
+ * and may define:
+ *   BW_PARAM_OK(p)      with BW_NATIVE(x): the bn kernels also take the
+ *                       (C) tensor p (a parameter, statistic or parameter
+ *                       gradient) as it is; default true
+ *   BW_POOL_NATIVE(t)   the pooling kernels read and write 16-bit tensor t
+ *                       themselves; default false
+ *   BW_CONV, BW_CONV_NATIVE(t)  the convolution slots (end of file) */
 #include <stdbool.h>
+
+#ifndef BW_PARAM_OK
+#define BW_PARAM_OK(p) ((void)(p), true)
+#endif
+#ifndef BW_POOL_NATIVE
+#define BW_POOL_NATIVE(t) ((void)(t), false)
+#endif
 
 #define CV_MAX 12
 
@@ -67,6 +81,25 @@ static int cv_end(cv *c, int rc) {
 
 #define RUN(call) (c.fail ? cv_end(&c, -1) : cv_end(&c, (call)))
 
+/* batch norm on x with the n (C) tensors p (NULL entries: absent) goes
+ * straight to the backend's kernels */
+static bool bn_direct(const rn_tensor *x, const rn_tensor *const *p, int n) {
+  if (!BW_NATIVE(x)) return false;
+  for (int i = 0; i < n; i++)
+    if (p[i] && !BW_PARAM_OK(p[i])) return false;
+  return true;
+}
+
+/* pooling on these tensors (NULL entries: absent) goes straight to the
+ * backend's kernels: each present one 16-bit and taken natively */
+static bool pool_direct(const rn_tensor *a, const rn_tensor *b, const rn_tensor *c,
+                        const rn_tensor *d) {
+  const rn_tensor *t[4] = {a, b, c, d};
+  for (int i = 0; i < 4; i++)
+    if (t[i] && !(half(t[i]) && BW_POOL_NATIVE(t[i]))) return false;
+  return true;
+}
+
 BW_LINK int BW(unary_backward)(rn_unop op, const double *p, rn_tensor *gx, const rn_tensor *gy,
                               const rn_tensor *x, const rn_tensor *y) {
   cv c = {0};
@@ -99,6 +132,7 @@ BW_LINK int BW(cross_entropy)(rn_tensor *loss, rn_tensor *dlogits, const rn_tens
 }
 
 BW_LINK int BW(pool2d_fwd)(bool max, rn_tensor *y, const rn_tensor *x, const rn_pool_params *p) {
+  if (pool_direct(y, x, NULL, NULL)) return BW_K(pool2d_fwd)(max, y, x, p);
   cv c = {0};
   rn_tensor *Y = out(&c, y, false);
   const rn_tensor *X = in(&c, x);
@@ -107,6 +141,7 @@ BW_LINK int BW(pool2d_fwd)(bool max, rn_tensor *y, const rn_tensor *x, const rn_
 
 BW_LINK int BW(pool2d_bwd)(bool max, rn_tensor *gx, const rn_tensor *gy, const rn_tensor *x,
                           const rn_tensor *y, const rn_pool_params *p) {
+  if (pool_direct(gx, gy, x, y)) return BW_K(pool2d_bwd)(max, gx, gy, x, y, p);
   cv c = {0};
   rn_tensor *GX = out(&c, gx, false);
   const rn_tensor *GY = in(&c, gy), *X = in(&c, x), *Y = in(&c, y);
@@ -116,7 +151,8 @@ BW_LINK int BW(pool2d_bwd)(bool max, rn_tensor *gx, const rn_tensor *gy, const r
 BW_LINK int BW(bn_fwd_train)(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const rn_tensor *x,
                             const rn_tensor *gamma, const rn_tensor *beta, rn_tensor *rm,
                             rn_tensor *rv, double momentum, bool unbiased, double eps) {
-  if (BW_NATIVE(x))
+  const rn_tensor *ps[6] = {gamma, beta, rm, rv, sm, si};
+  if (bn_direct(x, ps, 6))
     return BW_K(bn_fwd_train)(y, sm, si, x, gamma, beta, rm, rv, momentum, unbiased, eps);
   cv c = {0};
   rn_tensor *Y = out(&c, y, false), *SM = out(&c, sm, false), *SI = out(&c, si, false);
@@ -128,7 +164,8 @@ BW_LINK int BW(bn_fwd_train)(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const r
 BW_LINK int BW(bn_fwd_infer)(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
                             const rn_tensor *beta, const rn_tensor *rm, const rn_tensor *rv,
                             double eps) {
-  if (BW_NATIVE(x)) return BW_K(bn_fwd_infer)(y, x, gamma, beta, rm, rv, eps);
+  const rn_tensor *ps[4] = {gamma, beta, rm, rv};
+  if (bn_direct(x, ps, 4)) return BW_K(bn_fwd_infer)(y, x, gamma, beta, rm, rv, eps);
   cv c = {0};
   rn_tensor *Y = out(&c, y, false);
   const rn_tensor *X = in(&c, x), *G = in_opt(&c, gamma), *B = in_opt(&c, beta);
@@ -139,12 +176,52 @@ BW_LINK int BW(bn_fwd_infer)(rn_tensor *y, const rn_tensor *x, const rn_tensor *
 BW_LINK int BW(bn_bwd)(rn_tensor *gx, rn_tensor *gg, rn_tensor *gb, const rn_tensor *gy,
                       const rn_tensor *x, const rn_tensor *gamma, const rn_tensor *sm,
                       const rn_tensor *si) {
-  if (BW_NATIVE(x)) return BW_K(bn_bwd)(gx, gg, gb, gy, x, gamma, sm, si);
+  const rn_tensor *ps[5] = {gamma, sm, si, gg, gb};
+  if (bn_direct(x, ps, 5)) return BW_K(bn_bwd)(gx, gg, gb, gy, x, gamma, sm, si);
   cv c = {0};
   rn_tensor *GX = out_opt(&c, gx), *GG = out_opt(&c, gg), *GB = out_opt(&c, gb);
   const rn_tensor *GY = in(&c, gy), *X = in(&c, x), *G = in_opt(&c, gamma);
   const rn_tensor *SM = in(&c, sm), *SI = in(&c, si);
   return RUN(BW_K(bn_bwd)(GX, GG, GB, GY, X, G, SM, SI));
+}
+
+/* the fused BN+ReLU slots (issue 19), the same way */
+BW_LINK int BW(bn_relu_fwd_train)(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const rn_tensor *x,
+                                 const rn_tensor *gamma, const rn_tensor *beta, rn_tensor *rm,
+                                 rn_tensor *rv, double momentum, bool unbiased, double eps) {
+  const rn_tensor *ps[6] = {gamma, beta, rm, rv, sm, si};
+  if (bn_direct(x, ps, 6))
+    return BW_K(bn_relu_fwd_train)(y, sm, si, x, gamma, beta, rm, rv, momentum, unbiased, eps);
+  cv c = {0};
+  rn_tensor *Y = out(&c, y, false), *SM = out(&c, sm, false), *SI = out(&c, si, false);
+  rn_tensor *RM = rm ? out(&c, rm, true) : NULL, *RV = rv ? out(&c, rv, true) : NULL;
+  const rn_tensor *X = in(&c, x), *G = in_opt(&c, gamma), *B = in_opt(&c, beta);
+  return RUN(BW_K(bn_relu_fwd_train)(Y, SM, SI, X, G, B, RM, RV, momentum, unbiased, eps));
+}
+
+BW_LINK int BW(bn_relu_fwd_infer)(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
+                                 const rn_tensor *beta, const rn_tensor *rm, const rn_tensor *rv,
+                                 double eps) {
+  const rn_tensor *ps[4] = {gamma, beta, rm, rv};
+  if (bn_direct(x, ps, 4)) return BW_K(bn_relu_fwd_infer)(y, x, gamma, beta, rm, rv, eps);
+  cv c = {0};
+  rn_tensor *Y = out(&c, y, false);
+  const rn_tensor *X = in(&c, x), *G = in_opt(&c, gamma), *B = in_opt(&c, beta);
+  const rn_tensor *RM = in(&c, rm), *RV = in(&c, rv);
+  return RUN(BW_K(bn_relu_fwd_infer)(Y, X, G, B, RM, RV, eps));
+}
+
+BW_LINK int BW(bn_relu_bwd)(rn_tensor *gx, rn_tensor *gg, rn_tensor *gb, const rn_tensor *gy,
+                           const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
+                           const rn_tensor *beta, const rn_tensor *sm, const rn_tensor *si) {
+  const rn_tensor *ps[6] = {gamma, beta, sm, si, gg, gb};
+  if (bn_direct(x, ps, 6)) return BW_K(bn_relu_bwd)(gx, gg, gb, gy, x, y, gamma, beta, sm, si);
+  cv c = {0};
+  rn_tensor *GX = out_opt(&c, gx), *GG = out_opt(&c, gg), *GB = out_opt(&c, gb);
+  const rn_tensor *GY = in(&c, gy), *X = in(&c, x), *Y = in(&c, y);
+  const rn_tensor *G = in_opt(&c, gamma), *B = in_opt(&c, beta);
+  const rn_tensor *SM = in(&c, sm), *SI = in(&c, si);
+  return RUN(BW_K(bn_relu_bwd)(GX, GG, GB, GY, X, Y, G, B, SM, SI));
 }
 
 BW_LINK int BW(gnorm_fwd)(rn_tensor *y, rn_tensor *mean, rn_tensor *rstd, const rn_tensor *x,

@@ -164,7 +164,11 @@ cudaError_t rnk_cross_entropy(int dt, void *loss, void *dlogits, const void *log
                               double smoothing, unsigned long long *bad, cudaStream_t s);
 
 /* ---- nn.cu --------------------------------------------------------------- */
-/* All float32/float64 (dt), contiguous operands, no other dtype. */
+/* float32/float64 (dt), contiguous operands; issue #18: pooling and the
+ * batch-norm kernels over data (rnk_to_double, rnk_bn_partials(_masked),
+ * rnk_bn_affine(_relu)) also take bfloat16 (RNK_BF16; float math, rounded
+ * once); the per-channel ones (train_stats, infer_coef, bwd_coef,
+ * colsum_finish) run on the parameters' dtype, float32/float64 only. */
 
 /* Pooling geometry, NHWC: x (N,H,W,C) -> y (N,OH,OW,C); pads resolved. */
 typedef struct {

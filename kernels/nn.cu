@@ -21,7 +21,13 @@
  * Layout helpers: zero padding / cropping of NHWC images, a tiled 2-D
  * transpose (HWIO (K,Cout) <-> cuDNN's KRSC (Cout,K)), a 4-d permute (the
  * NCHW/KCRS copies of the float64 convolutions) and a bias add.
- * float32 and float64 everywhere (dt = RNK_F32 / RNK_F64).
+ * float32 and float64 everywhere (dt = RNK_F32 / RNK_F64); issue #18: the
+ * pooling kernels and the x-side batch-norm kernels (the partial sums, the
+ * shift, the affine pass) also take bfloat16 data (dt = RNK_BF16): read as
+ * float, the math in float (pooling, the affine pass: the CPU's float path)
+ * or double (the sums), each output rounded to bf16 once. The per-channel
+ * kernels (statistics, coefficients) run on the parameters' dtype, float32
+ * for a bf16 x (the mixed_bfloat16 policy).
  */
 #include <math.h>
 
@@ -30,6 +36,24 @@
 using namespace rnk;
 
 namespace {
+
+/* Element access of the kernels that take bf16 data: Acc<S>::T is the math
+ * type of storage type S (float for bf16, else S itself); get widens an
+ * element exactly, put rounds a result once (to nearest even for bf16). */
+template <typename S> struct Acc {
+  typedef S T;
+  static __device__ __forceinline__ T get(S v) { return v; }
+  static __device__ __forceinline__ S put(T v) { return v; }
+};
+template <> struct Acc<bf16> {
+  typedef float T;
+  static __device__ __forceinline__ float get(bf16 v) { return bf16_to_f32(v.b); }
+  static __device__ __forceinline__ bf16 put(float v) {
+    bf16 r;
+    r.b = f32_to_bf16(v);
+    return r;
+  }
+};
 
 /* ---- pooling ------------------------------------------------------------- */
 
@@ -44,9 +68,10 @@ __device__ __forceinline__ void pool_window(const rnk_pool_geom &g, int64_t oh, 
   *iw1 = w0 + g.kw < g.W ? w0 + g.kw : g.W;
 }
 
-/* y (N,OH,OW,C): one thread per element */
-template <typename T>
-__global__ void pool_fwd_kernel(rnk_pool_geom g, int max, T *y, const T *x) {
+/* y (N,OH,OW,C): one thread per element; S the storage type, T the math */
+template <typename S>
+__global__ void pool_fwd_kernel(rnk_pool_geom g, int max, S *y, const S *x) {
+  typedef typename Acc<S>::T T;
   const int64_t n_out = g.N * g.OH * g.OW * g.C;
   const int64_t step = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_out; i += step) {
@@ -58,24 +83,24 @@ __global__ void pool_fwd_kernel(rnk_pool_geom g, int max, T *y, const T *x) {
     pool_window(g, oh, ow, &ih0, &ih1, &iw0, &iw1);
     int64_t cnt = (ih1 > ih0 && iw1 > iw0) ? (ih1 - ih0) * (iw1 - iw0) : 0;
     if (cnt == 0) {
-      y[i] = 0;
+      y[i] = Acc<S>::put((T)0);
       continue;
     }
-    const T *xn = x + n * g.H * g.W * g.C + c;
+    const S *xn = x + n * g.H * g.W * g.C + c;
     if (max) {
-      T m = xn[(ih0 * g.W + iw0) * g.C];
+      T m = Acc<S>::get(xn[(ih0 * g.W + iw0) * g.C]);
       for (int64_t ih = ih0; ih < ih1; ih++)
         for (int64_t iw = iw0; iw < iw1; iw++) {
-          T v = xn[(ih * g.W + iw) * g.C];
+          T v = Acc<S>::get(xn[(ih * g.W + iw) * g.C]);
           m = (v > m || v != v) ? v : m;
         }
-      y[i] = m;
+      y[i] = Acc<S>::put(m);
     } else {
       T s = 0;
       for (int64_t ih = ih0; ih < ih1; ih++)
-        for (int64_t iw = iw0; iw < iw1; iw++) s += xn[(ih * g.W + iw) * g.C];
+        for (int64_t iw = iw0; iw < iw1; iw++) s += Acc<S>::get(xn[(ih * g.W + iw) * g.C]);
       T inv = (T)1 / (T)(g.cip ? (int64_t)g.kh * g.kw : cnt);
-      y[i] = s * inv;
+      y[i] = Acc<S>::put(s * inv);
     }
   }
 }
@@ -92,9 +117,10 @@ __device__ __forceinline__ void windows_of(int64_t i, int64_t pad, int64_t k, in
 }
 
 /* gx (N,H,W,C): one thread per element, gathering the windows that hold it */
-template <typename T>
-__global__ void pool_bwd_kernel(rnk_pool_geom g, int max, T *gx, const T *gy, const T *x,
-                                const T *y) {
+template <typename S>
+__global__ void pool_bwd_kernel(rnk_pool_geom g, int max, S *gx, const S *gy, const S *x,
+                                const S *y) {
+  typedef typename Acc<S>::T T;
   const int64_t n_in = g.N * g.H * g.W * g.C;
   const int64_t step = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_in; i += step) {
@@ -106,7 +132,7 @@ __global__ void pool_bwd_kernel(rnk_pool_geom g, int max, T *gx, const T *gy, co
     windows_of(ih, g.pt, g.kh, g.sh, g.OH, &oh0, &oh1);
     windows_of(iw, g.pl, g.kw, g.sw, g.OW, &ow0, &ow1);
     const int64_t cell = ih * g.W + iw;
-    const T *xn = max ? x + n * g.H * g.W * g.C + c : NULL;
+    const S *xn = max ? x + n * g.H * g.W * g.C + c : NULL;
     T acc = 0;
     for (int64_t oh = oh0; oh <= oh1; oh++)
       for (int64_t ow = ow0; ow <= ow1; ow++) {
@@ -117,24 +143,24 @@ __global__ void pool_bwd_kernel(rnk_pool_geom g, int max, T *gx, const T *gy, co
         if (cnt == 0) continue;
         if (max) {
           /* does the window's first match (in (kh,kw) order) sit at this cell? */
-          T yv = y[o];
+          T yv = Acc<S>::get(y[o]);
           bool ynan = yv != yv;
           int64_t first = -1;
           for (int64_t h = ih0; h < ih1 && first < 0; h++)
             for (int64_t w = iw0; w < iw1; w++) {
-              T v = xn[(h * g.W + w) * g.C];
+              T v = Acc<S>::get(xn[(h * g.W + w) * g.C]);
               if (v == yv || (v != v && ynan)) {
                 first = h * g.W + w;
                 break;
               }
             }
-          if (first == cell) acc += gy[o];
+          if (first == cell) acc += Acc<S>::get(gy[o]);
         } else {
           T inv = (T)1 / (T)(g.cip ? (int64_t)g.kh * g.kw : cnt);
-          acc += gy[o] * inv;
+          acc += Acc<S>::get(gy[o]) * inv;
         }
       }
-    gx[i] = acc;
+    gx[i] = Acc<S>::put(acc);
   }
 }
 
@@ -147,9 +173,10 @@ template <typename T> __device__ __forceinline__ double ld(const T *p, int64_t i
 /* part[(b*2 + k)*C + c], b < nblk = ceil(R / RNK_BN_BLK): over the rows of
  * block b, k = 0: sum (x - shift), k = 1: sum (x - shift)^2; with gy:
  * k = 0: sum gy, k = 1: sum gy*(x - shift). shift NULL: 0. */
-template <typename T>
-__global__ void bn_partials_kernel(const T *x, const T *gy, const double *shift, int64_t R,
-                                   int64_t C, int64_t nblk, double *part, const T *mask) {
+template <typename S>
+__global__ void bn_partials_kernel(const S *x, const S *gy, const double *shift, int64_t R,
+                                   int64_t C, int64_t nblk, double *part, const S *mask) {
+  typedef typename Acc<S>::T T;
   const int64_t n = nblk * C, step = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t b = i / C, c = i % C;
@@ -157,13 +184,15 @@ __global__ void bn_partials_kernel(const T *x, const T *gy, const double *shift,
     double sh = shift ? shift[c] : 0.0, s1 = 0, s2 = 0;
     if (gy) {
       for (int64_t r = r0; r < r1; r++) {
-        double g = mask && !(mask[r * C + c] > (T)0) ? 0.0 : (double)gy[r * C + c]; /* dReLU */
+        double g = mask && !(Acc<S>::get(mask[r * C + c]) > (T)0)
+                       ? 0.0
+                       : (double)Acc<S>::get(gy[r * C + c]); /* dReLU */
         s1 += g;
-        s2 += g * ((double)x[r * C + c] - sh);
+        s2 += g * ((double)Acc<S>::get(x[r * C + c]) - sh);
       }
     } else {
       for (int64_t r = r0; r < r1; r++) {
-        double d = (double)x[r * C + c] - sh;
+        double d = (double)Acc<S>::get(x[r * C + c]) - sh;
         s1 += d;
         s2 += d * d;
       }
@@ -174,10 +203,10 @@ __global__ void bn_partials_kernel(const T *x, const T *gy, const double *shift,
 }
 
 /* dst[i] = (double)src[i], i < n */
-template <typename T> __global__ void to_double_kernel(double *dst, const T *src, int64_t n) {
+template <typename S> __global__ void to_double_kernel(double *dst, const S *src, int64_t n) {
   const int64_t step = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
-    dst[i] = (double)src[i];
+    dst[i] = (double)Acc<S>::get(src[i]);
 }
 
 /* The per-channel kernels below run one warp per channel: c = the warp's
@@ -263,18 +292,21 @@ __global__ void bn_bwd_coef_kernel(const double *part, int64_t nblk, int64_t R, 
 }
 
 /* out = a*in + b*(x - m) + d per channel, in T with T coefficients (the
- * CPU's float path); in may be NULL (no a term). (R,C) contiguous. */
-template <typename T>
-__global__ void bn_affine_kernel(T *out, const T *in, const T *x, const double *coef, int64_t R,
-                                 int64_t C, const T *mask, bool relu) {
+ * CPU's float path; T = float for bf16 data S, out rounded once); in may be
+ * NULL (no a term). (R,C) contiguous. */
+template <typename S>
+__global__ void bn_affine_kernel(S *out, const S *in, const S *x, const double *coef, int64_t R,
+                                 int64_t C, const S *mask, bool relu) {
+  typedef typename Acc<S>::T T;
   const int64_t n = R * C, step = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t c = i % C;
     T a = (T)coef[c], b = (T)coef[C + c], m = (T)coef[2 * C + c], d = (T)coef[3 * C + c];
-    T v = b * (x[i] - m) + d;
-    T g = in ? (mask && !(mask[i] > (T)0) ? (T)0 : in[i]) : (T)0; /* issue 19: dReLU folded */
+    T v = b * (Acc<S>::get(x[i]) - m) + d;
+    /* issue 19: dReLU folded */
+    T g = in ? (mask && !(Acc<S>::get(mask[i]) > (T)0) ? (T)0 : Acc<S>::get(in[i])) : (T)0;
     v = in ? a * g + v : v;
-    out[i] = relu && !(v > (T)0) ? (T)0 : v; /* issue 19: ReLU folded (max(v, 0)) */
+    out[i] = Acc<S>::put(relu && !(v > (T)0) ? (T)0 : v); /* issue 19: ReLU folded */
   }
 }
 
@@ -389,6 +421,18 @@ unsigned warp_blocks(int64_t C) { return (unsigned)((C * 32 + kThreads - 1) / kT
     }                                                                              \
   } while (0)
 
+/* The kernels over data (pooling, the x side of batch norm): float types
+ * and bfloat16 (T = the storage type rnk::bf16, math in float: Acc) */
+#define RNK_DATA_DISPATCH(dt, CALL)                                                      \
+  do {                                                                             \
+    if ((dt) == RNK_BF16) {                                                        \
+      typedef bf16 T;                                                              \
+      CALL;                                                                        \
+    } else {                                                                       \
+      RNK_FLOAT_DISPATCH(dt, CALL);                                                \
+    }                                                                              \
+  } while (0)
+
 /* The data-movement kernels (transpose, permute, pad, crop) move 2-byte
  * elements of bfloat16 and float16 as uint16_t, bit for bit (a zero pad is
  * +0 in both). */
@@ -407,7 +451,7 @@ extern "C" cudaError_t rnk_pool2d_fwd(int dt, int max, rnk_pool_geom g, void *y,
                                       cudaStream_t s) {
   int64_t n = g.N * g.OH * g.OW * g.C;
   if (n <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (pool_fwd_kernel<T><<<grid(n), kThreads, 0, s>>>(g, max, (T *)y,
+  RNK_DATA_DISPATCH(dt, (pool_fwd_kernel<T><<<grid(n), kThreads, 0, s>>>(g, max, (T *)y,
                                                                     (const T *)x)));
   return cudaGetLastError();
 }
@@ -416,7 +460,7 @@ extern "C" cudaError_t rnk_pool2d_bwd(int dt, int max, rnk_pool_geom g, void *gx
                                       const void *x, const void *y, cudaStream_t s) {
   int64_t n = g.N * g.H * g.W * g.C;
   if (n <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (pool_bwd_kernel<T><<<grid(n), kThreads, 0, s>>>(
+  RNK_DATA_DISPATCH(dt, (pool_bwd_kernel<T><<<grid(n), kThreads, 0, s>>>(
                        g, max, (T *)gx, (const T *)gy, (const T *)x, (const T *)y)));
   return cudaGetLastError();
 }
@@ -425,7 +469,7 @@ extern "C" cudaError_t rnk_bn_partials(int dt, const void *x, const void *gy, co
                                        int64_t R, int64_t C, double *part, cudaStream_t s) {
   int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
   if (nblk * C <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
+  RNK_DATA_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
                        (const T *)x, (const T *)gy, shift, R, C, nblk, part, (const T *)NULL)));
   return cudaGetLastError();
 }
@@ -435,7 +479,7 @@ extern "C" cudaError_t rnk_bn_partials_masked(int dt, const void *x, const void 
                                               int64_t C, double *part, cudaStream_t s) {
   int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
   if (nblk * C <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
+  RNK_DATA_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
                        (const T *)x, (const T *)gy, shift, R, C, nblk, part, (const T *)mask)));
   return cudaGetLastError();
 }
@@ -443,7 +487,7 @@ extern "C" cudaError_t rnk_bn_partials_masked(int dt, const void *x, const void 
 extern "C" cudaError_t rnk_to_double(int dt, double *dst, const void *src, int64_t n,
                                      cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (to_double_kernel<T><<<grid(n), kThreads, 0, s>>>(dst, (const T *)src, n)));
+  RNK_DATA_DISPATCH(dt, (to_double_kernel<T><<<grid(n), kThreads, 0, s>>>(dst, (const T *)src, n)));
   return cudaGetLastError();
 }
 
@@ -486,7 +530,7 @@ extern "C" cudaError_t rnk_bn_bwd_coef(int dt, const double *part, int64_t R, in
 extern "C" cudaError_t rnk_bn_affine(int dt, void *out, const void *in, const void *x,
                                      const double *coef, int64_t R, int64_t C, cudaStream_t s) {
   if (R * C <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (bn_affine_kernel<T><<<grid(R * C), kThreads, 0, s>>>(
+  RNK_DATA_DISPATCH(dt, (bn_affine_kernel<T><<<grid(R * C), kThreads, 0, s>>>(
                        (T *)out, (const T *)in, (const T *)x, coef, R, C, (const T *)NULL, false)));
   return cudaGetLastError();
 }
@@ -495,7 +539,7 @@ extern "C" cudaError_t rnk_bn_affine_relu(int dt, void *out, const void *in, con
                                           const double *coef, int64_t R, int64_t C,
                                           const void *mask, bool relu, cudaStream_t s) {
   if (R * C <= 0) return cudaSuccess;
-  RNK_FLOAT_DISPATCH(dt, (bn_affine_kernel<T><<<grid(R * C), kThreads, 0, s>>>(
+  RNK_DATA_DISPATCH(dt, (bn_affine_kernel<T><<<grid(R * C), kThreads, 0, s>>>(
                        (T *)out, (const T *)in, (const T *)x, coef, R, C, (const T *)mask, relu)));
   return cudaGetLastError();
 }

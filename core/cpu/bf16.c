@@ -19,8 +19,8 @@
  * inputs, rounded once (tests/test_bf16.lua compares them).
  *
  * The wrappers every backend shares are core/bf16_twin.h's, made here for
- * the CPU; the CPU's own are below it (gemm over raw pointers, the
- * convolutions conv.c calls, the fused BN+ReLU slots). */
+ * the CPU (with the fused BN+ReLU slots, rn_bf16_bn_relu_*); the CPU's own
+ * are below it (gemm over raw pointers, the convolutions conv.c calls). */
 #include "cpu.h"
 
 static bool bn_native(const rn_tensor *x) { return x->dtype == RN_BF16; } /* norm.c */
@@ -102,42 +102,4 @@ int rn_bf16_conv2d_bwd_filter(rn_tensor *gw, rn_tensor *gb, const rn_tensor *gy,
   rn_tensor *GW = out(&c, gw, false), *GB = gb ? out(&c, gb, false) : NULL;
   const rn_tensor *GY = in(&c, gy), *X = in(&c, x);
   return RUN(rn_cpu_conv2d_bwd_filter(GW, GB, GY, X, p));
-}
-
-int rn_bf16_bn_relu_fwd_train(rn_tensor *y, rn_tensor *sm, rn_tensor *si, const rn_tensor *x,
-                              const rn_tensor *gamma, const rn_tensor *beta, rn_tensor *rm,
-                              rn_tensor *rv, double momentum, bool unbiased, double eps) {
-  if (x->dtype == RN_BF16) /* norm.c reads and writes bf16 itself */
-    return rn_cpu_bn_relu_fwd_train(y, sm, si, x, gamma, beta, rm, rv, momentum, unbiased, eps);
-  cv c = {0};
-  rn_tensor *Y = out(&c, y, false), *SM = out(&c, sm, false), *SI = out(&c, si, false);
-  rn_tensor *RM = rm ? out(&c, rm, true) : NULL, *RV = rv ? out(&c, rv, true) : NULL;
-  const rn_tensor *X = in(&c, x), *G = gamma ? in(&c, gamma) : NULL, *B = beta ? in(&c, beta) : NULL;
-  return RUN(rn_cpu_bn_relu_fwd_train(Y, SM, SI, X, G, B, RM, RV, momentum, unbiased, eps));
-}
-
-int rn_bf16_bn_relu_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma,
-                              const rn_tensor *beta, const rn_tensor *rm, const rn_tensor *rv,
-                              double eps) {
-  if (x->dtype == RN_BF16) /* norm.c reads and writes bf16 itself */
-    return rn_cpu_bn_relu_fwd_infer(y, x, gamma, beta, rm, rv, eps);
-  cv c = {0};
-  rn_tensor *Y = out(&c, y, false);
-  const rn_tensor *X = in(&c, x), *G = gamma ? in(&c, gamma) : NULL, *B = beta ? in(&c, beta) : NULL;
-  const rn_tensor *RM = in(&c, rm), *RV = in(&c, rv);
-  return RUN(rn_cpu_bn_relu_fwd_infer(Y, X, G, B, RM, RV, eps));
-}
-
-int rn_bf16_bn_relu_bwd(rn_tensor *gx, rn_tensor *gg, rn_tensor *gb, const rn_tensor *gy,
-                        const rn_tensor *x, const rn_tensor *y, const rn_tensor *gamma,
-                        const rn_tensor *beta, const rn_tensor *sm, const rn_tensor *si) {
-  if (x->dtype == RN_BF16) /* norm.c reads and writes bf16 itself */
-    return rn_cpu_bn_relu_bwd(gx, gg, gb, gy, x, y, gamma, beta, sm, si);
-  cv c = {0};
-  rn_tensor *GX = gx ? out(&c, gx, false) : NULL, *GG = gg ? out(&c, gg, false) : NULL;
-  rn_tensor *GB = gb ? out(&c, gb, false) : NULL;
-  const rn_tensor *GY = in(&c, gy), *X = in(&c, x), *Y = in(&c, y);
-  const rn_tensor *G = gamma ? in(&c, gamma) : NULL, *B = beta ? in(&c, beta) : NULL;
-  const rn_tensor *SM = in(&c, sm), *SI = in(&c, si);
-  return RUN(rn_cpu_bn_relu_bwd(GX, GG, GB, GY, X, Y, G, B, SM, SI));
 }

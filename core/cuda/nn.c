@@ -11,14 +11,27 @@
  * resolved here too for a direct caller, as the CPU does.
  * Batch norm: x, y, gx, gy (R,C) contiguous; gamma, beta, running_*,
  * save_* (C) contiguous, x's dtype (float32/float64). Statistics in double,
- * summed in the CPU's block order (core/cpu/norm.c). */
+ * summed in the CPU's block order (core/cpu/norm.c).
+ *
+ * bfloat16 (issue #18, the mixed_bfloat16 policy on the GPU): pooling takes
+ * bf16 x/y/gx/gy; batch norm takes a bf16 x, y, gy, gx with float32 gamma,
+ * beta, running and saved statistics and parameter gradients (the mixed
+ * case, as the CPU's norm.c): the kernels over data read bf16 and write it
+ * rounded once, the per-channel ones run in float32/double on the
+ * parameters. A bf16 x with bf16 parameters is refused here; core/cuda/
+ * bf16.c sends that case (and every bf16 call under RN_CUDA_BF16_ACT=0)
+ * through the converting path instead. */
 #include "cuda.h"
 
 static int check_float(rn_dtype dt, const char *op) {
-  if (dt == RN_F32 || dt == RN_F64) return 0;
-  return rn_err("%s: dtype %s is not supported on cuda (float32, float64)", op,
+  if (dt == RN_F32 || dt == RN_F64 || dt == RN_BF16) return 0;
+  return rn_err("%s: dtype %s is not supported on cuda (float32, float64, bfloat16)", op,
                 rn_dtype_name(dt));
 }
+
+/* The dtype of batch norm's (C) tensors for data of dtype dt: float32 for
+ * bfloat16 data (the mixed case), else dt. */
+static rn_dtype param_dtype(rn_dtype dt) { return dt == RN_BF16 ? RN_F32 : dt; }
 
 /* ---- pooling ------------------------------------------------------------- */
 
@@ -126,26 +139,26 @@ static int bn_fwd_train(rn_tensor *y, rn_tensor *save_mean, rn_tensor *save_invs
   if (bn_dims(x, op, &R, &C) < 0) return -1;
   if (R == 0 && C > 0)
     return rn_err("batch_norm: training needs at least one row per channel; x has 0 rows");
-  rn_dtype dt = x->dtype;
+  rn_dtype dt = x->dtype, pt = param_dtype(dt);
   if (y->dtype != dt || rn_numel(y) != rn_numel(x) || !rn_is_contiguous(y))
     return rn_err("%s: output must be a contiguous tensor like x", op);
-  if (bn_param(gamma, "gamma", dt, C, op) < 0 || bn_param(beta, "beta", dt, C, op) < 0 ||
-      bn_param(running_mean, "running_mean", dt, C, op) < 0 ||
-      bn_param(running_var, "running_var", dt, C, op) < 0 ||
-      bn_param(save_mean, "save_mean", dt, C, op) < 0 ||
-      bn_param(save_invstd, "save_invstd", dt, C, op) < 0)
+  if (bn_param(gamma, "gamma", pt, C, op) < 0 || bn_param(beta, "beta", pt, C, op) < 0 ||
+      bn_param(running_mean, "running_mean", pt, C, op) < 0 ||
+      bn_param(running_var, "running_var", pt, C, op) < 0 ||
+      bn_param(save_mean, "save_mean", pt, C, op) < 0 ||
+      bn_param(save_invstd, "save_invstd", pt, C, op) < 0)
     return -1;
   if (!save_mean || !save_invstd) return rn_err("%s: save_mean and save_invstd are required", op);
   if (C == 0) return 0;
   double *shift, *coef, *part = bn_scratch(R, C, &shift, &coef);
   if (!part) return -1;
   cudaStream_t s = rn_cuda_stream();
-  int d = (int)dt;
+  int d = (int)dt, dp = (int)pt; /* the data's dtype, the parameters' */
   /* shift by the first row: sums of (x - x[0]) keep precision for large means */
   int rc = CU(rnk_to_double(d, shift, rn_ptr(x), C, s));
   if (rc == 0) rc = CU(rnk_bn_partials(d, rn_ptr(x), NULL, shift, R, C, part, s));
   if (rc == 0)
-    rc = CU(rnk_bn_train_stats(d, part, R, C, shift, pp(gamma), pp(beta), rn_ptr(save_mean),
+    rc = CU(rnk_bn_train_stats(dp, part, R, C, shift, pp(gamma), pp(beta), rn_ptr(save_mean),
                                rn_ptr(save_invstd), pp(running_mean), pp(running_var), momentum,
                                unbiased, eps, coef, s));
   if (rc == 0) rc = CU(rnk_bn_affine_relu(d, rn_ptr(y), NULL, rn_ptr(x), coef, R, C, NULL, relu, s));
@@ -176,21 +189,21 @@ static int bn_fwd_infer(rn_tensor *y, const rn_tensor *x, const rn_tensor *gamma
   const char *op = "batch_norm";
   int64_t R, C;
   if (bn_dims(x, op, &R, &C) < 0) return -1;
-  rn_dtype dt = x->dtype;
+  rn_dtype dt = x->dtype, pt = param_dtype(dt);
   if (y->dtype != dt || rn_numel(y) != rn_numel(x) || !rn_is_contiguous(y))
     return rn_err("%s: output must be a contiguous tensor like x", op);
   if (!running_mean || !running_var)
     return rn_err("%s: inference needs running_mean and running_var", op);
-  if (bn_param(gamma, "gamma", dt, C, op) < 0 || bn_param(beta, "beta", dt, C, op) < 0 ||
-      bn_param(running_mean, "running_mean", dt, C, op) < 0 ||
-      bn_param(running_var, "running_var", dt, C, op) < 0)
+  if (bn_param(gamma, "gamma", pt, C, op) < 0 || bn_param(beta, "beta", pt, C, op) < 0 ||
+      bn_param(running_mean, "running_mean", pt, C, op) < 0 ||
+      bn_param(running_var, "running_var", pt, C, op) < 0)
     return -1;
   if (C == 0 || R == 0) return 0;
   double *coef = rn_cuda_alloc(4 * (size_t)C * sizeof(double));
   if (!coef) return -1;
   cudaStream_t s = rn_cuda_stream();
-  int d = (int)dt;
-  int rc = CU(rnk_bn_infer_coef(d, C, pp(gamma), pp(beta), rn_ptr(running_mean),
+  int d = (int)dt, dp = (int)pt; /* the data's dtype, the parameters' */
+  int rc = CU(rnk_bn_infer_coef(dp, C, pp(gamma), pp(beta), rn_ptr(running_mean),
                                 rn_ptr(running_var), eps, coef, s));
   if (rc == 0) rc = CU(rnk_bn_affine_relu(d, rn_ptr(y), NULL, rn_ptr(x), coef, R, C, NULL, relu, s));
   rn_cuda_free(coef);
@@ -215,7 +228,7 @@ static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
   const char *op = "batch_norm backward";
   int64_t R, C;
   if (bn_dims(x, op, &R, &C) < 0) return -1;
-  rn_dtype dt = x->dtype;
+  rn_dtype dt = x->dtype, pt = param_dtype(dt);
   if (gy->dtype != dt)
     return rn_err("%s: gradient dtype %s differs from x's %s", op, rn_dtype_name(gy->dtype),
                   rn_dtype_name(dt));
@@ -224,22 +237,22 @@ static int bn_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const rn_t
     return rn_err("%s: gradients must be contiguous tensors like x", op);
   if (!save_mean || !save_invstd)
     return rn_err("%s: needs save_mean and save_invstd from the forward", op);
-  if (bn_param(gamma, "gamma", dt, C, op) < 0 || bn_param(save_mean, "save_mean", dt, C, op) < 0 ||
-      bn_param(save_invstd, "save_invstd", dt, C, op) < 0 ||
-      bn_param(ggamma, "ggamma", dt, C, op) < 0 || bn_param(gbeta, "gbeta", dt, C, op) < 0)
+  if (bn_param(gamma, "gamma", pt, C, op) < 0 || bn_param(save_mean, "save_mean", pt, C, op) < 0 ||
+      bn_param(save_invstd, "save_invstd", pt, C, op) < 0 ||
+      bn_param(ggamma, "ggamma", pt, C, op) < 0 || bn_param(gbeta, "gbeta", pt, C, op) < 0)
     return -1;
   if (C == 0) return 0;
   double *mean, *coef, *part = bn_scratch(R, C, &mean, &coef);
   if (!part) return -1;
   cudaStream_t s = rn_cuda_stream();
-  int d = (int)dt;
+  int d = (int)dt, dp = (int)pt; /* the data's dtype, the parameters' */
   /* mean as double, both the shift of the sums and coef's m */
-  int rc = CU(rnk_to_double(d, mean, rn_ptr(save_mean), C, s));
-  if (rc == 0) rc = CU(rnk_to_double(d, coef + 2 * C, rn_ptr(save_mean), C, s));
+  int rc = CU(rnk_to_double(dp, mean, rn_ptr(save_mean), C, s));
+  if (rc == 0) rc = CU(rnk_to_double(dp, coef + 2 * C, rn_ptr(save_mean), C, s));
   if (rc == 0)
     rc = CU(rnk_bn_partials_masked(d, rn_ptr(x), rn_ptr(gy), pp(mask), mean, R, C, part, s));
   if (rc == 0)
-    rc = CU(rnk_bn_bwd_coef(d, part, R, C, pp(gamma), rn_ptr(save_invstd), pp(ggamma),
+    rc = CU(rnk_bn_bwd_coef(dp, part, R, C, pp(gamma), rn_ptr(save_invstd), pp(ggamma),
                             pp(gbeta), coef, s));
   if (rc == 0 && gx)
     rc = CU(rnk_bn_affine_relu(d, rn_ptr(gx), rn_ptr(gy), rn_ptr(x), coef, R, C, pp(mask), false,

@@ -529,25 +529,32 @@ end
 
 -- ---- mixed_bfloat16 (Keras's policy) -----------------------------------------------
 -- Under rn.mixed_precision.set_global_policy("mixed_bfloat16") a layer called
--- on CPU tensors computes in bfloat16: its float32 inputs are cast to
+-- on CPU or CUDA tensors computes in bfloat16: its float32 inputs are cast to
 -- bfloat16, and its float32 weights (the float32 variables: the master copy
 -- the optimizer updates) are cast for the call, a differentiable cast whose
 -- backward hands the optimizer float32 gradients. Activations between
 -- layers are therefore bfloat16. Layers with keep_float32_weights (the
 -- normalizations) use their float32 parameters and statistics as they are:
--- their kernels take a bfloat16 x with float32 statistics. Models (layer
--- containers) pass tensors through; the losses compute in float32. On the
--- GPU the policy keeps float32 tensors and bf16 math inside the convolution
--- kernels (core/precision.c) until the CUDA kernels take bf16 tensors.
+-- their kernels take a bfloat16 x with float32 statistics (on the GPU too:
+-- core/cuda/nn.c). Models (layer containers) pass tensors through; the
+-- losses compute in float32. On the GPU, cuDNN convolutions, cuBLAS gemm,
+-- batch norm, pooling and the elementwise ops read and write bf16 as it is;
+-- the other CUDA ops convert around float32 kernels (core/cuda/bf16.c).
+-- $RN_CUDA_BF16_ACT=0 keeps float32 tensors on the GPU (bf16 math inside the
+-- convolutions only, core/precision.c: the behaviour before issue #18's GPU
+-- part).
+
+local function cuda_bf16_act()
+  return os.getenv("RN_CUDA_BF16_ACT") ~= "0"
+end
 
 --- M.compute_dtype(x): "bfloat16" when layers compute in bf16 for input x
---- (the mixed_bfloat16 policy, x a float32 CPU tensor), else nil.
---- (A bfloat16 CPU x under the policy also gives "bfloat16": its layer's
+--- (the mixed_bfloat16 policy, x a float32 CPU or CUDA tensor), else nil.
+--- (A bfloat16 x under the policy also gives "bfloat16": its layer's
 --- weights follow it.)
 function M.compute_dtype(x)
-  if not rn.is_tensor(x) or (x.dtype ~= "float32" and x.dtype ~= "bfloat16") or x.device ~= "cpu" then
-    return nil
-  end
+  if not rn.is_tensor(x) or (x.dtype ~= "float32" and x.dtype ~= "bfloat16") then return nil end
+  if x.device ~= "cpu" and not (x.device == "cuda" and cuda_bf16_act()) then return nil end
   local mp = rn.mixed_precision
   if mp and mp.global_policy() == "mixed_bfloat16" then return "bfloat16" end
   return nil
