@@ -18,9 +18,11 @@
 -- the reference of gpu_check.sh's table):
 --   fp32  float32 math: strict (no TF32) unless RN_CUDA_TF32=1, printed
 --         "fp32" or "fp32-tf32";
---   bf16  the mixed_bfloat16 policy (rn.mixed_precision): convolutions in
---         bfloat16 with float32 accumulation, every tensor float32 (the peer
---         of PyTorch's eager-amp-cl); printed "bf16". The policy is set only
+--   bf16  the mixed_bfloat16 policy (rn.mixed_precision): bf16 activations
+--         between layers, convolutions and gemm in bfloat16 with float32
+--         accumulation, float32 variables (the peer of PyTorch's
+--         eager-amp-cl; with RN_CUDA_BF16_ACT=0 every tensor stays float32
+--         and only the convolutions compute in bf16); printed "bf16". The policy is set only
 --         around that mode's runs and float32 restored after them.
 -- cuDNN algorithms come from its heuristics unless RN_CUDNN_FIND=1
 -- (measured, as PyTorch's cudnn.benchmark): "+find" is appended to the mode.

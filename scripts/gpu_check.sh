@@ -35,7 +35,12 @@
 #              CUDA graph against eager), test_l2_fused.lua (one-launch L2),
 #              test_cuda_bn_relu.lua (fused BN+ReLU against the CPU),
 #              test_profile.lua (CUDA-event columns), and the conv tests with
-#              RN_CUDNN_FILTER_CACHE=0 (the per-call filter transpose)
+#              RN_CUDNN_FILTER_CACHE=0 (the per-call filter transpose);
+#              issue #18: test_cuda_bf16act.lua (bf16 batch norm, fused
+#              BN+ReLU and pooling against the CPU, a model passing bf16
+#              activations), again with RN_CUDA_BF16_ACT=0 (the converting
+#              path, float32 activations on the GPU) with the mixed_bfloat16
+#              tests of test_cuda.lua
 #   sanitizer  compute-sanitizer memcheck on a light run of test_cuda and
 #              test_cuda_data
 #   oom        the out-of-memory test alone (it fills the card), with the
@@ -324,7 +329,8 @@ PIDS=()
 # the out-of-memory test fills the card: its own step, after these
 step cuda_tests 150 bash -c 'env RN_TEST_VERBOSE=2 RN_TEST_EXCLUDE="out of memory" ./rnlua tests/run.lua \
   tests/test_cuda.lua tests/test_determinism.lua tests/test_cuda_data.lua tests/test_optim_fused.lua \
-  tests/test_graph.lua tests/test_l2_fused.lua tests/test_cuda_bn_relu.lua tests/test_profile.lua;
+  tests/test_graph.lua tests/test_l2_fused.lua tests/test_cuda_bn_relu.lua tests/test_profile.lua \
+  tests/test_cuda_bf16act.lua;
   rc=$?; echo "== again with RN_CUDNN_DESC_CACHE=0 (per-call descriptors): the conv tests";
   env RN_CUDNN_DESC_CACHE=0 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
   echo "== again with RN_CUDNN_FILTER_CACHE=0 (per-call filter transpose): the conv tests";
@@ -333,6 +339,9 @@ step cuda_tests 150 bash -c 'env RN_TEST_VERBOSE=2 RN_TEST_EXCLUDE="out of memor
   env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
   echo "== again with RN_CUDA_BN_RELU=0 (batch norm, then relu): the batch norm and training tests";
   env RN_CUDA_BN_RELU=0 RN_TEST_MATCH="[bB]atch" ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
+  echo "== again with RN_CUDA_BF16_ACT=0 (float32 activations on the GPU, bf16 BN/pooling converting)";
+  env RN_CUDA_BF16_ACT=0 ./rnlua tests/run.lua tests/test_cuda_bf16act.lua || rc=1;
+  env RN_CUDA_BF16_ACT=0 RN_TEST_MATCH=mixed_bfloat16 ./rnlua tests/run.lua tests/test_cuda.lua || rc=1;
   exit $rc' >/dev/null &
 PIDS+=($!)
 # the new ops (grouped/transposed convolution, attention, resize, bf16 tensors,

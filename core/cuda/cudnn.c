@@ -20,6 +20,15 @@
  * A float32 shape for which the heuristics offer no usable NHWC algorithm
  * takes the same NCHW route (decided once per shape, cached).
  *
+ * bfloat16 (issue #18): under the mixed_bfloat16 policy the layers pass
+ * bf16 activations on the GPU as on the CPU (lua/rn/layers/base.lua), so
+ * the convolutions get bf16 tensors, which cuDNN reads and writes as they
+ * are (g->native: no conversion kernels; core/cuda/bf16.c routes them here,
+ * $RN_CUDA_BF16_NATIVE=0 converts around float32 kernels instead); batch
+ * norm and pooling between them read and write bf16 too (nn.c). With
+ * $RN_CUDA_BF16_ACT=0 the tensors stay float32 and the policy is bf16 math
+ * inside the convolution, as follows.
+ *
  * bfloat16 math (rn_math_precision() == RN_BF16, "mixed_bfloat16"): float32
  * convolutions compute in bf16 with float32 accumulation, and every tensor
  * the caller sees stays float32, as on the CPU (core/cpu/conv_dnnl.c). The
@@ -36,7 +45,8 @@
  * bias gradient stay float32 (in double). A shape for which cuDNN has no
  * usable bf16 algorithm in NHWC nor NCHW (e.g. a GPU before sm_80) runs in
  * float32 math instead (decided once per shape, cached). float64 ignores the
- * policy. None of this has run on a GPU yet (compiled and linked only).
+ * policy. (This float32-tensor path passed parity on an H100; the bf16
+ * tensors of the policy's activations on the GPU are new with issue #18.)
  *
  * Padding: cuDNN's legacy descriptor pads symmetrically. Symmetric pads go
  * to cuDNN; asymmetric ones (TF "same" with an odd total, resolved by the

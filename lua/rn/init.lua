@@ -118,11 +118,12 @@ rn.cpu = {
 setmetatable(rn.cpu, { __call = function(_, x, ...) return core.cpu(x, ...) end })
 
 --- rn.mixed_precision, as in Keras: set_global_policy("mixed_bfloat16")
---- makes layers on the CPU compute in bfloat16 and pass bf16 activations
---- (lua/rn/layers/base.lua); the variables (weights: the float32 master
---- copy, BN statistics, optimizer state) stay float32, the losses compute in
---- float32 and gradients reach the optimizer in float32. On the GPU it makes
---- convolutions compute in bfloat16 over float32 tensors (core/precision.c).
+--- makes layers on the CPU and the GPU compute in bfloat16 and pass bf16
+--- activations (lua/rn/layers/base.lua); the variables (weights: the float32
+--- master copy, BN statistics, optimizer state) stay float32, the losses
+--- compute in float32 and gradients reach the optimizer in float32. With
+--- $RN_CUDA_BF16_ACT=0 GPU tensors stay float32 and the convolutions compute
+--- in bfloat16 over them (core/precision.c).
 --- "float32" (the default) turns it off. On a
 --- CPU without AVX512-BF16/AMX (and no GPU), or with the ISA capped below
 --- them (ONEDNN_MAX_CPU_ISA), the setter raises an error naming what is missing.
