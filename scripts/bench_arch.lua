@@ -97,7 +97,9 @@ end
 
 local where
 if device == "cuda" then
-  where = "cuda (" .. tostring(core.cuda_device_name()) .. ")"
+  where = "cuda (" .. tostring(core.cuda_device_name()) .. ", "
+    .. (os.getenv("RN_CUDA_TF32") == "1" and "TF32 on" or "TF32 off")
+    .. (os.getenv("RN_CUDNN_FIND") == "1" and ", cuDNN algorithms measured (RN_CUDNN_FIND=1)" or "") .. ")"
 else
   local f = rn.cpu.features()
   where = string.format("cpu, %d thread(s), %s, oneDNN %s", rn.get_num_threads(), f.model, f.isa)

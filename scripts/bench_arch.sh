@@ -9,7 +9,9 @@
 # Every option goes to both scripts. --device cuda measures on the GPU (the
 # model field becomes <model>-cuda-<precision>; --budget applies to each of
 # the two scripts). PYTHON=python3 picks another interpreter than
-# /usr/bin/python3 (a GPU machine's PyTorch).
+# /usr/bin/python3 (a GPU machine's PyTorch); PYTHON_LD_LIBRARY_PATH, when
+# set (even empty), is the LD_LIBRARY_PATH of that interpreter alone (PyTorch
+# brings its own CUDA libraries; rnlua's may be on LD_LIBRARY_PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=("$@")
@@ -17,14 +19,16 @@ threads=$(nproc 2>/dev/null || echo 2)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 py=${PYTHON:-/usr/bin/python3}
+pyenv=()
+if [ -n "${PYTHON_LD_LIBRARY_PATH+set}" ]; then pyenv=(env LD_LIBRARY_PATH="$PYTHON_LD_LIBRARY_PATH"); fi
 device=cpu
 for ((k = 0; k + 1 < ${#args[@]}; k++)); do [ "${args[k]}" = --device ] && device=${args[k + 1]}; done
 echo "== architectures: rnlua vs PyTorch, one training step ($device) =="
 echo "machine: $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo), $threads CPU(s); $(./rnlua -e 'local f = require("rn").cpu.features(); io.write("oneDNN ISA ", f.isa, f.isa_cap and (" (capped: " .. f.isa_cap .. ")") or "")')"
 echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 ./rnlua scripts/bench_arch.lua --threads "$threads" "${args[@]}" | tee "$tmp/rn.out"
-if "$py" -c 'import torch' 2>/dev/null; then
-  PYTHONUNBUFFERED=1 "$py" scripts/bench_arch_torch.py --threads "$threads" "${args[@]}" | tee "$tmp/torch.out"
+if "${pyenv[@]}" "$py" -c 'import torch' 2>/dev/null; then
+  "${pyenv[@]}" env PYTHONUNBUFFERED=1 "$py" scripts/bench_arch_torch.py --threads "$threads" "${args[@]}" | tee "$tmp/torch.out"
 else
   echo "torch: not available ($py has no torch: apt install python3-torch, or PYTHON=...)"; : > "$tmp/torch.out"
 fi
