@@ -26,9 +26,12 @@ for ((k = 0; k + 1 < ${#args[@]}; k++)); do [ "${args[k]}" = --device ] && devic
 echo "== architectures: rnlua vs PyTorch, one training step ($device) =="
 echo "machine: $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo), $threads CPU(s); $(./rnlua -e 'local f = require("rn").cpu.features(); io.write("oneDNN ISA ", f.isa, f.isa_cap and (" (capped: " .. f.isa_cap .. ")") or "")')"
 echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-./rnlua scripts/bench_arch.lua --threads "$threads" "${args[@]}" | tee "$tmp/rn.out"
+# a failing side (no device, a crash) still lets the other run; the status is kept
+rc=0
+./rnlua scripts/bench_arch.lua --threads "$threads" "${args[@]}" | tee "$tmp/rn.out" || rc=$?
 if "${pyenv[@]}" "$py" -c 'import torch' 2>/dev/null; then
-  "${pyenv[@]}" env PYTHONUNBUFFERED=1 "$py" scripts/bench_arch_torch.py --threads "$threads" "${args[@]}" | tee "$tmp/torch.out"
+  "${pyenv[@]}" env PYTHONUNBUFFERED=1 "$py" scripts/bench_arch_torch.py --threads "$threads" "${args[@]}" |
+    tee "$tmp/torch.out" || rc=$?
 else
   echo "torch: not available ($py has no torch: apt install python3-torch, or PYTHON=...)"; : > "$tmp/torch.out"
 fi
@@ -37,3 +40,4 @@ awk '$1 == "RESULT" {v[$2 " " $3] = $5; m[$3] = 1} END {
   for (k in m) { r = v["rnlua " k]; t = v["torch " k];
     printf "%-22s %12s %12s %8s\n", k, r == "" ? "-" : sprintf("%.1f", r), t == "" ? "-" : sprintf("%.1f", t),
       (r != "" && t != "") ? sprintf("%.2fx", r / t) : "-" } }' "$tmp/rn.out" "$tmp/torch.out" | sort
+exit $rc
