@@ -341,7 +341,9 @@ PIDS+=($!)
 if [ -f tests/test_cuda_ops2.lua ]; then
   step cuda_ops2 150 bash -c 'env RN_TEST_VERBOSE=2 ./rnlua tests/run.lua tests/test_cuda_ops2.lua; rc=$?;
     echo "== again with RN_CUDNN_GRAPH=1: the conv tests";
-    env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda_ops2.lua || rc=1; exit $rc' >/dev/null &
+    env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda_ops2.lua || rc=1;
+    echo "== again with RN_CUDA_BF16_NATIVE=0 (bf16 convolutions through float32 copies): the bfloat16 tests";
+    env RN_CUDA_BF16_NATIVE=0 RN_TEST_MATCH=bfloat16 ./rnlua tests/run.lua tests/test_cuda_ops2.lua || rc=1; exit $rc' >/dev/null &
   PIDS+=($!)
 fi
 if command -v compute-sanitizer >/dev/null; then

@@ -238,11 +238,8 @@ T.test("cuda ops2: batched matmul broadcasting over leading dims, forward and ba
 end)
 
 -- An operand that is an expanded view (stride-0 batch dims, shape the whole
--- batch) must get the per-batch gradient, as its contiguous copy does. On
--- the CPU (rnlua at issue #21) it does not: core/ops/matmul.c's grad_for
--- takes a stride-0 operand for a shared one and accumulates one matrix into
--- an uninitialised gradient of the whole batch. Skipped, loudly, while the
--- CPU is wrong (the CPU is the reference); a parity test once fixed.
+-- batch) gets the per-batch gradient, as its contiguous copy does
+-- (core/ops/matmul.c grad_for; the CPU's own test: test_matmul_batched.lua).
 T.test("cuda ops2: matmul of an expanded (stride-0 batch) operand, gradient of the view", function()
   need_gpu()
   use_tol("gemm")
@@ -256,10 +253,8 @@ T.test("cuda ops2: matmul of an expanded (stride-0 batch) operand, gradient of t
     return x.grad:cpu()
   end
   local e = (grad_of("cpu", false) - grad_of("cpu", true)):abs():max():item()
-  if not (e < 1e-4) then
-    T.skip(string.format("KNOWN BUG on the CPU: matmul backward of an expanded operand (1x5x7 -> 3x5x7) "
-                         .. "@ 3x7x4 differs from its contiguous copy's by %.3g (core/ops/matmul.c grad_for)", e))
-  end
+  T.truthy(e < 1e-4, string.format("CPU: matmul backward of an expanded operand (1x5x7 -> 3x5x7) @ 3x7x4 "
+    .. "differs from its contiguous copy's by %.3g", e))
   near(grad_of(DEV, false), grad_of("cpu", true), "matmul expanded 1x5x7 -> 3x5x7 @ 3x7x4: gradient")
   parity("matmul of an expanded operand (1x5x7 expanded to 3x5x7) @ 3x7x4", function(x, y)
     return rn.matmul(x:expand({3, 5, 7}), y)
