@@ -15,65 +15,67 @@
 #                                     unpacks them into a temp dir; and a
 #                                     Fashion-MNIST subset into .gpudata/
 #
-# Steps, each under its own timeout, each logged to OUTDIR/<step>.log:
+# Steps, each under its own timeout, each logged to OUTDIR/<step>.log
+# (RN_GPU_PACK=1, as on the device: logs packed into OUTDIR/logs.tgz beside
+# summary.txt, since the device tool returns at most 8 files):
 #   env        nvidia-smi, nvcc, python3, the binary's shared libraries
 #   libs       dirs of libcublas/libcudnn (and libnvrtc/libnvJitLink, which
 #              cuDNN's run-time compiled engines load) from python3's nvidia
 #              packages, else a bounded find, put on LD_LIBRARY_PATH, with
-#              .gpulibs/ if present
-#              (logged in env.log)
+#              .gpulibs/ if present (logged in env.log)
 #   build      ./rnlua if present (built elsewhere and carried: carry
 #              ["rnlua", ".gpulibs", ".gpudata"]) and built with CUDA; else `make` where
 #              nvcc exists
-#   cuda_tests ./rnlua tests/run.lua tests/test_cuda.lua tests/test_determinism.lua
-#              tests/test_cuda_data.lua tests/test_optim_fused.lua (the
-#              one-launch optimizer against the per-tensor one and the CPU
-#              twin), all but the out-of-memory test; then the convolution
-#              tests of test_cuda.lua again with RN_CUDNN_DESC_CACHE=0 (the
-#              per-call descriptors before issue 19: both paths at parity);
-#              issue 19's rest: tests/test_graph.lua (fit with the whole-step
-#              CUDA graph against eager), test_l2_fused.lua (one-launch L2),
-#              test_cuda_bn_relu.lua (fused BN+ReLU against the CPU),
-#              test_profile.lua (CUDA-event columns), and the conv tests with
-#              RN_CUDNN_FILTER_CACHE=0 (the per-call filter transpose);
-#              issue #18: test_cuda_bf16act.lua (bf16 batch norm, fused
-#              BN+ReLU and pooling against the CPU, a model passing bf16
-#              activations), again with RN_CUDA_BF16_ACT=0 (the converting
-#              path, float32 activations on the GPU) with the mixed_bfloat16
-#              tests of test_cuda.lua
-#   sanitizer  compute-sanitizer memcheck on a light run of test_cuda and
-#              test_cuda_data
-#   oom        the out-of-memory test alone (it fills the card), with the
-#              wall time of each phase
+# Phase 1, correctness: these run side by side (4 threads each), since none
+# of them times anything:
+#   cuda_tests test_cuda, test_determinism, test_cuda_data, test_optim_fused
+#              (the one-launch optimizer against the per-tensor one and the CPU
+#              twin), test_graph (fit's whole-step CUDA graph against eager),
+#              test_l2_fused, test_cuda_bn_relu, test_profile, all but the
+#              out-of-memory test; then the conv tests again with each issue-19
+#              switch turned back (RN_CUDNN_DESC_CACHE=0, RN_CUDNN_FILTER_CACHE=0),
+#              on cuDNN's graph API (RN_CUDNN_GRAPH=1), and the batch-norm tests
+#              with RN_CUDA_BN_RELU=0; issue #18: test_cuda_bf16act (bf16 batch
+#              norm, fused BN+ReLU and pooling against the CPU, a model passing
+#              bf16 activations), then again with RN_CUDA_BF16_ACT=0 (float32
+#              activations on the GPU, bf16 BN/pooling converting) with the
+#              mixed_bfloat16 tests of test_cuda
+#   cuda_ops2  tests/test_cuda_ops2.lua: the newer ops against the CPU (grouped,
+#              depthwise, transposed convolution, attention, resize, bf16
+#              tensors, MobileNetV2/ViT steps), then its conv tests on the graph API,
+#              and its bfloat16 tests on the converting path (RN_CUDA_BF16_NATIVE=0
+#              RN_CUDA_BF16_ACT=0)
+#   sanitizer  compute-sanitizer memcheck on the light CUDA tests and on a short
+#              training run of the seed ResNet
+#   nccl       tests/dist/nccl_check.lua: the nccl backend at world size 1
+#              (collectives, and fit over NCCL bit-equal to the plain GPU run)
 #   train      scripts/resnet_cifar.lua, 4 epochs of 12,800 images (a loss
 #              curve; data: CIFAR-10, else Fashion-MNIST, else the subset
 #              that --bundle writes to .gpudata/; arguments: $RN_GPU_TRAIN_ARGS)
+# then
+#   oom        the out-of-memory test alone (it fills the card)
+# Phase 2, speed, one at a time:
 #   bench      seed ResNet training throughput at batch 128 and 512:
-#              scripts/bench_gpu.lua (rnlua, cuda; $RN_GPU_BENCH_ARGS), then
-#              scripts/bench_gpu_torch.py (PyTorch eager fp32, eager AMP
-#              channels_last, torch.compile; $RN_GPU_TORCH_ARGS) where python3
-#              has torch; their RESULT lines become a table (images/s,
-#              s/epoch, rnlua/torch ratios), printed (and saved in
-#              summary.txt) just before the step table; bench.log also
-#              holds an fp32 run with RN_FUSED_OPTIM=0 RN_CUDNN_DESC_CACHE=0
-#              (mode "fp32+legacy": the paths before issue 19, for the gain),
-#              then fp32 and bf16 through the whole-step CUDA graph (--graph 1,
-#              modes "fp32+find+graph", "bf16+find+graph"), then fp32 with
-#              RN_CUDNN_GRAPH=1 (cuDNN's graph API with cached plans, mode
-#              "fp32+cudnngraph"; the conv tests also run on it in cuda_tests)
+#              scripts/bench_gpu.lua (rnlua, cuda; $RN_GPU_BENCH_ARGS), fp32 and
+#              bf16 with measured cuDNN algorithms (RN_CUDNN_FIND=1, as
+#              cudnn.benchmark), per-layer profile at 128; fp32 on the paths
+#              before issue 19 ("fp32+find+legacy"); fp32 and bf16 through the
+#              whole-step CUDA graph ("+graph"); fp32 on cuDNN's graph API
+#              ("+cudnngraph")
+#   bench_torch scripts/bench_gpu_torch.py (PyTorch eager fp32, eager AMP
+#              channels_last, torch.compile; $RN_GPU_TORCH_ARGS); the RESULT
+#              lines of both become a table (images/s, s/epoch, rnlua/torch
+#              ratios) in summary.txt
+#   arch       MobileNetV2 and ViT training steps, rnlua beside PyTorch
+#   kernels    Nsight Compute's kernel durations of a short fp32 and bf16 run:
+#              the kernel time per step against the measured step time, and
+#              the float32<->bf16 conversion kernels (scripts/gpu_kernels.py)
 # A summary table comes last (after the bench table). Re-runnable: it only
 # writes OUTDIR (and, for `make`, the build dir). Bounded: every step has a
 # timeout, cut to what is left of $RN_GPU_BUDGET seconds (default 330: run
 # it with a device timeout_s of 360 or more; 480 runs every step to its
-# end); the timeouts (tests 130, sanitizer 60, oom 60, train 40, bench 140 +
-# 90) are in priority order, so a slow step starves the later, less
-# important ones, never the summary. bench also prints the per-layer
-# profile at batch 128 (--profile).
-# OUTDIR gets at most 8 files (the device tool returns no more): env.log,
-# cuda_tests.log, sanitizer.log, oom.log, train.log, bench.log,
-# bench_torch.log, summary.txt (bench table + step table); build.log (only
-# when it builds) and $RN_GPU_FULL_SUITE=1's suite.log are a 9th and 10th,
-# so then a log may not come back.
+# end), in priority order, so a slow step starves the later, less important
+# ones, never the summary.
 set -u
 
 cd "$(dirname "$0")/.." || exit 2
@@ -349,7 +351,9 @@ PIDS+=($!)
 if [ -f tests/test_cuda_ops2.lua ]; then
   step cuda_ops2 150 bash -c 'env RN_TEST_VERBOSE=2 ./rnlua tests/run.lua tests/test_cuda_ops2.lua; rc=$?;
     echo "== again with RN_CUDNN_GRAPH=1: the conv tests";
-    env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda_ops2.lua || rc=1; exit $rc' >/dev/null &
+    env RN_CUDNN_GRAPH=1 RN_TEST_MATCH=conv ./rnlua tests/run.lua tests/test_cuda_ops2.lua || rc=1;
+    echo "== again with RN_CUDA_BF16_NATIVE=0 RN_CUDA_BF16_ACT=0 (bf16 convolutions, batch norm, pooling through float32 copies): the bfloat16 tests";
+    env RN_CUDA_BF16_NATIVE=0 RN_CUDA_BF16_ACT=0 RN_TEST_MATCH=bfloat16 ./rnlua tests/run.lua tests/test_cuda_ops2.lua || rc=1; exit $rc' >/dev/null &
   PIDS+=($!)
 fi
 if command -v compute-sanitizer >/dev/null; then
@@ -435,5 +439,30 @@ if [ -f scripts/bench_gpu.lua ]; then
 else
   skip bench "scripts/bench_gpu.lua not present"
 fi
-#ARCH_BENCH_PLACEHOLDER
+# one example of each new family on the GPU, rnlua beside PyTorch (same models,
+# same sizes): MobileNetV2 (depthwise convolutions) and ViT (attention), fp32
+# and bf16, batch 128
+if [ -f scripts/bench_arch.sh ]; then
+  step arch 75 env RN_CUDNN_FIND=1 PYTHON=python3 PYTHON_LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" scripts/bench_arch.sh \
+    --device cuda --precision fp32,bf16 --models mobilenet_v2,vit --batch 128 --warmup 5 --reps 30 --budget 25
+else
+  skip arch "scripts/bench_arch.sh not present"
+fi
+
+# where the step's time goes: Nsight Compute's duration of every kernel of a
+# 3-step run (1 warm-up + 2 timed) at batch 128, fp32 and bf16, summed per
+# kernel by scripts/gpu_kernels.py, beside the step time bench.log measured
+# (without the profiler); the bf16 run's float32<->bf16 conversion kernels listed
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+if [ -n "$NCU" ] && [ -f scripts/gpu_kernels.py ] && [ -f scripts/bench_gpu.lua ]; then
+  step kernels 100 bash -c 'for m in fp32 bf16; do
+      ms=$(awk -v m="$m" '"'"'$1 == "RESULT" && $2 == "rnlua" && index($3, m) == 1 && $3 !~ /legacy|graph/ && $4 == 128 { print 128000 / $5; exit }'"'"' "'"$OUTDIR"'/bench.log")
+      echo "== $m: ncu over bench_gpu.lua --batch-sizes 128 --warmup 1 --steps 2 (step time without the profiler: ${ms:-?} ms)"
+      "'"$NCU"'" --clock-control none --metrics gpu__time_duration.sum --csv ./rnlua scripts/bench_gpu.lua \
+        --batch-sizes 128 --warmup 1 --steps 2 --modes $m >/tmp/rn_ncu_$m.csv 2>/tmp/rn_ncu_$m.err || { echo "ncu failed:"; tail -n 20 /tmp/rn_ncu_$m.err; }
+      python3 scripts/gpu_kernels.py /tmp/rn_ncu_$m.csv --steps 3 ${ms:+--step-ms $ms}
+    done'
+else
+  skip kernels "ncu or scripts/gpu_kernels.py not found"
+fi
 exit 0

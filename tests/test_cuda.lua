@@ -3,7 +3,7 @@
 -- tensors where there is no device, and the support query. With a device:
 -- CPU-vs-GPU parity of every filled CUDA slot on random inputs (contiguous,
 -- permuted, narrowed, broadcast; forward and backward, within the per-op
--- tolerances of the table TOL below): elementwise, reductions, losses, gemm, conv2d
+-- tolerances of tests/lib/cuda_parity.lua): elementwise, reductions, losses, gemm, conv2d
 -- (cuDNN), pooling, batch norm (with running statistics), a tiny Model
 -- trained on the device against the CPU, bfloat16 math (mixed_bfloat16:
 -- conv2d forward and gradients against the CPU in float32 within 1.6e-2 of
@@ -19,61 +19,18 @@ local T = require "t"
 local rn = require "rn"
 local core = require "rn.core"
 
-local ON_CPU = os.getenv("RN_CUDA_TEST_ON_CPU") ~= nil
-local LIGHT = os.getenv("RN_TEST_LIGHT") ~= nil
-local DEV = ON_CPU and "cpu" or "cuda"
-local AVAIL = rn.cuda.is_available()
-local WHY = rn.cuda.why_unavailable()
-
--- CPU-vs-GPU parity tolerances, one row per op family: {atol, rtol} for
--- float32 and for float64 inputs. Elementwise ops and pooling differ only by
--- the device's libm (expf, tanhf, powf: a few ulp) and are held to ~100 ulp;
--- reductions, softmax, losses and batch norm sum in another order (error
--- grows with the reduced length); gemm and convolution use other
--- algorithms (cuBLAS/cuDNN's tiling, FFT or Winograd vs oneDNN's), with TF32
--- off. "long_sum" is a sum of ~1M float32 values; "model" a whole training
--- step or model. A test picks its row with use_tol(name) (need_gpu() resets
--- it to "default", the old 1e-3 everywhere); parity(..., {tol = x}) and
--- near(..., x) still accept a number for a one-off.
-local TOL = {
-  --              float32 {atol, rtol}   float64 {atol, rtol}
-  default     = { f32 = { 1e-3, 1e-3 }, f64 = { 1e-9, 1e-9 } },
-  elementwise = { f32 = { 1e-6, 1e-5 }, f64 = { 1e-14, 1e-12 } },
-  pool        = { f32 = { 1e-6, 1e-5 }, f64 = { 1e-14, 1e-12 } },
-  reduce      = { f32 = { 1e-4, 1e-4 }, f64 = { 1e-12, 1e-10 } },
-  long_sum    = { f32 = { 1e-2, 1e-2 }, f64 = { 1e-9, 1e-9 } },
-  softmax     = { f32 = { 1e-6, 1e-4 }, f64 = { 1e-14, 1e-11 } },
-  loss        = { f32 = { 1e-5, 1e-4 }, f64 = { 1e-12, 1e-10 } },
-  gemm        = { f32 = { 1e-4, 1e-4 }, f64 = { 1e-11, 1e-10 } },
-  gemm_long_k = { f32 = { 2e-3, 2e-3 }, f64 = { 1e-9, 1e-9 } }, -- K up to 513
-  batch_norm  = { f32 = { 1e-4, 1e-4 }, f64 = { 1e-11, 1e-10 } },
-  conv        = { f32 = { 1e-3, 1e-3 }, f64 = { 1e-9, 1e-9 } },
-  model       = { f32 = { 2e-3, 2e-3 }, f64 = { 1e-9, 1e-9 } },
-}
-local KIND = "default"
-local function use_tol(kind)
-  assert(TOL[kind], "no tolerance row " .. tostring(kind))
-  KIND = kind
-end
-
-local function need_gpu()
-  KIND = "default"
-  if ON_CPU then return end
-  if not AVAIL then T.skip("no CUDA device: " .. tostring(WHY)) end
-end
-
-local function need_real_gpu(what)
-  if ON_CPU then T.skip(what .. ": needs a real device (RN_CUDA_TEST_ON_CPU)") end
-  need_gpu()
-end
+-- the parity harness (tests/lib/cuda_parity.lua): the device under test,
+-- the per-op tolerance rows (TOL) and parity()
+local P = require "cuda_parity"
+local ON_CPU, LIGHT, DEV, AVAIL, WHY = P.ON_CPU, P.LIGHT, P.DEV, P.AVAIL, P.WHY
+local use_tol, need_gpu, need_real_gpu, to_dev = P.use_tol, P.need_gpu, P.need_real_gpu, P.to_dev
+local near, parity = P.near, P.parity
 
 local function exists(p)
   local f = io.open(p, "rb")
   if f then f:close() return true end
   return false
 end
-
-local function to_dev(x) return x:to(DEV) end
 
 -- ---- on every host -----------------------------------------------------------
 
@@ -175,48 +132,6 @@ T.test("cuda: rn.core.cuda_* functions without a device", function()
 end)
 
 -- ---- with a device: parity helpers --------------------------------------------
-
--- compares within tol: a number (atol = rtol), a row name of TOL, or nil
--- (the row the test chose with use_tol)
-local function near(got, want, msg, tol)
-  if type(tol) == "number" then T.near(got, want, tol, tol, msg); return end
-  local row = TOL[tol or KIND]
-  local t = want.dtype == "float64" and row.f64 or row.f32
-  T.near(got, want, t[1], t[2], string.format("%s [tolerance %s]", msg, tol or KIND))
-end
-
--- Runs fn on CPU leaves and on device leaves made from the same values and
--- compares the outputs; with grad, also the gradients of sum(y * w) for a
--- random w with respect to every float input.
-local function parity(name, fn, inputs, opts)
-  opts = opts or {}
-  local ci, gi = {}, {}
-  for i, x in ipairs(inputs) do
-    ci[i] = x:detach():clone()
-    gi[i] = to_dev(x):detach()
-    if opts.grad and (x.dtype == "float32" or x.dtype == "float64") then
-      ci[i]:requires_grad_()
-      gi[i]:requires_grad_()
-    end
-  end
-  local yc = fn(table.unpack(ci))
-  local yg = fn(table.unpack(gi))
-  T.eq(yg.device, DEV, name .. ": output device")
-  T.eq(yg.dtype, yc.dtype, name .. ": output dtype")
-  near(yg, yc, name, opts.tol)
-  if not opts.grad then return end
-  local w = rn.randn(yc:size(), {dtype = yc.dtype})
-  local lc, lg = (yc * w):sum(), (yg * to_dev(w)):sum()
-  lc:backward()
-  lg:backward()
-  for i = 1, #inputs do
-    if ci[i].requires_grad then
-      T.truthy(gi[i].grad, name .. ": input " .. i .. " has a gradient")
-      T.eq(gi[i].grad.device, DEV, name .. ": gradient device")
-      near(gi[i].grad, ci[i].grad, name .. ": gradient of input " .. i, opts.tol)
-    end
-  end
-end
 
 local function shape(n) return LIGHT and {3, 4, 5} or (n or {6, 7, 9}) end
 
@@ -973,11 +888,7 @@ local function with_bf16(fn, ...)
   return table.unpack(res, 2, res.n)
 end
 
--- max |got - want| / max |want| (got moved to the CPU)
-local function relerr(got, want)
-  local d = (got:cpu() - want):abs():max():item()
-  return d / math.max(want:abs():max():item(), 1e-30)
-end
+local relerr = P.relerr
 
 -- conv2d on dev with leaves made from x, w, b (view(x, w) applied first when
 -- given: non-contiguous operands), backward of gy: {y, dx, dw, db}

@@ -119,6 +119,25 @@ T.test("matmul: gradients of broadcast operands are summed over the batch", func
 end)
 
 -- matmul is linear in each input: a large step keeps rounding small
+T.test("matmul: an expanded operand (stride-0 batch) gets each batch's gradient, summed by expand", function()
+  rn.manual_seed(21)
+  local a, b = rn.randn({1, 5, 7}), rn.randn({3, 7, 4})
+  for _, side in ipairs({"a", "b"}) do
+    local function grad_of(contig)
+      local x = (side == "a" and a or b:narrow(1, 1, 1)):detach():requires_grad_()
+      local e = x:expand(side == "a" and {3, 5, 7} or {3, 7, 4})
+      if contig then e = e:contiguous() end
+      local l = (side == "a" and rn.matmul(e, b) or rn.matmul(a:expand({3, 5, 7}), e))
+      l = (l * rn.arange(0, l:numel()):reshape(l:size()):float()):sum()
+      l:backward()
+      return x.grad
+    end
+    local g, want = grad_of(false), grad_of(true)
+    T.eq(g:size(), want:size(), side .. ": gradient shape")
+    T.near(g, want, 1e-4, 1e-5, side .. ": the expanded view's gradient equals its contiguous copy's")
+  end
+end)
+
 T.test("matmul batched: float64 gradients equal finite differences", function()
   rn.manual_seed(193)
   for _, c in ipairs({CASES[2], CASES[3], CASES[6], {{3, 4}, {2, 4, 3}}}) do

@@ -176,18 +176,26 @@ typedef struct {
 } mm_ctx;
 
 /* A gradient for input i (in_shape s, operand geometry om_nb batches of
- * rows x cols): the input's shape when the operand is shared or not
- * broadcast, else the whole batch (bshape, rows, cols), which the tape sums
- * down to the input's shape. */
+ * rows x cols), and in *onb the number of matrices bmm writes into it: the
+ * input's shape when it is one matrix (its products summed over the batch:
+ * onb 1) or the operand's own om_nb matrices; else the whole batch (bshape,
+ * rows, cols; onb B), which the tape sums down to the input's shape. An
+ * operand whose batch strides are all 0 (an expanded view) is one matrix
+ * to gemm but a whole batch to autograd: each view of it gets its own
+ * product, so it takes the last branch. */
 static rn_tensor *grad_for(const mm_ctx *c, const rn_inshape *s, int64_t om_nb, int64_t rows,
-                           int64_t cols, rn_devtype dev) {
+                           int64_t cols, rn_devtype dev, int64_t *onb) {
   int64_t n = 1;
   for (int i = 0; i < s->ndim; i++) n *= s->shape[i];
-  if (om_nb == 1 || n == om_nb * rows * cols) return rn_empty(s->ndim, s->shape, s->dtype, dev);
+  if (n == rows * cols || (om_nb > 1 && n == om_nb * rows * cols)) {
+    *onb = n == rows * cols ? 1 : om_nb;
+    return rn_empty(s->ndim, s->shape, s->dtype, dev);
+  }
   int64_t sh[RN_MAXDIM];
   memcpy(sh, c->bshape, (size_t)c->nbd * sizeof *sh);
   sh[c->nbd] = rows;
   sh[c->nbd + 1] = cols;
+  *onb = c->B;
   return rn_empty(c->nbd + 2, sh, s->dtype, dev);
 }
 
@@ -201,13 +209,15 @@ static int matmul_bw(rn_node *n, rn_tensor *g, rn_tensor **gin) {
   if (rc == 0) rc = operand(&am, a, true, c->nbd, c->bshape, &ta);
   if (rc == 0) rc = operand(&bm, b, false, c->nbd, c->bshape, &tb);
   if (rc == 0 && n->needs[0]) { /* gA = g @ B^T: (Ba,M,K) */
-    ga = grad_for(c, &n->in_shape[0], am.nb, c->M, c->K, rn_device(a));
-    mat om = ga ? out_mat(ga, am.nb, c->M, c->K) : gm, bt = transposed(bm);
+    int64_t onb = 1;
+    ga = grad_for(c, &n->in_shape[0], am.nb, c->M, c->K, rn_device(a), &onb);
+    mat om = ga ? out_mat(ga, onb, c->M, c->K) : gm, bt = transposed(bm);
     rc = ga ? bmm(a->dtype, ga, &om, &gm, &bt) : -1;
   }
   if (rc == 0 && n->needs[1]) { /* gB = A^T @ g: (Bb,K,N) */
-    gb = grad_for(c, &n->in_shape[1], bm.nb, c->K, c->N, rn_device(b));
-    mat om = gb ? out_mat(gb, bm.nb, c->K, c->N) : gm, at = transposed(am);
+    int64_t onb = 1;
+    gb = grad_for(c, &n->in_shape[1], bm.nb, c->K, c->N, rn_device(b), &onb);
+    mat om = gb ? out_mat(gb, onb, c->K, c->N) : gm, at = transposed(am);
     rc = gb ? bmm(b->dtype, gb, &om, &at, &gm) : -1;
   }
   rn_release(gc); rn_release(ta); rn_release(tb);
