@@ -46,6 +46,8 @@ extern "C" cudaError_t rnk_embedding_fwd(int dt, void *y, const void *idx, int i
   if (n * D <= 0) return cudaSuccess;
   if (dt == RNK_F32) return fwd((float *)y, idx, idt, (const float *)w, n, D, s);
   if (dt == RNK_F64) return fwd((double *)y, idx, idt, (const double *)w, n, D, s);
+  /* a gather moves bits: bfloat16 and float16 rows as uint16_t */
+  if (dt == RNK_BF16 || dt == RNK_F16) return fwd((uint16_t *)y, idx, idt, (const uint16_t *)w, n, D, s);
   return cudaErrorInvalidValue;
 }
 

@@ -183,9 +183,20 @@ cudaError_t rnk_pool2d_fwd(int dt, int max, rnk_pool_geom g, void *y, const void
 cudaError_t rnk_pool2d_bwd(int dt, int max, rnk_pool_geom g, void *gx, const void *gy,
                            const void *x, const void *y, cudaStream_t s);
 
-/* Batch norm and column sums over (R,C) contiguous rows, in fixed blocks of
- * RNK_BN_BLK rows: part holds 2*C doubles per block, nblk = ceil(R/BLK). */
+/* Batch norm and column sums over (R,C) contiguous rows, in blocks of
+ * rnk_bn_rows(R, C) rows (RNK_BN_BLK, or fewer, down to 16, for a small
+ * tensor, so that the partial sums run on about 1024 thread blocks): part
+ * holds 2*C doubles per block, nblk = rnk_bn_nblk(R, C). Callers size the
+ * scratch with rnk_bn_nblk. */
 #define RNK_BN_BLK 256
+static inline int64_t rnk_bn_rows(int64_t R, int64_t C) {
+  int64_t chunks = (C + 255) / 256, rows = R * chunks / 1024;
+  return rows > RNK_BN_BLK ? RNK_BN_BLK : rows < 16 ? 16 : rows;
+}
+static inline int64_t rnk_bn_nblk(int64_t R, int64_t C) {
+  int64_t b = rnk_bn_rows(R, C);
+  return (R + b - 1) / b;
+}
 /* part[b][0][c] = sum (x - shift), part[b][1][c] = sum (x - shift)^2 over
  * block b's rows; with gy: sum gy and sum gy*(x - shift). shift: (C)
  * doubles or NULL (0). */

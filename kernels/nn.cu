@@ -10,12 +10,13 @@
  * equals y (a NaN max to the first NaN); the gathers add the windows in
  * (oh,ow) order, as the CPU's scatter does.
  *
- * Batch norm over (R,C) contiguous rows: the per-channel sums are taken as
- * in core/cpu/norm.c, in double, over fixed blocks of RNK_BN_BLK rows (one
- * thread per (block, channel), rows in order), then the blocks are folded by
- * one warp per channel (lanes over blocks, then a shuffle sum: a fixed order,
- * so the result is deterministic, and within double rounding of the CPU's
- * sequential fold). The elementwise passes run in the data's type with
+ * Batch norm over (R,C) contiguous rows: the per-channel sums are taken
+ * over fixed blocks of rnk_bn_rows(R, C) rows (a thread block per row block,
+ * a few rows per thread summed in registers, then folded in double in
+ * shared memory: bn_partials_kernel), then the blocks are folded by
+ * one warp per channel (lanes over blocks, then a shuffle sum). The order
+ * is fixed, so the result is deterministic; it differs from the CPU's
+ * double fold by the float rounding of each thread's few terms. The elementwise passes run in the data's type with
  * float coefficients, as the CPU does.
  *
  * Layout helpers: zero padding / cropping of NHWC images, a tiled 2-D
@@ -170,35 +171,56 @@ template <typename T> __device__ __forceinline__ double ld(const T *p, int64_t i
   return p ? (double)p[i] : 0.0;
 }
 
-/* part[(b*2 + k)*C + c], b < nblk = ceil(R / RNK_BN_BLK): over the rows of
- * block b, k = 0: sum (x - shift), k = 1: sum (x - shift)^2; with gy:
- * k = 0: sum gy, k = 1: sum gy*(x - shift). shift NULL: 0. */
+/* part[(b*2 + k)*C + c], b < nblk = rnk_bn_nblk(R, C): over the rows of
+ * block b (rows = rnk_bn_rows(R, C) of them), k = 0: sum (x - shift),
+ * k = 1: sum (x - shift)^2; with gy: k = 0: sum gy, k = 1: sum gy*(x - shift);
+ * shift NULL: 0; mask (the fused ReLU's y): gy counts where mask > 0.
+ * One thread block of kPartThreads per (row block b, chunk of CB = min(C,
+ * kPartThreads) channels): thread t takes channel c0 + t % CB and rows
+ * r0 + t / CB, r0 + t / CB + G, ... (G = kPartThreads / CB), so that a warp
+ * reads consecutive channels of a row (coalesced); each thread sums its few
+ * values in registers (float, double for float64 data), then the G threads
+ * of a channel are folded in shared memory in double, in a fixed order. */
+constexpr int kPartThreads = 256;
 template <typename S>
-__global__ void bn_partials_kernel(const S *x, const S *gy, const double *shift, int64_t R,
-                                   int64_t C, int64_t nblk, double *part, const S *mask) {
+__global__ void __launch_bounds__(kPartThreads)
+bn_partials_kernel(const S *x, const S *gy, const double *shift, int64_t R, int64_t C,
+                   int64_t rows, double *part, const S *mask) {
   typedef typename Acc<S>::T T;
-  const int64_t n = nblk * C, step = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
-    int64_t b = i / C, c = i % C;
-    int64_t r0 = b * RNK_BN_BLK, r1 = r0 + RNK_BN_BLK < R ? r0 + RNK_BN_BLK : R;
-    double sh = shift ? shift[c] : 0.0, s1 = 0, s2 = 0;
+  __shared__ double sm[2][kPartThreads];
+  const int CB = C < kPartThreads ? (int)C : kPartThreads, G = kPartThreads / CB;
+  const int t = threadIdx.x, cl = t % CB, g = t / CB;
+  const int64_t b = blockIdx.x, c = (int64_t)blockIdx.y * CB + cl;
+  const int64_t r0 = b * rows, r1 = r0 + rows < R ? r0 + rows : R;
+  T s1 = 0, s2 = 0;
+  if (g < G && c < C) {
+    const T sh = shift ? (T)shift[c] : (T)0;
     if (gy) {
-      for (int64_t r = r0; r < r1; r++) {
-        double g = mask && !(Acc<S>::get(mask[r * C + c]) > (T)0)
-                       ? 0.0
-                       : (double)Acc<S>::get(gy[r * C + c]); /* dReLU */
-        s1 += g;
-        s2 += g * ((double)Acc<S>::get(x[r * C + c]) - sh);
+      for (int64_t r = r0 + g; r < r1; r += G) {
+        const int64_t i = r * C + c;
+        T v = mask && !(Acc<S>::get(mask[i]) > (T)0) ? (T)0 : Acc<S>::get(gy[i]); /* dReLU */
+        s1 += v;
+        s2 += v * (Acc<S>::get(x[i]) - sh);
       }
     } else {
-      for (int64_t r = r0; r < r1; r++) {
-        double d = (double)Acc<S>::get(x[r * C + c]) - sh;
+      for (int64_t r = r0 + g; r < r1; r += G) {
+        T d = Acc<S>::get(x[r * C + c]) - sh;
         s1 += d;
         s2 += d * d;
       }
     }
-    part[(b * 2) * C + c] = s1;
-    part[(b * 2 + 1) * C + c] = s2;
+  }
+  sm[0][t] = (double)s1;
+  sm[1][t] = (double)s2;
+  __syncthreads();
+  if (t < CB && c < C) {
+    double a = 0, q = 0;
+    for (int k = 0; k < G; k++) {
+      a += sm[0][k * CB + t];
+      q += sm[1][k * CB + t];
+    }
+    part[(b * 2) * C + c] = a;
+    part[(b * 2 + 1) * C + c] = q;
   }
 }
 
@@ -467,20 +489,22 @@ extern "C" cudaError_t rnk_pool2d_bwd(int dt, int max, rnk_pool_geom g, void *gx
 
 extern "C" cudaError_t rnk_bn_partials(int dt, const void *x, const void *gy, const double *shift,
                                        int64_t R, int64_t C, double *part, cudaStream_t s) {
-  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  int64_t nblk = rnk_bn_nblk(R, C), cb = C < kPartThreads ? C : kPartThreads;
   if (nblk * C <= 0) return cudaSuccess;
-  RNK_DATA_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
-                       (const T *)x, (const T *)gy, shift, R, C, nblk, part, (const T *)NULL)));
+  dim3 pg((unsigned)nblk, (unsigned)((C + cb - 1) / cb));
+  RNK_DATA_DISPATCH(dt, (bn_partials_kernel<T><<<pg, kPartThreads, 0, s>>>(
+                       (const T *)x, (const T *)gy, shift, R, C, rnk_bn_rows(R, C), part, (const T *)NULL)));
   return cudaGetLastError();
 }
 
 extern "C" cudaError_t rnk_bn_partials_masked(int dt, const void *x, const void *gy,
                                               const void *mask, const double *shift, int64_t R,
                                               int64_t C, double *part, cudaStream_t s) {
-  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  int64_t nblk = rnk_bn_nblk(R, C), cb = C < kPartThreads ? C : kPartThreads;
   if (nblk * C <= 0) return cudaSuccess;
-  RNK_DATA_DISPATCH(dt, (bn_partials_kernel<T><<<grid(nblk * C), kThreads, 0, s>>>(
-                       (const T *)x, (const T *)gy, shift, R, C, nblk, part, (const T *)mask)));
+  dim3 pg((unsigned)nblk, (unsigned)((C + cb - 1) / cb));
+  RNK_DATA_DISPATCH(dt, (bn_partials_kernel<T><<<pg, kPartThreads, 0, s>>>(
+                       (const T *)x, (const T *)gy, shift, R, C, rnk_bn_rows(R, C), part, (const T *)mask)));
   return cudaGetLastError();
 }
 
@@ -498,7 +522,7 @@ extern "C" cudaError_t rnk_bn_train_stats(int dt, const double *part, int64_t R,
                                           bool unbiased, double eps, double *coef,
                                           cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
-  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  int64_t nblk = rnk_bn_nblk(R, C);
   RNK_FLOAT_DISPATCH(dt, (bn_train_stats_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
                        part, nblk, R, C, shift, (const T *)gamma, (const T *)beta,
                        (T *)save_mean, (T *)save_invstd, (T *)rmean, (T *)rvar, momentum,
@@ -520,7 +544,7 @@ extern "C" cudaError_t rnk_bn_bwd_coef(int dt, const double *part, int64_t R, in
                                        const void *gamma, const void *save_invstd, void *ggamma,
                                        void *gbeta, double *coef, cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
-  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  int64_t nblk = rnk_bn_nblk(R, C);
   RNK_FLOAT_DISPATCH(dt, (bn_bwd_coef_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
                        part, nblk, R, C, (const T *)gamma, (const T *)save_invstd, (T *)ggamma,
                        (T *)gbeta, coef)));
@@ -547,7 +571,7 @@ extern "C" cudaError_t rnk_bn_affine_relu(int dt, void *out, const void *in, con
 extern "C" cudaError_t rnk_colsum_finish(int dt, const double *part, int64_t R, int64_t C,
                                          void *out, cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
-  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  int64_t nblk = rnk_bn_nblk(R, C);
   RNK_FLOAT_DISPATCH(dt, (colsum_finish_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(part, nblk, C,
                                                                                 (T *)out)));
   return cudaGetLastError();

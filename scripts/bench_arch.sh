@@ -30,7 +30,11 @@ echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $(git rev-parse --sho
 rc=0
 ./rnlua scripts/bench_arch.lua --threads "$threads" "${args[@]}" | tee "$tmp/rn.out" || rc=$?
 if "${pyenv[@]}" "$py" -c 'import torch' 2>/dev/null; then
-  "${pyenv[@]}" env PYTHONUNBUFFERED=1 "$py" scripts/bench_arch_torch.py --threads "$threads" "${args[@]}" |
+  # TORCH_BUDGET: the torch side's own --budget (cudnn.benchmark tunes each
+  # new shape in its first steps), after the shared options so that it wins
+  tb=()
+  if [ -n "${TORCH_BUDGET:-}" ]; then tb=(--budget "$TORCH_BUDGET"); fi
+  "${pyenv[@]}" env PYTHONUNBUFFERED=1 "$py" scripts/bench_arch_torch.py --threads "$threads" "${args[@]}" "${tb[@]}" |
     tee "$tmp/torch.out" || rc=$?
 else
   echo "torch: not available ($py has no torch: apt install python3-torch, or PYTHON=...)"; : > "$tmp/torch.out"

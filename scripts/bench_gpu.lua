@@ -64,6 +64,9 @@ if os.getenv("RN_FUSED_OPTIM") == "0" or os.getenv("RN_CUDNN_DESC_CACHE") == "0"
   or os.getenv("RN_FUSED_L2") == "0" then
   find = find .. "+legacy"
 end
+-- issue 18's: bf16 activations off on the GPU (float32 tensors, bf16 math in
+-- the convolutions) or bf16 convolutions through float32 copies: "+f32act"
+if os.getenv("RN_CUDA_BF16_ACT") == "0" or os.getenv("RN_CUDA_BF16_NATIVE") == "0" then find = find .. "+f32act" end
 if os.getenv("RN_CUDNN_GRAPH") == "1" then find = find .. "+cudnngraph" end
 if opt.graph == 1 then find = find .. "+graph" end
 local modes = {} -- {name printed, policy}

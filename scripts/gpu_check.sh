@@ -360,7 +360,7 @@ if command -v compute-sanitizer >/dev/null; then
   # the light CUDA tests, then a short training run (a few steps of the seed ResNet)
   # shellcheck disable=SC2086
   step sanitizer 150 bash -c "env RN_TEST_LIGHT=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
-    --print-limit 30 ./rnlua tests/run.lua tests/test_cuda.lua tests/test_cuda_data.lua; rc=\$?;
+    --print-limit 30 ./rnlua tests/run.lua tests/test_cuda.lua tests/test_cuda_data.lua tests/test_cuda_bf16act.lua; rc=\$?;
     echo '== a short training run under memcheck';
     compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 30 ./rnlua scripts/resnet_cifar.lua \
       --device cuda --epochs 1 --train-limit 512 --test-limit 256 --batch-size 128 $TRAIN_DATA || rc=1; exit \$rc" >/dev/null &
@@ -425,7 +425,9 @@ if [ -f scripts/bench_gpu.lua ]; then
     env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 4 \
     --steps 15 --budget 30 --graph 1 || rc=1;
     env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_CUDNN_GRAPH=1 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
-    --warmup 3 --steps 10 --budget 25 --modes fp32 || rc=1; exit \$rc"
+    --warmup 3 --steps 10 --budget 25 --modes fp32 || rc=1;
+    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_CUDA_BF16_ACT=0 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
+    --warmup 4 --steps 15 --budget 20 --graph 1 --modes bf16 || rc=1; exit \$rc"
   if command -v python3 >/dev/null && env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 60 python3 -c 'import torch' 2>/dev/null; then
     HAVE_TORCH=1
     # shellcheck disable=SC2086
@@ -443,24 +445,26 @@ fi
 # same sizes): MobileNetV2 (depthwise convolutions) and ViT (attention), fp32
 # and bf16, batch 128
 if [ -f scripts/bench_arch.sh ]; then
-  step arch 75 env RN_CUDNN_FIND=1 PYTHON=python3 PYTHON_LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" scripts/bench_arch.sh \
+  step arch 100 env RN_CUDNN_FIND=1 TORCH_BUDGET=50 PYTHON=python3 PYTHON_LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" scripts/bench_arch.sh \
     --device cuda --precision fp32,bf16 --models mobilenet_v2,vit --batch 128 --warmup 5 --reps 30 --budget 25
+  # where MobileNetV2's and ViT's GPU time goes, per layer type (CUDA events)
+  step arch_profile 40 ./rnlua scripts/profile_arch.lua --device cuda --batch 128
 else
   skip arch "scripts/bench_arch.sh not present"
 fi
 
 # where the step's time goes: Nsight Compute's duration of every kernel of a
-# 3-step run (1 warm-up + 2 timed) at batch 128, fp32 and bf16, summed per
+# 2-step run (1 warm-up + 1 timed) at batch 128, bf16 then fp32, summed per
 # kernel by scripts/gpu_kernels.py, beside the step time bench.log measured
 # (without the profiler); the bf16 run's float32<->bf16 conversion kernels listed
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 if [ -n "$NCU" ] && [ -f scripts/gpu_kernels.py ] && [ -f scripts/bench_gpu.lua ]; then
-  step kernels 100 bash -c 'for m in fp32 bf16; do
+  step kernels 100 bash -c 'for m in bf16 fp32; do
       ms=$(awk -v m="$m" '"'"'$1 == "RESULT" && $2 == "rnlua" && index($3, m) == 1 && $3 !~ /legacy|graph/ && $4 == 128 { print 128000 / $5; exit }'"'"' "'"$OUTDIR"'/bench.log")
-      echo "== $m: ncu over bench_gpu.lua --batch-sizes 128 --warmup 1 --steps 2 (step time without the profiler: ${ms:-?} ms)"
+      echo "== $m: ncu over bench_gpu.lua --batch-sizes 128 --warmup 1 --steps 1 (step time without the profiler: ${ms:-?} ms)"
       "'"$NCU"'" --clock-control none --metrics gpu__time_duration.sum --csv ./rnlua scripts/bench_gpu.lua \
-        --batch-sizes 128 --warmup 1 --steps 2 --modes $m >/tmp/rn_ncu_$m.csv 2>/tmp/rn_ncu_$m.err || { echo "ncu failed:"; tail -n 20 /tmp/rn_ncu_$m.err; }
-      python3 scripts/gpu_kernels.py /tmp/rn_ncu_$m.csv --steps 3 ${ms:+--step-ms $ms}
+        --batch-sizes 128 --warmup 1 --steps 1 --modes $m >/tmp/rn_ncu_$m.csv 2>/tmp/rn_ncu_$m.err || { echo "ncu failed:"; tail -n 20 /tmp/rn_ncu_$m.err; }
+      python3 scripts/gpu_kernels.py /tmp/rn_ncu_$m.csv --steps 2 ${ms:+--step-ms $ms}
     done'
 else
   skip kernels "ncu or scripts/gpu_kernels.py not found"

@@ -444,7 +444,7 @@ int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
  * through a float32 copy, the sums rounded once into gb) */
 static int bias_grad(const cgeom *g, rn_tensor *gb, const rn_tensor *gy) {
   int64_t rows = g->N * g->OH * g->OW;
-  int64_t nblk = (rows + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  int64_t nblk = rnk_bn_nblk(rows, g->O);
   double *part = rn_cuda_alloc((size_t)(nblk > 0 ? nblk : 1) * 2 * (size_t)g->O * sizeof(double));
   if (!part) return -1;
   cudaStream_t s = rn_cuda_stream();

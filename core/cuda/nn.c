@@ -121,7 +121,7 @@ static void *pp(const rn_tensor *t) { return t ? rn_ptr(t) : NULL; }
 /* Device scratch: the block partials (2*C doubles per block), the shift or
  * mean (C doubles) and the coefficients (4*C doubles), one allocation. */
 static double *bn_scratch(int64_t R, int64_t C, double **shift, double **coef) {
-  int64_t nblk = (R + RNK_BN_BLK - 1) / RNK_BN_BLK;
+  int64_t nblk = rnk_bn_nblk(R, C);
   size_t n = (size_t)(nblk > 0 ? nblk : 1) * 2 * (size_t)C + 5 * (size_t)C;
   double *part = rn_cuda_alloc(n * sizeof(double));
   if (!part) return NULL;

@@ -29,8 +29,8 @@ int rn_cuda_gnorm_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const 
 }
 
 int rn_cuda_embedding_fwd(rn_tensor *y, const rn_tensor *idx, const rn_tensor *w) {
-  if (w->dtype != RN_F32 && w->dtype != RN_F64)
-    return rn_err("embedding: dtype %s is not float32/float64 on cuda", rn_dtype_name(w->dtype));
+  if (w->dtype != RN_F32 && w->dtype != RN_F64 && w->dtype != RN_BF16 && w->dtype != RN_F16)
+    return rn_err("embedding: dtype %s is not a float type on cuda", rn_dtype_name(w->dtype));
   return CU(rnk_embedding_fwd((int)w->dtype, rn_ptr(y), rn_ptr(idx), (int)idx->dtype, rn_ptr(w),
                               rn_numel(idx), w->shape[1], rn_cuda_stream()));
 }

@@ -296,6 +296,18 @@ int rn_dist_barrier(void) {
 int rn_nccl_allreduce(rn_tensor *t, rn_dist_op op, double timeout, const char *what);
 int rn_nccl_broadcast(rn_tensor *t, int root, double timeout, const char *what);
 int rn_nccl_all_gather(rn_tensor *src, rn_tensor *dst, double timeout, const char *what);
+
+/* NCCL takes dense buffers: an in-place collective on a strided CUDA view
+ * runs on a contiguous copy that is copied back (op: 0 allreduce, 1 broadcast) */
+static int nccl_inplace(rn_tensor *t, int kind, int arg, const char *what) {
+  rn_tensor *c = rn_contiguous(t);
+  if (!c) return -1;
+  int rc = kind == 0 ? rn_nccl_allreduce(c, (rn_dist_op)arg, D.timeout, what)
+                     : rn_nccl_broadcast(c, arg, D.timeout, what);
+  if (rc == 0 && c != t) rc = rn_copy_(t, c);
+  rn_release(c);
+  return rc;
+}
 #endif
 
 /* Runs f on a host copy of a CUDA tensor (or on t itself), copying back when write. */
@@ -331,7 +343,7 @@ int rn_dist_allreduce(rn_tensor *t, rn_dist_op op, const char *what, bool check)
   if (check && check_across(t, (int64_t)op, what) < 0) return -1;
 #ifdef RN_WITH_CUDA
   if (D.nccl && rn_device(t) == RN_CUDA) {
-    int rc = rn_nccl_allreduce(t, op, D.timeout, what);
+    int rc = nccl_inplace(t, 0, (int)op, what);
     if (rc < 0) D.broken = true;
     return rc;
   }
@@ -355,7 +367,7 @@ int rn_dist_broadcast(rn_tensor *t, int root, const char *what, bool check) {
   if (check && check_across(t, root, what) < 0) return -1;
 #ifdef RN_WITH_CUDA
   if (D.nccl && rn_device(t) == RN_CUDA) {
-    int rc = rn_nccl_broadcast(t, root, D.timeout, what);
+    int rc = nccl_inplace(t, 1, root, what);
     if (rc < 0) D.broken = true;
     return rc;
   }
@@ -372,9 +384,11 @@ rn_tensor *rn_dist_all_gather(rn_tensor *t, const char *what) {
   memcpy(shape + 1, t->shape, sizeof(int64_t) * (size_t)t->ndim);
 #ifdef RN_WITH_CUDA
   if (D.nccl && rn_device(t) == RN_CUDA) {
-    rn_tensor *out = rn_empty(t->ndim + 1, shape, t->dtype, RN_CUDA);
-    if (!out) return NULL;
-    if (rn_nccl_all_gather(t, out, D.timeout, what) < 0) { D.broken = true; rn_release(out); return NULL; }
+    rn_tensor *out = rn_empty(t->ndim + 1, shape, t->dtype, RN_CUDA), *c = out ? rn_contiguous(t) : NULL;
+    if (!c) { rn_release(out); return NULL; }
+    int rc = rn_nccl_all_gather(c, out, D.timeout, what);
+    rn_release(c);
+    if (rc < 0) { D.broken = true; rn_release(out); return NULL; }
     return out;
   }
 #endif

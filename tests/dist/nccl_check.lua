@@ -60,6 +60,11 @@ local nc = rn.randn({ 6, 5 }):cuda():t() -- a non-contiguous view
 local wnc = nc:cpu()
 d.allreduce(nc, "sum")
 check((nc:cpu() - wnc):abs():max():item() == 0, "allreduce of a transposed view")
+d.broadcast(nc, 0)
+check((nc:cpu() - wnc):abs():max():item() == 0, "broadcast of a transposed view")
+local okg, gg = pcall(d.all_gather, nc)
+check(okg and (gg:reshape({5, 6}):cpu() - wnc):abs():max():item() == 0,
+  "all_gather of a transposed view: " .. (okg and table.concat(gg:size(), "x") or tostring(gg)))
 check(not pcall(d.broadcast, rn.ones(2):cuda(), 1), "broadcast from root 1 of a world of 1 is refused")
 d.finalize()
 
