@@ -81,10 +81,11 @@ cudaError_t rnk_scale2d(void *c, int dt, int64_t M, int64_t N, int64_t ldc, doub
 cudaError_t rnk_gnorm_fwd(int dt, void *y, double *mean, double *rstd, const void *x,
                           const void *gamma, const void *beta, int64_t N, int64_t S, int64_t G,
                           int64_t Cg, double eps, cudaStream_t s);
-/* gx, ggamma, gbeta: NULL when not wanted. */
+/* gx, ggamma, gbeta: NULL when not wanted. part: scratch of
+ * 2 * G*Cg * rnk_bn_nblk(N*S, G*Cg) doubles when ggamma or gbeta is wanted. */
 cudaError_t rnk_gnorm_bwd(int dt, void *gx, void *ggamma, void *gbeta, const void *gy,
                           const void *x, const void *gamma, const double *mean, const double *rstd,
-                          int64_t N, int64_t S, int64_t G, int64_t Cg, cudaStream_t s);
+                          int64_t N, int64_t S, int64_t G, int64_t Cg, double *part, cudaStream_t s);
 
 /* ---- pad.cu -------------------------------------------------------------- */
 /* A line op along one dim (core/backend.h rn_line_params): kind 0 constant,

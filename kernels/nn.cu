@@ -231,24 +231,39 @@ template <typename S> __global__ void to_double_kernel(double *dst, const S *src
     dst[i] = (double)Acc<S>::get(src[i]);
 }
 
-/* The per-channel kernels below run one warp per channel: c = the warp's
- * index, lane = the thread's lane; a warp past C leaves as a whole. */
+/* The per-channel kernels below run one block of kFold threads per channel:
+ * c = the block's index, lane = the thread's index (the results are kept
+ * by lane 0). */
+constexpr int kFold = 128;
 #define CHANNEL_WARP(C)                                                             \
-  const int64_t c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;          \
-  const int lane = threadIdx.x & 31;                                                \
+  const int64_t c = blockIdx.x;                                                     \
+  const int lane = threadIdx.x;                                                     \
   if (c >= (C)) return
 
-/* block sums of channel c folded by the warp (all 32 lanes get the result):
- * s1 = sum_b part[b][0][c], s2 = sum_b part[b][1][c] */
+/* block sums of channel c folded by the block (lane 0 gets the result):
+ * s1 = sum_b part[b][0][c], s2 = sum_b part[b][1][c], in a fixed order */
 __device__ __forceinline__ void fold(const double *part, int64_t nblk, int64_t C, int64_t c,
                                      int lane, double *s1, double *s2) {
+  __shared__ double sh[2][kFold / 32];
   double a = 0, b = 0;
-  for (int64_t k = lane; k < nblk; k += 32) {
+  for (int64_t k = lane; k < nblk; k += kFold) {
     a += part[(k * 2) * C + c];
     b += part[(k * 2 + 1) * C + c];
   }
-  *s1 = warp_sum(a);
-  *s2 = warp_sum(b);
+  a = warp_sum(a);
+  b = warp_sum(b);
+  if ((lane & 31) == 0) {
+    sh[0][lane >> 5] = a;
+    sh[1][lane >> 5] = b;
+  }
+  __syncthreads();
+  a = b = 0;
+  for (int w = 0; w < kFold / 32; w++) {
+    a += sh[0][w];
+    b += sh[1][w];
+  }
+  *s1 = a;
+  *s2 = b;
 }
 
 /* Training statistics per channel; coef: 4 arrays of C doubles (a, b, m, d)
@@ -422,9 +437,8 @@ __global__ void bias_add_bf16_kernel(uint16_t *y, const uint16_t *b, int64_t row
 }
 
 unsigned grid(int64_t n) { return blocks_for(n, kThreads); }
-/* one thread per channel (chan_blocks) or one warp per channel (warp_blocks) */
+/* one thread per channel */
 unsigned chan_blocks(int64_t C) { return (unsigned)((C + kThreads - 1) / kThreads); }
-unsigned warp_blocks(int64_t C) { return (unsigned)((C * 32 + kThreads - 1) / kThreads); }
 
 } // namespace
 
@@ -523,7 +537,7 @@ extern "C" cudaError_t rnk_bn_train_stats(int dt, const double *part, int64_t R,
                                           cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
   int64_t nblk = rnk_bn_nblk(R, C);
-  RNK_FLOAT_DISPATCH(dt, (bn_train_stats_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
+  RNK_FLOAT_DISPATCH(dt, (bn_train_stats_kernel<T><<<(unsigned)C, kFold, 0, s>>>(
                        part, nblk, R, C, shift, (const T *)gamma, (const T *)beta,
                        (T *)save_mean, (T *)save_invstd, (T *)rmean, (T *)rvar, momentum,
                        unbiased, eps, coef)));
@@ -545,7 +559,7 @@ extern "C" cudaError_t rnk_bn_bwd_coef(int dt, const double *part, int64_t R, in
                                        void *gbeta, double *coef, cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
   int64_t nblk = rnk_bn_nblk(R, C);
-  RNK_FLOAT_DISPATCH(dt, (bn_bwd_coef_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(
+  RNK_FLOAT_DISPATCH(dt, (bn_bwd_coef_kernel<T><<<(unsigned)C, kFold, 0, s>>>(
                        part, nblk, R, C, (const T *)gamma, (const T *)save_invstd, (T *)ggamma,
                        (T *)gbeta, coef)));
   return cudaGetLastError();
@@ -572,7 +586,7 @@ extern "C" cudaError_t rnk_colsum_finish(int dt, const double *part, int64_t R, 
                                          void *out, cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
   int64_t nblk = rnk_bn_nblk(R, C);
-  RNK_FLOAT_DISPATCH(dt, (colsum_finish_kernel<T><<<warp_blocks(C), kThreads, 0, s>>>(part, nblk, C,
+  RNK_FLOAT_DISPATCH(dt, (colsum_finish_kernel<T><<<(unsigned)C, kFold, 0, s>>>(part, nblk, C,
                                                                                 (T *)out)));
   return cudaGetLastError();
 }

@@ -427,6 +427,8 @@ if [ -f scripts/bench_gpu.lua ]; then
     env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_CUDNN_GRAPH=1 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
     --warmup 3 --steps 10 --budget 25 --modes fp32 || rc=1;
     env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_CUDA_BF16_ACT=0 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
+    --warmup 4 --steps 15 --budget 20 --graph 1 --modes bf16 || rc=1;
+    env RN_CUDNN_FIND=0 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
     --warmup 4 --steps 15 --budget 20 --graph 1 --modes bf16 || rc=1; exit \$rc"
   if command -v python3 >/dev/null && env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 60 python3 -c 'import torch' 2>/dev/null; then
     HAVE_TORCH=1
@@ -448,7 +450,8 @@ if [ -f scripts/bench_arch.sh ]; then
   step arch 100 env RN_CUDNN_FIND=1 TORCH_BUDGET=50 PYTHON=python3 PYTHON_LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" scripts/bench_arch.sh \
     --device cuda --precision fp32,bf16 --models mobilenet_v2,vit --batch 128 --warmup 5 --reps 30 --budget 25
   # where MobileNetV2's and ViT's GPU time goes, per layer type (CUDA events)
-  step arch_profile 40 ./rnlua scripts/profile_arch.lua --device cuda --batch 128
+  step arch_profile 40 bash -c './rnlua scripts/profile_arch.lua --device cuda --batch 128 --models mobilenet_v2,vit;
+    ./rnlua scripts/profile_arch.lua --device cuda --batch 128 --models seed --precision bf16' 
 else
   skip arch "scripts/bench_arch.sh not present"
 fi

@@ -1,16 +1,19 @@
 -- profile_arch.lua - where an example architecture's training step goes, per
 -- layer type (model:profile: host time per layer, and on the GPU the time
 -- between CUDA events), at the shapes scripts/bench_arch.lua measures.
---   ./rnlua scripts/profile_arch.lua [--device cuda] [--batch 128] [--models mobilenet_v2,vit]
+--   ./rnlua scripts/profile_arch.lua [--device cuda] [--batch 128] [--models mobilenet_v2,vit,seed]
+--                                    [--precision fp32|bf16]
+-- (seed: the seed ResNet of scripts/resnet_cifar.lua; bf16: the mixed_bfloat16 policy)
 local rn = require "rn"
 local A = dofile("scripts/architectures.lua")
-local device, batch, only = "cpu", 64, { mobilenet_v2 = true, vit = true }
+local device, batch, only, precision = "cpu", 64, { mobilenet_v2 = true, vit = true }, "fp32"
 local i = 1
 while i <= #arg do
   local a, v = arg[i], arg[i + 1]
   if a == "--device" then device = v
   elseif a == "--batch" then batch = math.tointeger(tonumber(v))
   elseif a == "--models" then only = {} for m in v:gmatch("[^,]+") do only[m] = true end
+  elseif a == "--precision" and (v == "fp32" or v == "bf16") then precision = v
   else io.stderr:write("profile_arch.lua: unknown option " .. tostring(a) .. "\n"); os.exit(2) end
   i = i + 2
 end
@@ -22,7 +25,9 @@ local MODELS = {
   { "mobilenet_v2", function() return A.mobilenet_v2{ input_shape = { 32, 32, 3 }, classes = 10 } end },
   { "vit", function() return A.vit{ input_shape = { 32, 32, 3 }, classes = 10, patch = 4, dim = 128, depth = 4,
     heads = 4, mlp = 256 } end, logits = true },
+  { "seed", function() return assert(loadfile("scripts/resnet_cifar.lua"))().create_resnet() end },
 }
+if precision == "bf16" then rn.mixed_precision.set_global_policy("mixed_bfloat16") end
 for _, m in ipairs(MODELS) do
   if only[m[1]] then
     rn.manual_seed(0)
@@ -33,7 +38,7 @@ for _, m in ipairs(MODELS) do
     local x = rn.randn({ batch, 32, 32, 3 }):to(device)
     local y = (rn.rand({ batch }) * 10):long():minimum(9):to(device)
     local res = model:profile(x, y, { steps = 3, warmup = 2, print = false })
-    print(string.format("%s on %s, batch %d: step %.2f ms%s", m[1], device, batch, res.step_ms,
+    print(string.format("%s on %s (%s), batch %d: step %.2f ms%s", m[1], device, precision, batch, res.step_ms,
       res.gpu_step_ms and string.format(" (GPU span %.2f ms)", res.gpu_step_ms) or ""))
     print(string.format("  %-26s %5s %10s %10s %10s %10s %6s", "layer type", "count", "fwd ms", "bwd ms",
       "gpu fwd", "gpu bwd", "%"))

@@ -22,10 +22,16 @@ int rn_cuda_gnorm_bwd(rn_tensor *gx, rn_tensor *ggamma, rn_tensor *gbeta, const 
   if (x->dtype != RN_F32 && x->dtype != RN_F64)
     return rn_err("norm backward: dtype %s is not float32/float64", rn_dtype_name(x->dtype));
   if (N * G > 2147483647LL) return rn_err("norm backward: %lld groups exceed a grid", (long long)(N * G));
-  return CU(rnk_gnorm_bwd((int)x->dtype, gx ? rn_ptr(gx) : NULL, ggamma ? rn_ptr(ggamma) : NULL,
-                          gbeta ? rn_ptr(gbeta) : NULL, rn_ptr(gy), rn_ptr(x), opt_ptr(gamma),
-                          (const double *)rn_ptr(mean), (const double *)rn_ptr(rstd), N, S, G, Cg,
-                          rn_cuda_stream()));
+  double *part = NULL; /* the parameter gradients' row-block partial sums */
+  if ((ggamma || gbeta) && N * S > 0 && G * Cg > 0 &&
+      !(part = rn_cuda_alloc((size_t)(2 * G * Cg * rnk_bn_nblk(N * S, G * Cg)) * sizeof(double))))
+    return -1;
+  int rc = CU(rnk_gnorm_bwd((int)x->dtype, gx ? rn_ptr(gx) : NULL, ggamma ? rn_ptr(ggamma) : NULL,
+                            gbeta ? rn_ptr(gbeta) : NULL, rn_ptr(gy), rn_ptr(x), opt_ptr(gamma),
+                            (const double *)rn_ptr(mean), (const double *)rn_ptr(rstd), N, S, G, Cg,
+                            part, rn_cuda_stream()));
+  rn_cuda_free(part); /* stream-ordered */
+  return rc;
 }
 
 int rn_cuda_embedding_fwd(rn_tensor *y, const rn_tensor *idx, const rn_tensor *w) {
