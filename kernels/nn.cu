@@ -347,13 +347,14 @@ __global__ void bn_affine_kernel(S *out, const S *in, const S *x, const double *
   }
 }
 
-/* out[c] = (T) sum over blocks of part[b][0][c] (the bias gradient) */
-template <typename T>
-__global__ void colsum_finish_kernel(const double *part, int64_t nblk, int64_t C, T *out) {
+/* out[c] = sum over blocks of part[b][0][c] (the bias gradient), rounded
+ * once to out's type (bfloat16 too) */
+template <typename S>
+__global__ void colsum_finish_kernel(const double *part, int64_t nblk, int64_t C, S *out) {
   CHANNEL_WARP(C);
   double s1, s2;
   fold(part, nblk, C, c, lane, &s1, &s2);
-  if (lane == 0) out[c] = (T)s1;
+  if (lane == 0) out[c] = Acc<S>::put((typename Acc<S>::T)s1);
 }
 
 /* ---- layout helpers ------------------------------------------------------ */
@@ -586,7 +587,7 @@ extern "C" cudaError_t rnk_colsum_finish(int dt, const double *part, int64_t R, 
                                          void *out, cudaStream_t s) {
   if (C <= 0) return cudaSuccess;
   int64_t nblk = rnk_bn_nblk(R, C);
-  RNK_FLOAT_DISPATCH(dt, (colsum_finish_kernel<T><<<(unsigned)C, kFold, 0, s>>>(part, nblk, C,
+  RNK_DATA_DISPATCH(dt, (colsum_finish_kernel<T><<<(unsigned)C, kFold, 0, s>>>(part, nblk, C,
                                                                                 (T *)out)));
   return cudaGetLastError();
 }

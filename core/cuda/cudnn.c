@@ -440,31 +440,17 @@ int rn_cuda_conv2d_bwd_data(rn_tensor *gx, const rn_tensor *gy, const rn_tensor 
   return rc;
 }
 
-/* gb (O) = column sums of gy (rows, O), in double (bfloat16 gy, gb: read
- * through a float32 copy, the sums rounded once into gb) */
+/* gb (O) = column sums of gy (rows, O), in double; bfloat16 gy and gb are
+ * read and written as they are (kernels/nn.cu: float sums per thread, then
+ * double, rounded once into gb) */
 static int bias_grad(const cgeom *g, rn_tensor *gb, const rn_tensor *gy) {
   int64_t rows = g->N * g->OH * g->OW;
   int64_t nblk = rnk_bn_nblk(rows, g->O);
   double *part = rn_cuda_alloc((size_t)(nblk > 0 ? nblk : 1) * 2 * (size_t)g->O * sizeof(double));
   if (!part) return -1;
   cudaStream_t s = rn_cuda_stream();
-  int dt = g->key.dt;
-  const void *src = rn_ptr(gy);
-  void *g32 = NULL, *b32 = NULL;
-  int rc = 0;
-  if (g->native) { /* float32 copies of gy and the bias gradient */
-    if (!(g32 = rn_cuda_alloc((size_t)(rows * g->O > 0 ? rows * g->O : 1) * 4)) ||
-        !(b32 = rn_cuda_alloc((size_t)g->O * 4)))
-      rc = -1;
-    if (rc == 0) rc = CU(rnk_copy(flat(rows * g->O), g32, RNK_F32, src, RNK_BF16, s));
-    src = g32;
-    dt = RN_F32;
-  }
-  if (rc == 0) rc = CU(rnk_bn_partials(dt, src, NULL, NULL, rows, g->O, part, s));
-  if (rc == 0) rc = CU(rnk_colsum_finish(dt, part, rows, g->O, b32 ? b32 : rn_ptr(gb), s));
-  if (rc == 0 && b32) rc = CU(rnk_copy(flat(g->O), rn_ptr(gb), RNK_BF16, b32, RNK_F32, s));
-  rn_cuda_free(b32);
-  rn_cuda_free(g32);
+  int rc = CU(rnk_bn_partials(g->key.dt, rn_ptr(gy), NULL, NULL, rows, g->O, part, s));
+  if (rc == 0) rc = CU(rnk_colsum_finish(g->key.dt, part, rows, g->O, rn_ptr(gb), s));
   rn_cuda_free(part);
   return rc;
 }
