@@ -57,11 +57,12 @@
 # Phase 2, speed, one at a time:
 #   bench      seed ResNet training throughput at batch 128 and 512:
 #              scripts/bench_gpu.lua (rnlua, cuda; $RN_GPU_BENCH_ARGS), fp32 and
-#              bf16 with measured cuDNN algorithms (RN_CUDNN_FIND=1, as
-#              cudnn.benchmark), per-layer profile at 128; fp32 on the paths
-#              before issue 19 ("fp32+find+legacy"); fp32 and bf16 through the
-#              whole-step CUDA graph ("+graph"); fp32 on cuDNN's graph API
-#              ("+cudnngraph")
+#              bf16 with cuDNN's heuristics (the default), per-layer profile at
+#              128; fp32 on the paths before issue 19 ("+legacy"); fp32 and bf16
+#              through the whole-step CUDA graph ("+graph"); fp32 on cuDNN's
+#              graph API ("+cudnngraph"); bf16 with float32 activations
+#              ("+f32act"); the graph runs again with measured algorithms
+#              (RN_CUDNN_FIND=1, as cudnn.benchmark: "+find")
 #   bench_torch scripts/bench_gpu_torch.py (PyTorch eager fp32, eager AMP
 #              channels_last, torch.compile; $RN_GPU_TORCH_ARGS); the RESULT
 #              lines of both become a table (images/s, s/epoch, rnlua/torch
@@ -416,20 +417,22 @@ bench_table() {
 
 if [ -f scripts/bench_gpu.lua ]; then
   # shellcheck disable=SC2086
-  # cuDNN algorithms measured (RN_CUDNN_FIND=1), as torch.backends.cudnn.benchmark below
+  # cuDNN's heuristics (the default); the last run measures them (RN_CUDNN_FIND=1, as
+  # torch.backends.cudnn.benchmark): on the H200 (2026-12-04, doc/perf.md) Find
+  # chose slower bf16 algorithms than the heuristics
   BENCH_ARGS=${RN_GPU_BENCH_ARGS:---batch-sizes 128,512 --warmup 3 --steps 15 --budget 40 --profile 128}
   # then fp32 on the paths before issue 19 (RESULT mode "fp32+find+legacy")
-  step bench 140 bash -c "env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} ./rnlua scripts/bench_gpu.lua $BENCH_ARGS;
-    rc=\$?; env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_FUSED_OPTIM=0 RN_CUDNN_DESC_CACHE=0 \
+  step bench 140 bash -c "env RN_CUDNN_FIND=${RN_CUDNN_FIND:-0} ./rnlua scripts/bench_gpu.lua $BENCH_ARGS;
+    rc=\$?; env RN_CUDNN_FIND=${RN_CUDNN_FIND:-0} RN_FUSED_OPTIM=0 RN_CUDNN_DESC_CACHE=0 \
     ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 3 --steps 10 --budget 30 --modes fp32 || rc=1;
-    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 4 \
+    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-0} ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 --warmup 4 \
     --steps 15 --budget 30 --graph 1 || rc=1;
-    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_CUDNN_GRAPH=1 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
+    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-0} RN_CUDNN_GRAPH=1 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
     --warmup 3 --steps 10 --budget 25 --modes fp32 || rc=1;
-    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-1} RN_CUDA_BF16_ACT=0 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
+    env RN_CUDNN_FIND=${RN_CUDNN_FIND:-0} RN_CUDA_BF16_ACT=0 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
     --warmup 4 --steps 15 --budget 20 --graph 1 --modes bf16 || rc=1;
-    env RN_CUDNN_FIND=0 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
-    --warmup 4 --steps 15 --budget 20 --graph 1 --modes bf16 || rc=1; exit \$rc"
+    env RN_CUDNN_FIND=1 ./rnlua scripts/bench_gpu.lua --batch-sizes 128,512 \
+    --warmup 4 --steps 15 --budget 20 --graph 1 || rc=1; exit \$rc"
   if command -v python3 >/dev/null && env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" timeout 60 python3 -c 'import torch' 2>/dev/null; then
     HAVE_TORCH=1
     # shellcheck disable=SC2086
@@ -447,7 +450,7 @@ fi
 # same sizes): MobileNetV2 (depthwise convolutions) and ViT (attention), fp32
 # and bf16, batch 128
 if [ -f scripts/bench_arch.sh ]; then
-  step arch 100 env RN_CUDNN_FIND=1 TORCH_BUDGET=50 PYTHON=python3 PYTHON_LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" scripts/bench_arch.sh \
+  step arch 100 env TORCH_BUDGET=50 PYTHON=python3 PYTHON_LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" scripts/bench_arch.sh \
     --device cuda --precision fp32,bf16 --models mobilenet_v2,vit --batch 128 --warmup 5 --reps 30 --budget 25
   # where MobileNetV2's and ViT's GPU time goes, per layer type (CUDA events)
   step arch_profile 40 bash -c './rnlua scripts/profile_arch.lua --device cuda --batch 128 --models mobilenet_v2,vit;

@@ -45,8 +45,9 @@
  * bias gradient stay float32 (in double). A shape for which cuDNN has no
  * usable bf16 algorithm in NHWC nor NCHW (e.g. a GPU before sm_80) runs in
  * float32 math instead (decided once per shape, cached). float64 ignores the
- * policy. (This float32-tensor path passed parity on an H100; the bf16
- * tensors of the policy's activations on the GPU are new with issue #18.)
+ * policy. (Both paths passed parity on an H200, 2026-12-04. On bf16
+ * tensors the bias add and the bias gradient read and write bf16, summing
+ * in float per thread and double across threads.)
  *
  * Padding: cuDNN's legacy descriptor pads symmetrically. Symmetric pads go
  * to cuDNN; asymmetric ones (TF "same" with an odd total, resolved by the

@@ -7,7 +7,7 @@
  * includes the device's idle gaps inside the region when the host launches
  * slower than the device runs. The reverse pass marks each autograd node
  * through rn_profile_mark_hook (core/autograd.c), with scope +
- * RN_EVPROF_BWD. Not run on a GPU yet (compiled and linked only).
+ * RN_EVPROF_BWD. Run on an H200 (2026-12-04: test_profile.lua, scripts/profile_arch.lua).
  */
 #include <stdlib.h>
 

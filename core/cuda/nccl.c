@@ -11,8 +11,8 @@
  * them; completion is polled (cudaEventQuery + ncclCommGetAsyncError) so
  * that rnlua's collective timeout applies: past it the communicator is
  * aborted (ncclCommAbort) and the call fails naming the collective.
- * Status: compiled in every CUDA build; it has not run on a machine with
- * two GPUs (see doc/distributed.md).
+ * Status: ran at world size 1 on an H200 (2026-12-04, tests/dist/nccl_check.lua);
+ * not yet on a machine with two GPUs (see doc/distributed.md).
  */
 #include <stdio.h>
 #include <stdlib.h>

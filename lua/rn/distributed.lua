@@ -33,7 +33,8 @@ local function need(who)
 end
 
 --- init{backend = "mpi" | "nccl" | nil (auto), timeout = 600 (seconds)}:
---- joins the job started by mpirun/srun (a single process is a world of 1).
+--- joins the job started by mpirun/srun (a single process without a launcher is a
+--- world of 1 without MPI: backend "self", or "nccl" when asked for).
 function M.init(o)
   o = o or {}
   if type(o) ~= "table" then fail("distributed.init: expected an options table, got %s", type(o)) end
