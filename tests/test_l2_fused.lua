@@ -151,10 +151,9 @@ T.test("l2_plan: nil with an l1 term, with the fused optimizer off, or RN_FUSED_
   local ws = m:weights()
   ws[1].regularizer = regularizers.l1_l2{ l1 = 0.01, l2 = 0.01 }
   T.eq(with_switches(true, true, function() return regularizers.l2_plan(ws, m.optimizer) end), nil)
-  -- default (nil): on where the optimizer's fused step is (not on the CPU by default)
-  T.eq(with_switches(nil, nil, function() return regularizers.l2_plan(m:weights(), m.optimizer) end),
-    os.getenv("RN_FUSED_OPTIM") == "1" and os.getenv("RN_FUSED_L2") ~= "0" and
-    regularizers.l2_plan(m:weights(), m.optimizer) or nil)
+  -- default (nil): on where the optimizer's fused step is (the CPU and CUDA, unless switched off)
+  local plan = with_switches(nil, nil, function() return regularizers.l2_plan(m:weights(), m.optimizer) end)
+  T.eq(plan ~= nil, os.getenv("RN_FUSED_OPTIM") ~= "0" and os.getenv("RN_FUSED_L2") ~= "0")
 end)
 
 T.test("cuda: l2_penalty_multi and the one-pass train_step against the autograd form", function()

@@ -52,6 +52,12 @@ int rn_cpu_unary(rn_unop op, const double *p, rn_tensor *y, const rn_tensor *x) 
       if (sy == 1 && sx == 1 && op == RN_OP_RELU) {
 #pragma omp simd
         for (int64_t i = 0; i < it.inner; i++) yy[i] = xx[i] > 0 ? xx[i] : 0;
+      } else if (sy == 1 && sx == 1 && op == RN_OP_RELU6) { /* un_f's rule, vectorized (NaN stays NaN) */
+#pragma omp simd
+        for (int64_t i = 0; i < it.inner; i++) {
+          float v = xx[i];
+          yy[i] = v <= 0 ? 0 : v >= 6 ? 6 : v;
+        }
       } else {
         for (int64_t i = 0; i < it.inner; i++) yy[i * sy] = un_f(op, xx[i * sx], af, bf);
       }
@@ -93,6 +99,11 @@ int rn_cpu_unary_backward(rn_unop op, const double *p, rn_tensor *gx, const rn_t
     if (op == RN_OP_RELU) {
 #pragma omp parallel for simd if (n > PAR_MIN)
       for (int64_t i = 0; i < n; i++) g[i] = xx[i] > 0 ? go[i] : 0;
+      return 0;
+    }
+    if (op == RN_OP_RELU6) {
+#pragma omp parallel for simd if (n > PAR_MIN)
+      for (int64_t i = 0; i < n; i++) g[i] = xx[i] > 0 && xx[i] < 6 ? go[i] : 0;
       return 0;
     }
 #pragma omp parallel for if (n > PAR_MIN)
