@@ -31,6 +31,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "mutant.h"
+
 #ifdef __CUDACC__
 #define RN_MT_FN static inline __host__ __device__
 #else
@@ -94,7 +96,8 @@ typedef struct {
     c.b2 = (T)h->beta2;                                                                    \
     c.omb2 = (T)(1 - h->beta2);                                                            \
     c.eps = (T)h->eps;                                                                     \
-    double bc1 = 1 - pow(h->beta1, step), bc2 = 1 - pow(h->beta2, step);                   \
+    double bc1 = RN_MUTANT("adam_bias_correction") ? 1.0 : 1 - pow(h->beta1, step);       \
+    double bc2 = 1 - pow(h->beta2, step);                                                  \
     c.sbc2 = (T)sqrt(bc2);                                                                 \
     c.step_size = keras ? (T)(-lr * sqrt(bc2) / bc1) : (T)(-lr / bc1);                     \
     return c;                                                                              \

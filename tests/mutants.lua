@@ -39,7 +39,7 @@ local MUTANTS = {
     files = { VALUES } },
   { name = "permute_inverse", what = "permute's backward applies perm, not its inverse (tensor.c)",
     files = { GRAD64 } },
-  { name = "adam_bias_correction", what = "Adam step without the first moment's bias correction (optim.lua)",
+  { name = "adam_bias_correction", what = "Adam step without the first moment's bias correction (optim.lua and core/optim_math.h, the multi-tensor step)",
     lua = { file = "rn/optim.lua", old = "p:add_(st.exp_avg / denom, -lr / bc1)",
             new = "p:add_(st.exp_avg / denom, -lr)" },
     files = { "tests/test_optim.lua" } },
